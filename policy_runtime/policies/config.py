@@ -32,6 +32,9 @@ class PolicyConfig(BaseModel):
     horizon: int = Field(16, gt=0)
     n_obs_steps: int = Field(2, gt=0)
     n_action_steps: int = Field(8, gt=0)
+    #: Actions per second (the dataset's ``control_hz``): action ``i`` of a chunk is due
+    #: ``i / control_hz`` after the observation it is aligned with.
+    control_hz: float = Field(10.0, gt=0)
 
     down_dims: tuple[int, ...] = (64, 128, 256)
     kernel_size: int = 5

@@ -28,6 +28,7 @@ class ModelOverrides(BaseModel):
     image_feature_dim: int | None = None
     crop_shape: tuple[int, int] | None = None
     num_train_timesteps: int | None = None
+    prediction_type: str | None = None
     sampler: str | None = None
     num_inference_steps: int | None = None
     drift_samples: int | None = None

@@ -1,0 +1,65 @@
+"""An action chunk as the runtime hands it to the execution engine: actions with their stamps.
+
+The architecture's time rule: a chunk predicted from observations whose newest stamp is
+``t_obs`` has action ``i`` due at ``t_obs + (i + offset) * dt``. The runtime keeps the part of the
+predicted horizon that starts at the newest observation (index ``n_obs_steps - 1`` of the
+prediction, Diffusion Policy's alignment), so here ``offset = 0`` and ``stamps[i] = i * dt``:
+``actions[0]`` is due at ``t_obs`` itself. The engine decides which of them are still in the
+future when the chunk arrives; ``n_action_steps`` is what the policy was trained to execute
+before re-planning, and the rest of the horizon is there for blending and real-time chunking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ActionChunk:
+    #: Unnormalised actions ``(n, action_dim)``, or ``(B, n, action_dim)`` for a batch.
+    actions: np.ndarray
+    #: Seconds after the newest observation at which each action is due, ``(n,)`` float64.
+    stamps: np.ndarray
+    #: Actions to execute before asking for the next chunk (receding horizon).
+    n_action_steps: int
+    #: The policy's control period in seconds (``1 / control_hz``).
+    dt: float
+
+    def __post_init__(self) -> None:
+        if self.actions.ndim not in (2, 3):
+            raise ValueError(
+                f"actions must be (n, action_dim) or (B, n, action_dim), got {self.actions.shape}"
+            )
+        if self.stamps.shape != (self.actions.shape[-2],):
+            raise ValueError(
+                f"stamps must be ({self.actions.shape[-2]},) like the actions' step axis, "
+                f"got {self.stamps.shape}"
+            )
+        if not 1 <= self.n_action_steps <= self.actions.shape[-2]:
+            raise ValueError(
+                f"n_action_steps must be in [1, {self.actions.shape[-2]}], got {self.n_action_steps}"
+            )
+        if not self.dt > 0:
+            raise ValueError(f"dt must be > 0, got {self.dt}")
+
+    @classmethod
+    def from_actions(cls, actions: np.ndarray, n_action_steps: int, dt: float) -> ActionChunk:
+        """Stamp ``actions`` at ``0, dt, 2 dt, ...`` after the newest observation."""
+        n = actions.shape[-2]
+        return cls(actions, np.arange(n, dtype=np.float64) * dt, n_action_steps, dt)
+
+    @property
+    def batched(self) -> bool:
+        return self.actions.ndim == 3
+
+    def item(self, index: int) -> ActionChunk:
+        """One element of a batched chunk."""
+        if not self.batched:
+            raise ValueError("item() needs a batched chunk (B, n, action_dim)")
+        return ActionChunk(self.actions[index], self.stamps, self.n_action_steps, self.dt)
+
+    def absolute_stamps(self, t_obs: float) -> np.ndarray:
+        """The stamps on the observation clock: ``t_obs + stamps``."""
+        return t_obs + self.stamps

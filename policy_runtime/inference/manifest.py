@@ -1,0 +1,282 @@
+"""The policy bundle's ``manifest.json``: everything the runtime needs, validated before use.
+
+A bundle is a directory (or a ``.zip`` of one) holding ``manifest.json`` and ONNX graphs. The
+manifest names every file with its sha256, so a file changed after export, a file missing, or a
+manifest from another format version is refused before a graph is loaded; no pickle is ever read.
+
+Graphs work in the normalised space of the policy: they take raw observations (``float32``
+low-dim, ``uint8`` images; normalisation and the centre crop are part of the observation encoder)
+and produce or denoise *normalised* action chunks; the runtime turns those into actions with the
+action map stored here (``x = (x_norm - offset) / scale``).
+
+Graph roles:
+
+* ``obs_encoder``: observations ``obs.<key>`` ``(B, To, *shape)`` -> ``cond`` ``(B, C)``.
+* ``denoiser``: ``sample`` ``(B, H, Da)``, ``timestep`` ``(B,)`` int64, ``cond`` -> ``model_output``
+  (one step of the diffusion network; the runtime runs the sampler loop in numpy).
+* ``fused``: observations and ``noise`` ``(B, H, Da)`` -> ``action`` ``(B, H, Da)`` normalised: the
+  whole ``fused_steps``-step DDIM loop in one graph.
+* ``generator``: observations and ``noise`` -> ``action``: a drifting policy's one step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+FORMAT: Literal["policy_runtime.bundle"] = "policy_runtime.bundle"
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+
+GraphRole = Literal["obs_encoder", "denoiser", "fused", "generator"]
+TensorDtype = Literal["float32", "float16", "uint8", "int64"]
+
+
+class BundleError(ValueError):
+    """A bundle the runtime will not load; the message names the file or manifest field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AffineSpec(_Strict):
+    """``x_normalised = x * scale + offset`` per element of a key's per-step shape."""
+
+    scale: list[float]
+    offset: list[float]
+
+    @model_validator(mode="after")
+    def _same_length(self) -> AffineSpec:
+        if len(self.scale) != len(self.offset):
+            raise ValueError(
+                f"scale has {len(self.scale)} values but offset has {len(self.offset)}"
+            )
+        if any(s == 0 or not np.isfinite(s) for s in self.scale):
+            raise ValueError("every scale must be finite and non-zero")
+        return self
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.scale, np.float32), np.asarray(self.offset, np.float32)
+
+
+class ObsKeySpec(_Strict):
+    key: str
+    #: Per-step shape (without batch and time axes).
+    shape: tuple[int, ...]
+    dtype: Literal["float32", "uint8"]
+    kind: Literal["low_dim", "image"]
+    normalization: AffineSpec
+
+
+class ObsSpec(_Strict):
+    n_obs_steps: int = Field(gt=0)
+    keys: list[ObsKeySpec] = Field(min_length=1)
+    #: Centre crop (H, W) the encoder applies to every image, if any.
+    image_crop: tuple[int, int] | None = None
+
+
+class ActionSpec(_Strict):
+    key: str
+    dim: int = Field(gt=0)
+    #: Predicted horizon H; the runtime returns its steps from ``n_obs_steps - 1`` on.
+    horizon: int = Field(gt=0)
+    n_action_steps: int = Field(gt=0)
+    #: ``ee``: position (3, m) + 6D rotation + gripper opening in base_link; ``joint``: six joint
+    #: positions (rad) + gripper; ``other``: anything else (a foreign dataset's actions).
+    representation: Literal["ee", "joint", "other"]
+    normalization: AffineSpec
+    #: Per-dimension range of the training actions (what the normaliser maps to [-1, 1]).
+    low: list[float]
+    high: list[float]
+
+
+class SamplerSpec(_Strict):
+    """How to turn noise into a chunk. ``one_step``: a drifting generator (no schedule)."""
+
+    kind: Literal["ddpm", "ddim", "one_step"]
+    num_inference_steps: int = Field(gt=0)
+    num_train_timesteps: int = Field(100, gt=0)
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
+    beta_start: float = 1e-4
+    beta_end: float = 2e-2
+    prediction_type: Literal["epsilon", "sample"] = "epsilon"
+    clip_sample: bool = True
+    clip_sample_range: float = 1.0
+    set_alpha_to_one: bool = True
+    steps_offset: int = 0
+
+
+class TensorSpec(_Strict):
+    name: str
+    #: ``-1`` marks the batch axis (dynamic).
+    shape: tuple[int, ...]
+    dtype: TensorDtype
+
+
+class GraphSpec(_Strict):
+    file: str
+    role: GraphRole
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    #: DDIM steps a ``fused`` graph runs.
+    fused_steps: int | None = None
+    precision: Literal["fp32", "fp16"] = "fp32"
+
+
+class ParitySpec(_Strict):
+    """Torch vs onnxruntime at export, on random observations with the same noise."""
+
+    max_abs_error: float
+    tolerance: float
+    #: What was compared (normalised action chunks).
+    compared: str
+    batch: int
+
+
+class Manifest(_Strict):
+    format: Literal["policy_runtime.bundle"] = FORMAT
+    version: int
+    kind: Literal["diffusion", "drifting"]
+    control_hz: float = Field(gt=0)
+    obs: ObsSpec
+    action: ActionSpec
+    sampler: SamplerSpec
+    graphs: list[GraphSpec] = Field(min_length=1)
+    parity: list[ParitySpec] = Field(default_factory=list)
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    #: sha256 (hex) of every file of the bundle except the manifest itself.
+    files: dict[str, str]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        roles = [g.role for g in self.graphs]
+        if self.kind == "diffusion" and not (
+            {"obs_encoder", "denoiser"} <= set(roles) or "fused" in roles
+        ):
+            raise ValueError("graphs: a diffusion bundle needs obs_encoder + denoiser or fused")
+        if self.kind == "drifting" and "generator" not in roles:
+            raise ValueError("graphs: a drifting bundle needs a generator graph")
+        for graph in self.graphs:
+            if graph.file not in self.files:
+                raise ValueError(f"files: graph file {graph.file!r} has no sha256 entry")
+            if graph.role == "fused" and not graph.fused_steps:
+                raise ValueError(f"graphs: fused graph {graph.file!r} needs fused_steps")
+        n = self.action.n_action_steps + self.obs.n_obs_steps - 1
+        if n > self.action.horizon:
+            raise ValueError(
+                f"action.n_action_steps: n_obs_steps - 1 + n_action_steps ({n}) exceeds "
+                f"horizon {self.action.horizon}"
+            )
+        for field, values in (
+            ("action.low", self.action.low),
+            ("action.high", self.action.high),
+            ("action.normalization.scale", self.action.normalization.scale),
+        ):
+            if len(values) != self.action.dim:
+                raise ValueError(f"{field} has {len(values)} values, action.dim is {self.action.dim}")
+        return self
+
+    def graph(self, role: GraphRole, fused_steps: int | None = None) -> GraphSpec | None:
+        for graph in self.graphs:
+            if graph.role == role and (fused_steps is None or graph.fused_steps == fused_steps):
+                return graph
+        return None
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class BundleFiles:
+    """Read access to a bundle's files, from a directory or a ``.zip`` of one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            self._zip: zipfile.ZipFile | None = None
+        elif self.path.is_file() and zipfile.is_zipfile(self.path):
+            self._zip = zipfile.ZipFile(self.path)
+        else:
+            raise BundleError(f"{self.path}: not a bundle (neither a directory nor a .zip)")
+
+    def names(self) -> set[str]:
+        if self._zip is not None:
+            return {n for n in self._zip.namelist() if not n.endswith("/")}
+        return {str(p.relative_to(self.path)) for p in self.path.rglob("*") if p.is_file()}
+
+    def read(self, name: str) -> bytes:
+        try:
+            if self._zip is not None:
+                return self._zip.read(name)
+            return (self.path / name).read_bytes()
+        except (KeyError, FileNotFoundError):
+            raise BundleError(f"{self.path}: file {name!r} is missing") from None
+
+
+def read_manifest(files: BundleFiles) -> Manifest:
+    """Parse and validate ``manifest.json`` (format, version, then every field)."""
+    raw = files.read(MANIFEST_FILE)
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{files.path}/{MANIFEST_FILE}: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{files.path}/{MANIFEST_FILE}: not a JSON object")
+    if data.get("format") != FORMAT:
+        raise BundleError(
+            f"{files.path}/{MANIFEST_FILE}: field 'format' is {data.get('format')!r}, "
+            f"not {FORMAT!r}"
+        )
+    if data.get("version") != FORMAT_VERSION:
+        raise BundleError(
+            f"{files.path}/{MANIFEST_FILE}: field 'version' is {data.get('version')!r}; this "
+            f"runtime reads bundle version {FORMAT_VERSION} (re-export the checkpoint)"
+        )
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"field '{'.'.join(str(p) for p in e['loc']) or '(manifest)'}': {e['msg']}"
+            for e in exc.errors()
+        )
+        raise BundleError(f"{files.path}/{MANIFEST_FILE}: {problems}") from None
+
+
+def verified_file(files: BundleFiles, manifest: Manifest, name: str) -> bytes:
+    """A bundle file's bytes after checking them against the manifest's sha256."""
+    expected = manifest.files.get(name)
+    if expected is None:
+        raise BundleError(f"{files.path}: field 'files' has no sha256 for {name!r}")
+    data = files.read(name)
+    actual = sha256_bytes(data)
+    if actual != expected:
+        raise BundleError(
+            f"{files.path}/{name}: sha256 {actual[:16]}... does not match field "
+            f"'files.{name}' ({expected[:16]}...): the file changed after export"
+        )
+    return data
+
+
+def write_bundle(directory: Path, manifest: Manifest, graphs: dict[str, bytes]) -> None:
+    """Write graphs and manifest atomically: built beside ``directory``, then renamed in."""
+    directory = Path(directory)
+    staging = directory.with_name(f".{directory.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name, data in graphs.items():
+        (staging / name).write_bytes(data)
+    (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
+    if directory.exists():
+        if not (directory / MANIFEST_FILE).is_file():
+            shutil.rmtree(staging)
+            raise BundleError(f"{directory}: exists and is not a bundle; refusing to replace it")
+        shutil.rmtree(directory)
+    staging.rename(directory)
