@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PolicyKind = Literal["diffusion", "drifting"]
+#: Diffusion Policy's betas for the linear schedules (squaredcos_cap_v2 ignores them).
+BETA_START, BETA_END = 1e-4, 2e-2
 
 
 class PolicyConfig(BaseModel):

@@ -20,13 +20,11 @@ from torch.nn import functional as F
 
 from policy_runtime.normalization import Normalizer
 from policy_runtime.policies.base import Policy
-from policy_runtime.policies.config import PolicyConfig, PolicyKind
+from policy_runtime.policies.config import BETA_END, BETA_START, PolicyConfig, PolicyKind
 from policy_runtime.policies.obs_encoder import ObservationEncoder
 from policy_runtime.policies.unet1d import ConditionalUnet1D
 
 Sampler = Literal["ddpm", "ddim"]
-#: DP's betas for the linear schedules (squaredcos_cap_v2 ignores them).
-BETA_START, BETA_END = 1e-4, 2e-2
 
 
 def build_unet(config: PolicyConfig, global_cond_dim: int) -> ConditionalUnet1D:

@@ -1,0 +1,261 @@
+"""Checkpoint -> policy bundle: trace the graphs, check parity, write manifest and files.
+
+Parity is measured, not assumed: every graph is run on onnxruntime (CPU) against the torch
+module it came from on random observations, and the whole runtime (numpy sampler included) is
+run against the torch policy's ``predict_action`` with the same initial noise. An export whose
+largest difference exceeds the tolerance fails and writes nothing; the figures go into the
+manifest.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+import policy_runtime
+from policy_runtime.export.graphs import (
+    DenoiserGraph,
+    FusedDDIMGraph,
+    GeneratorGraph,
+    ObsEncoderGraph,
+    obs_input_keys,
+    obs_input_name,
+    to_onnx,
+)
+from policy_runtime.inference.manifest import (
+    FORMAT_VERSION,
+    GraphSpec,
+    Manifest,
+    ParitySpec,
+    TensorSpec,
+    sha256_bytes,
+    write_bundle,
+)
+from policy_runtime.inference.providers import RuntimeOptions
+from policy_runtime.inference.runtime import load_policy as load_bundle
+from policy_runtime.inference.specs import PolicySpecs, specs_from_config
+from policy_runtime.policies.base import Policy
+from policy_runtime.policies.diffusion import DiffusionPolicy
+from policy_runtime.training.checkpoint import load_policy, read_header, resolve
+
+#: Largest |torch - onnxruntime| accepted on normalised actions / network outputs.
+FP32_TOLERANCE = 1e-4
+#: Half precision keeps ~3 decimal digits; errors compound over a denoising loop.
+FP16_TOLERANCE = 5e-2
+DEFAULT_OPSET = 18
+PARITY_BATCH = 3
+
+
+class ExportError(RuntimeError):
+    """Export stopped (parity beyond tolerance, an invalid graph); nothing was written."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    #: DDIM step counts to fuse into one graph each (diffusion only).
+    fuse_steps: tuple[int, ...] = ()
+    fp16: bool = False
+    opset: int = DEFAULT_OPSET
+    #: Leave out the encoder + step graphs (only fused graphs: a fixed-step deployment).
+    fused_only: bool = False
+    seed: int = 0
+    extra_provenance: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class _Graph:
+    spec: GraphSpec
+    data: bytes
+
+
+def _random_obs(specs: PolicySpecs, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Observations spread over the range the policy was trained on (images: any pixels)."""
+    to = specs.obs.n_obs_steps
+    obs = {}
+    for key in specs.obs.keys:
+        shape = (batch, to, *key.shape)
+        if key.dtype == "uint8":
+            obs[key.key] = rng.integers(0, 256, shape, dtype=np.uint8)
+        else:
+            scale, offset = key.normalization.arrays()
+            normalised = rng.uniform(-1, 1, shape).astype(np.float32)
+            obs[key.key] = ((normalised - offset.reshape(key.shape)) / scale.reshape(key.shape)).astype(np.float32)
+    return obs
+
+
+def _tensor(name: str, shape: tuple[int, ...], dtype: str) -> TensorSpec:
+    return TensorSpec(name=name, shape=(-1, *shape), dtype=dtype)  # type: ignore[arg-type]
+
+
+def _obs_tensors(specs: PolicySpecs, policy: Policy) -> list[TensorSpec]:
+    by_key = {k.key: k for k in specs.obs.keys}
+    return [
+        _tensor(obs_input_name(key), (specs.obs.n_obs_steps, *by_key[key].shape), by_key[key].dtype)
+        for key in obs_input_keys(policy)
+    ]
+
+
+def _build_graphs(policy: Policy, specs: PolicySpecs, options: ExportOptions, example: dict[str, np.ndarray]) -> list[_Graph]:
+    precision = "fp16" if options.fp16 else "fp32"
+    obs_args = [torch.from_numpy(example[k]) for k in obs_input_keys(policy)]
+    obs_names = [obs_input_name(k) for k in obs_input_keys(policy)]
+    obs_tensors = _obs_tensors(specs, policy)
+    h, da = specs.action.horizon, specs.action.dim
+    chunk = _tensor("noise", (h, da), "float32")
+    action = _tensor("action", (h, da), "float32")
+    noise = torch.zeros(obs_args[0].shape[0], h, da)
+    graphs: list[_Graph] = []
+
+    def add(module: torch.nn.Module, args: list[torch.Tensor], inputs: list[TensorSpec], output: TensorSpec, file: str, role: str, fused: int | None = None) -> None:
+        data = to_onnx(module, args, [t.name for t in inputs], output.name, options.opset, options.fp16)
+        onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+        spec = GraphSpec(file=file, role=role, inputs=inputs, outputs=[output], fused_steps=fused, precision=precision)  # type: ignore[arg-type]
+        graphs.append(_Graph(spec, data))
+
+    if isinstance(policy, DiffusionPolicy):
+        cond_dim = policy.obs_encoder.output_dim
+        cond = _tensor("cond", (cond_dim,), "float32")
+        if not options.fused_only:
+            add(ObsEncoderGraph(policy), obs_args, obs_tensors, cond, "obs_encoder.onnx", "obs_encoder")
+            args = [noise, torch.zeros(noise.shape[0], dtype=torch.int64), torch.zeros(noise.shape[0], cond_dim)]
+            inputs = [_tensor("sample", (h, da), "float32"), _tensor("timestep", (), "int64"), cond]
+            add(DenoiserGraph(policy), args, inputs, _tensor("model_output", (h, da), "float32"), "denoiser.onnx", "denoiser")
+        for steps in options.fuse_steps:
+            add(FusedDDIMGraph(policy, steps), [*obs_args, noise], [*obs_tensors, chunk], action, f"ddim{steps}.onnx", "fused", steps)
+    else:
+        add(GeneratorGraph(policy), [*obs_args, noise], [*obs_tensors, chunk], action, "generator.onnx", "generator")
+    return graphs
+
+
+def _graph_parity(policy: Policy, graph: _Graph, example: dict[str, np.ndarray], rng: np.random.Generator) -> float:
+    """max |torch - onnxruntime| of one graph on random inputs."""
+    session = ort.InferenceSession(graph.data, providers=["CPUExecutionProvider"])
+    feeds: dict[str, np.ndarray] = {}
+    for t in graph.spec.inputs:
+        if t.name.startswith("obs."):
+            feeds[t.name] = example[t.name.removeprefix("obs.")]
+        elif t.name == "timestep":
+            feeds[t.name] = rng.integers(0, policy.config.num_train_timesteps, PARITY_BATCH).astype(np.int64)
+        else:
+            feeds[t.name] = rng.standard_normal((PARITY_BATCH, *t.shape[1:])).astype(np.float32)
+    got = session.run(None, feeds)[0]
+    modules = {
+        "obs_encoder": lambda: ObsEncoderGraph(policy),
+        "denoiser": lambda: DenoiserGraph(policy),  # type: ignore[arg-type]
+        "fused": lambda: FusedDDIMGraph(policy, graph.spec.fused_steps or 1),  # type: ignore[arg-type]
+        "generator": lambda: GeneratorGraph(policy),  # type: ignore[arg-type]
+    }
+    with torch.no_grad():
+        expected = modules[graph.spec.role]()(*[torch.from_numpy(feeds[t.name]) for t in graph.spec.inputs])
+    return float(np.max(np.abs(got - expected.numpy())))
+
+
+def export_bundle(checkpoint: Path, out: Path, options: ExportOptions | None = None) -> Manifest:
+    """Export ``checkpoint`` (or a run directory's best/latest) to the bundle ``out``."""
+    options = options or ExportOptions()
+    directory = resolve(Path(checkpoint))
+    header = read_header(directory)
+    policy = load_policy(directory)
+    if options.fuse_steps and not isinstance(policy, DiffusionPolicy):
+        raise ExportError("--fuse-steps: only a diffusion policy has a denoising loop to fuse")
+    if options.fused_only and not options.fuse_steps:
+        raise ExportError("fused_only needs at least one --fuse-steps count")
+    if any(s < 1 or s > policy.config.num_train_timesteps for s in options.fuse_steps):
+        raise ExportError(f"--fuse-steps must be in [1, {policy.config.num_train_timesteps}], got {options.fuse_steps}")
+    specs = specs_from_config(policy.config, policy.normalizer)
+    rng = np.random.default_rng(options.seed)
+    example = _random_obs(specs, PARITY_BATCH, rng)
+    graphs = _build_graphs(policy, specs, options, example)
+    tolerance = FP16_TOLERANCE if options.fp16 else FP32_TOLERANCE
+
+    parity = [
+        ParitySpec(
+            max_abs_error=_graph_parity(policy, graph, example, rng),
+            tolerance=tolerance,
+            compared=f"{graph.spec.file}: graph output vs its torch module",
+            batch=PARITY_BATCH,
+        )
+        for graph in graphs
+    ]
+    files = {g.spec.file: g.data for g in graphs}
+    provenance = {
+        "checkpoint": str(directory.resolve()),
+        "checkpoint_step": header.get("step"),
+        "train_data": (header.get("train") or {}).get("data"),
+        "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "exporter": f"policy_runtime {policy_runtime.__version__}",
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+        "opset": options.opset,
+        "host": platform.node(),
+        **options.extra_provenance,
+    }
+    manifest = Manifest(
+        version=FORMAT_VERSION,
+        kind=specs.kind,  # type: ignore[arg-type]
+        control_hz=specs.control_hz,
+        obs=specs.obs,
+        action=specs.action,
+        sampler=specs.sampler,
+        graphs=[g.spec for g in graphs],
+        parity=parity,
+        provenance=provenance,
+        files={name: sha256_bytes(data) for name, data in files.items()},
+    )
+    parity.extend(_runtime_parity(policy, manifest, files, example, rng, tolerance))
+    manifest = manifest.model_copy(update={"parity": parity})
+    worst = max(parity, key=lambda p: p.max_abs_error)
+    if worst.max_abs_error > tolerance:
+        raise ExportError(
+            f"parity: {worst.compared}: max |torch - onnxruntime| = {worst.max_abs_error:.3g} "
+            f"exceeds the tolerance {tolerance:g}; nothing was written"
+        )
+    write_bundle(Path(out), manifest, files)
+    return manifest
+
+
+def _runtime_parity(policy: Policy, manifest: Manifest, files: dict[str, bytes], example: dict[str, np.ndarray], rng: np.random.Generator, tolerance: float) -> list[ParitySpec]:
+    """The runtime end to end (numpy sampler included) vs the torch policy, same noise."""
+    import tempfile
+
+    from policy_runtime.inference.torch_backend import TorchPolicy
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(tmp) / "bundle"
+        write_bundle(bundle, manifest, files)
+        runtime = load_bundle(bundle, options=RuntimeOptions(providers=("cpu",), warmup=False))
+        reference = TorchPolicy(policy)
+        noise = rng.standard_normal((PARITY_BATCH, manifest.action.horizon, manifest.action.dim)).astype(np.float32)
+        requests: list[int | None] = []
+        if manifest.kind == "drifting":
+            requests.append(None)
+        else:
+            if manifest.graph("denoiser") is not None:
+                requests.append(manifest.sampler.num_inference_steps)
+            requests += sorted({g.fused_steps for g in manifest.graphs if g.fused_steps})
+        out = []
+        for steps in requests:
+            # DDIM: deterministic given the noise, so both sides must agree to float error.
+            sampler = None if steps is None else "ddim"
+            ours = runtime.predict(example, noise=noise, num_inference_steps=steps, sampler=sampler)
+            theirs = reference.predict(example, noise=noise, num_inference_steps=steps, sampler=sampler)
+            scale = np.asarray(manifest.action.normalization.scale, np.float32)
+            error = float(np.max(np.abs((ours.actions - theirs.actions) * scale)))
+            what = "one step" if steps is None else f"DDIM {steps} steps" + (" (fused graph)" if runtime.graph_for(steps, None) else " (numpy loop)")
+            out.append(
+                ParitySpec(
+                    max_abs_error=error,
+                    tolerance=tolerance,
+                    compared=f"runtime {what} vs torch predict_action, normalised actions",
+                    batch=PARITY_BATCH,
+                )
+            )
+    return out

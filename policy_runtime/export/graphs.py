@@ -1,0 +1,156 @@
+"""The torch modules each bundle graph is traced from, and the tracing itself.
+
+Each wrapper's ``forward(*inputs)`` takes tensors in the order the manifest lists the graph's inputs
+(observation keys: cameras in ``image_keys`` order, then ``obs_keys``), so the ONNX graph's
+signature is flat and named. Graphs are traced with torch's dynamo exporter (``torch.export`` +
+onnxscript) with a dynamic batch axis; a fused DDIM loop is unrolled at trace time, with the
+schedule's coefficients as constants.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from policy_runtime.policies.base import Policy
+from policy_runtime.policies.diffusion import DiffusionPolicy
+from policy_runtime.policies.drifting import DriftingPolicy
+
+#: The batch axis every graph leaves dynamic.
+BATCH = "batch"
+
+
+def obs_input_keys(policy: Policy) -> list[str]:
+    """Observation keys in graph-input order: cameras first, then low-dim keys."""
+    return [*policy.config.image_keys, *policy.config.obs_keys]
+
+
+def obs_input_name(key: str) -> str:
+    return f"obs.{key}"
+
+
+class _Cast(nn.Module):
+    """Runs ``inner`` in ``dtype`` (fp16 graphs) with float32 tensors in and out."""
+
+    def __init__(self, inner: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.inner = copy.deepcopy(inner).to(dtype)  # the policy itself stays float32
+        self.dtype = dtype
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        cast = [a.to(self.dtype) if a.is_floating_point() else a for a in args]
+        return self.inner(*cast).to(torch.float32)
+
+
+class ObsEncoderGraph(nn.Module):
+    """Observations (raw: float32 low-dim, uint8 images) -> the U-Net's conditioning vector."""
+
+    def __init__(self, policy: Policy) -> None:
+        super().__init__()
+        self.encoder = policy.obs_encoder
+        self.keys = obs_input_keys(policy)
+
+    def forward(self, *obs: torch.Tensor) -> torch.Tensor:
+        return self.encoder(dict(zip(self.keys, obs, strict=True)))
+
+
+class DenoiserGraph(nn.Module):
+    """One evaluation of the diffusion U-Net: (noisy chunk, timesteps, cond) -> model output."""
+
+    def __init__(self, policy: DiffusionPolicy) -> None:
+        super().__init__()
+        self.model = policy.model
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        sample, timestep, cond = inputs
+        return self.model(sample, timestep, global_cond=cond)
+
+
+class FusedDDIMGraph(nn.Module):
+    """Observations + initial noise -> the normalised chunk after ``steps`` DDIM steps."""
+
+    def __init__(self, policy: DiffusionPolicy, steps: int) -> None:
+        super().__init__()
+        self.encoder = ObsEncoderGraph(policy)
+        self.model = policy.model
+        self.scheduler = policy.make_scheduler("ddim")
+        self.scheduler.set_timesteps(steps)
+        self.timesteps = [int(t) for t in self.scheduler.timesteps]
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        *obs, sample = inputs
+        cond = self.encoder(*obs)
+        for t in self.timesteps:
+            output = self.model(sample, t, global_cond=cond)
+            sample = self.scheduler.step(output, t, sample).prev_sample  # type: ignore[union-attr]
+        return sample
+
+
+class GeneratorGraph(nn.Module):
+    """A drifting policy: observations + noise -> the normalised chunk, in one pass."""
+
+    def __init__(self, policy: DriftingPolicy) -> None:
+        super().__init__()
+        self.encoder = ObsEncoderGraph(policy)
+        self.policy = policy
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        *obs, noise = inputs
+        return self.policy.generate(noise, self.encoder(*obs))
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The dynamo exporter prints progress lines and warns about optional torchvision ops."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def to_onnx(
+    module: nn.Module,
+    args: Sequence[torch.Tensor],
+    input_names: Sequence[str],
+    output_name: str,
+    opset: int,
+    fp16: bool = False,
+) -> bytes:
+    """Trace ``module`` on example ``args`` into serialised ONNX with a dynamic batch axis.
+
+    ``fp16`` runs the module in half precision inside the graph (float32 inputs and output).
+    """
+    module = (_Cast(module, torch.float16) if fp16 else module).eval()
+    batch = torch.export.Dim(BATCH, min=1, max=4096)
+    # Every wrapper's forward is ``*inputs``: one varargs parameter holding all the tensors.
+    dynamic_shapes = (tuple({0: batch} for _ in args),)
+    with _quiet_exporter(), torch.no_grad():
+        program = torch.onnx.export(
+            module,
+            tuple(args),
+            input_names=list(input_names),
+            output_names=[output_name],
+            dynamic_shapes=dynamic_shapes,
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+    if program is None:
+        raise RuntimeError("torch.onnx.export returned no program")
+    return bytes(program.model_proto.SerializeToString())

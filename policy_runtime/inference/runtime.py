@@ -1,0 +1,299 @@
+"""The deploy-side policy: observation history in, stamped action chunk out. No torch.
+
+:class:`PolicyRuntime` is the interface both backends implement (ONNX here, torch in
+:mod:`policy_runtime.inference.torch_backend`): it checks the observations against the policy's
+spec, draws the sampler noise from a numpy ``Generator`` (so two backends given the same ``rng``
+start from the same noise), and cuts the predicted horizon at the newest observation.
+:class:`OnnxPolicy` runs a bundle's graphs on onnxruntime: the observation encoder once and the
+denoiser once per step with the numpy DDIM/DDPM step in between, or one fused graph, or a
+drifting generator.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+
+from policy_runtime.inference.chunk import ActionChunk
+from policy_runtime.inference.manifest import (
+    BundleError,
+    BundleFiles,
+    GraphSpec,
+    Manifest,
+    read_manifest,
+    verified_file,
+)
+from policy_runtime.inference.providers import GraphRunner, RuntimeOptions, make_session
+from policy_runtime.inference.schedulers import DDPMSampler, make_sampler
+from policy_runtime.inference.specs import PolicySpecs
+
+log = logging.getLogger(__name__)
+
+SamplerKind = Literal["ddpm", "ddim"]
+_ONNX_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(uint8)": "uint8",
+    "tensor(int64)": "int64",
+}
+
+
+class ObservationError(ValueError):
+    """Observations that do not fit the policy; the message names the key."""
+
+
+class PolicyRuntime(abc.ABC):
+    """``predict(obs_history, rng) -> ActionChunk`` for one policy, whatever runs it."""
+
+    def __init__(self, specs: PolicySpecs) -> None:
+        self.specs = specs
+        scale, offset = specs.action.normalization.arrays()
+        self._action_scale, self._action_offset = scale, offset
+
+    @property
+    def n_obs_steps(self) -> int:
+        return self.specs.obs.n_obs_steps
+
+    @property
+    def obs_keys(self) -> list[str]:
+        return [k.key for k in self.specs.obs.keys]
+
+    def predict(
+        self,
+        obs: Mapping[str, np.ndarray],
+        rng: np.random.Generator | None = None,
+        *,
+        noise: np.ndarray | None = None,
+        num_inference_steps: int | None = None,
+        sampler: SamplerKind | None = None,
+    ) -> ActionChunk:
+        """The chunk for an observation history.
+
+        ``obs[key]`` is ``(n_obs_steps, *shape)`` (oldest first) or ``(B, n_obs_steps, *shape)``
+        for a batch; keys beyond the policy's are ignored. Low-dim keys may be any float dtype
+        (computed in float32), images must be uint8. ``noise`` ``([B,] H, Da)`` fixes the
+        sampler's start; otherwise it is drawn from ``rng`` (a fresh default generator if None),
+        as is DDPM's per-step noise. Returns unnormalised actions from the newest observation
+        to the end of the horizon, stamped ``i / control_hz`` after it.
+        """
+        batch, unbatched = self._check_obs(obs)
+        rng = rng if rng is not None else np.random.default_rng()
+        spec = self.specs.action
+        shape = (next(iter(batch.values())).shape[0], spec.horizon, spec.dim)
+        if noise is None:
+            start = rng.standard_normal(shape, dtype=np.float32)
+        else:
+            start = np.asarray(noise, dtype=np.float32)
+            start = start[None] if unbatched and start.ndim == 2 else start
+            if start.shape != shape:
+                raise ValueError(f"noise must be {shape[1:] if unbatched else shape}, got {noise.shape}")
+        steps = num_inference_steps or self.specs.sampler.num_inference_steps
+        if steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {steps}")
+        normalized = self._predict_normalized(batch, start, steps, sampler, rng)
+        actions = (normalized - self._action_offset) / self._action_scale
+        actions = actions[:, self.n_obs_steps - 1 :].astype(np.float32, copy=False)
+        return ActionChunk.from_actions(
+            actions[0] if unbatched else actions,
+            spec.n_action_steps,
+            1.0 / self.specs.control_hz,
+        )
+
+    @abc.abstractmethod
+    def _predict_normalized(
+        self,
+        obs: dict[str, np.ndarray],
+        noise: np.ndarray,
+        steps: int,
+        sampler: SamplerKind | None,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """The normalised chunk ``(B, H, Da)`` from checked, batched observations."""
+
+    def _check_obs(self, obs: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], bool]:
+        """Observations as batched arrays of the graph dtypes; whether the input was unbatched."""
+        to = self.n_obs_steps
+        out: dict[str, np.ndarray] = {}
+        unbatched: bool | None = None
+        size: int | None = None
+        for spec in self.specs.obs.keys:
+            if spec.key not in obs:
+                raise ObservationError(
+                    f"observation {spec.key!r} is missing (the policy reads {self.obs_keys}; "
+                    f"got {sorted(obs)})"
+                )
+            value = np.asarray(obs[spec.key])
+            expected = (to, *spec.shape)
+            this_unbatched = value.shape == expected
+            if not this_unbatched and value.shape[1:] != expected:
+                raise ObservationError(
+                    f"observation {spec.key!r} must be {expected} or (B, {', '.join(map(str, expected))}), "
+                    f"got {value.shape}"
+                )
+            if unbatched is not None and this_unbatched != unbatched:
+                raise ObservationError(
+                    f"observation {spec.key!r} is {'un' if this_unbatched else ''}batched "
+                    "unlike the keys before it"
+                )
+            unbatched = this_unbatched
+            value = value[None] if this_unbatched else value
+            if size is not None and value.shape[0] != size:
+                raise ObservationError(
+                    f"observation {spec.key!r} has batch {value.shape[0]}, the others {size}"
+                )
+            size = value.shape[0]
+            if spec.dtype == "uint8":
+                if value.dtype != np.uint8:
+                    raise ObservationError(
+                        f"observation {spec.key!r} is an image and must be uint8, got {value.dtype}"
+                    )
+            else:
+                if not np.issubdtype(value.dtype, np.floating):
+                    raise ObservationError(
+                        f"observation {spec.key!r} must be floating point, got {value.dtype}"
+                    )
+                if not np.all(np.isfinite(value)):
+                    raise ObservationError(f"observation {spec.key!r} holds NaN or inf")
+                value = value.astype(np.float32, copy=False)
+            out[spec.key] = np.ascontiguousarray(value)
+        assert unbatched is not None  # the spec has at least one key
+        return out, unbatched
+
+    def warmup(self) -> None:
+        """One prediction on zero observations, discarded."""
+        zeros = {
+            k.key: np.zeros((self.n_obs_steps, *k.shape), np.uint8 if k.dtype == "uint8" else np.float32)
+            for k in self.specs.obs.keys
+        }
+        self.predict(zeros, np.random.default_rng(0))
+
+
+class OnnxPolicy(PolicyRuntime):
+    """A policy bundle on onnxruntime. Build with :func:`load_policy`."""
+
+    def __init__(self, path: Path, manifest: Manifest, files: BundleFiles, options: RuntimeOptions) -> None:
+        super().__init__(
+            PolicySpecs(
+                kind=manifest.kind,
+                control_hz=manifest.control_hz,
+                obs=manifest.obs,
+                action=manifest.action,
+                sampler=manifest.sampler,
+            )
+        )
+        self.path = path
+        self.manifest = manifest
+        self.options = options
+        self._runners: dict[str, GraphRunner] = {}
+        for graph in manifest.graphs:
+            data = verified_file(files, manifest, graph.file)
+            session = make_session(data, options, f"{path.name}/{graph.file}")
+            self._check_graph_io(session, graph)
+            self._runners[graph.file] = GraphRunner(session, options.io_binding)
+        self.providers = next(iter(self._runners.values())).session.get_providers()
+        self._obs_names = {k.key: f"obs.{k.key}" for k in manifest.obs.keys}
+
+    def _check_graph_io(self, session: ort.InferenceSession, graph: GraphSpec) -> None:
+        """The graph's real inputs/outputs must be what the manifest says (name, rank, dtype)."""
+        for side, specs, actual in (
+            ("inputs", graph.inputs, session.get_inputs()),
+            ("outputs", graph.outputs, session.get_outputs()),
+        ):
+            got = [(a.name, len(a.shape), _ONNX_TYPES.get(a.type, a.type)) for a in actual]
+            want = [(s.name, len(s.shape), s.dtype) for s in specs]
+            if got != want:
+                raise BundleError(
+                    f"{self.path}/{graph.file}: the graph's {side} {got} do not match the "
+                    f"manifest's field 'graphs[{graph.file}].{side}' {want}"
+                )
+
+    def graph_for(self, steps: int, sampler: SamplerKind | None) -> GraphSpec | None:
+        """The fused graph that runs this request in one call, if the bundle has one."""
+        kind = sampler or self.specs.sampler.kind
+        if kind != "ddim":
+            return None
+        return self.manifest.graph("fused", fused_steps=steps)
+
+    def _obs_feeds(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {self._obs_names[k]: v for k, v in obs.items()}
+
+    def _predict_normalized(
+        self,
+        obs: dict[str, np.ndarray],
+        noise: np.ndarray,
+        steps: int,
+        sampler: SamplerKind | None,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        feeds = self._obs_feeds(obs)
+        if self.manifest.kind == "drifting":
+            graph = self.manifest.graph("generator")
+            assert graph is not None
+            return self._runners[graph.file].run({**feeds, "noise": noise})
+        fused = self.graph_for(steps, sampler)
+        if fused is not None:
+            return self._runners[fused.file].run({**feeds, "noise": noise})
+        encoder, denoiser = self.manifest.graph("obs_encoder"), self.manifest.graph("denoiser")
+        if encoder is None or denoiser is None:
+            raise ValueError(
+                f"{self.path}: the bundle has only fused graphs ({self.fused_steps()} DDIM steps); "
+                f"{steps} {sampler or self.specs.sampler.kind} steps need obs_encoder + denoiser"
+            )
+        cond = self._runners[encoder.file].run(feeds)
+        spec = self.specs.sampler.model_copy(update={"kind": sampler} if sampler else {})
+        scheduler = make_sampler(spec)
+        scheduler.set_timesteps(steps)
+        step_graph = self._runners[denoiser.file]
+        sample = noise
+        batch = sample.shape[0]
+        for t in scheduler.timesteps:
+            timestep = np.full(batch, t, dtype=np.int64)
+            output = step_graph.run({"sample": sample, "timestep": timestep, "cond": cond})
+            if isinstance(scheduler, DDPMSampler):
+                variance_noise = rng.standard_normal(sample.shape, dtype=np.float32)
+                sample = scheduler.step(output, int(t), sample, variance_noise).prev_sample
+            else:
+                sample = scheduler.step(output, int(t), sample).prev_sample
+        return sample
+
+    def fused_steps(self) -> list[int]:
+        return [g.fused_steps for g in self.manifest.graphs if g.role == "fused" and g.fused_steps]
+
+
+def load_policy(
+    path: Path | str,
+    providers: tuple[str, ...] | list[str] | None = None,
+    options: RuntimeOptions | None = None,
+) -> OnnxPolicy:
+    """Load and verify a bundle (directory or ``.zip``): manifest fields, format version, every
+    file's sha256, every graph's inputs and outputs; then warm up (unless disabled).
+
+    ``providers`` overrides ``options.providers`` (e.g. ``["cuda"]``; None: TensorRT -> CUDA ->
+    CPU, whichever this onnxruntime has). A bad bundle raises
+    :class:`~policy_runtime.inference.manifest.BundleError` naming the file or field.
+    """
+    path = Path(path)
+    options = options or RuntimeOptions()
+    if providers is not None:
+        options = RuntimeOptions(**{**options.__dict__, "providers": tuple(providers)})
+    files = BundleFiles(path)
+    manifest = read_manifest(files)
+    start = time.perf_counter()
+    policy = OnnxPolicy(path, manifest, files, options)
+    if options.warmup:
+        policy.warmup()
+    log.info(
+        "%s: %s policy on %s, loaded in %.2f s",
+        path,
+        manifest.kind,
+        policy.providers[0],
+        time.perf_counter() - start,
+    )
+    return policy

@@ -1,0 +1,89 @@
+"""A policy's interface (observations, actions, sampler) as the manifest states it.
+
+Export writes these specs into the bundle; the torch backend derives the same ones from a
+checkpoint, so both backends of :mod:`policy_runtime.inference` present one interface and
+check observations the same way. Torch-free: it reads only the policy's config and normaliser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from policy_runtime.inference.manifest import ActionSpec, AffineSpec, ObsKeySpec, ObsSpec, SamplerSpec
+from policy_runtime.normalization import Normalizer
+from policy_runtime.policies.config import BETA_END, BETA_START, PolicyConfig
+
+#: Action dims of the two action spaces the runtime knows (see :mod:`policy_runtime.robots.poses`).
+REPRESENTATIONS = {10: "ee", 7: "joint"}
+
+
+@dataclass(frozen=True)
+class PolicySpecs:
+    kind: str
+    control_hz: float
+    obs: ObsSpec
+    action: ActionSpec
+    sampler: SamplerSpec
+
+
+def _affine(normalizer: Normalizer, key: str) -> AffineSpec:
+    m = normalizer.maps[key]
+    return AffineSpec(scale=[float(v) for v in m.scale], offset=[float(v) for v in m.offset])
+
+
+def specs_from_config(config: PolicyConfig, normalizer: Normalizer) -> PolicySpecs:
+    keys = [
+        ObsKeySpec(
+            key=key,
+            shape=tuple(config.obs_shapes[key]),
+            dtype="uint8",
+            kind="image",
+            normalization=_affine(normalizer, key),
+        )
+        for key in config.image_keys
+    ]
+    keys += [
+        ObsKeySpec(
+            key=key,
+            shape=tuple(config.obs_shapes[key]),
+            dtype="float32",
+            kind="low_dim",
+            normalization=_affine(normalizer, key),
+        )
+        for key in config.obs_keys
+    ]
+    action_map = normalizer.maps[config.action_key]
+    # The range the normaliser maps to [-1, 1]: the training actions' min and max (a constant
+    # dim, which the normaliser maps to 0 with scale 1: its value +-1).
+    low = (-1.0 - action_map.offset) / action_map.scale
+    high = (1.0 - action_map.offset) / action_map.scale
+    action = ActionSpec(
+        key=config.action_key,
+        dim=config.action_dim,
+        horizon=config.horizon,
+        n_action_steps=config.n_action_steps,
+        representation=REPRESENTATIONS.get(config.action_dim, "other"),  # type: ignore[arg-type]
+        normalization=_affine(normalizer, config.action_key),
+        low=[float(v) for v in low],
+        high=[float(v) for v in high],
+    )
+    if config.kind == "drifting":
+        sampler = SamplerSpec(kind="one_step", num_inference_steps=1)
+    else:
+        sampler = SamplerSpec(
+            kind=config.sampler,
+            num_inference_steps=config.num_inference_steps,
+            num_train_timesteps=config.num_train_timesteps,
+            beta_schedule=config.beta_schedule,  # type: ignore[arg-type]
+            beta_start=BETA_START,
+            beta_end=BETA_END,
+            prediction_type=config.prediction_type,
+            clip_sample=config.clip_sample,
+        )
+    return PolicySpecs(
+        kind=config.kind,
+        control_hz=config.control_hz,
+        obs=ObsSpec(n_obs_steps=config.n_obs_steps, keys=keys, image_crop=config.crop_shape),
+        action=action,
+        sampler=sampler,
+    )
