@@ -7,6 +7,7 @@ worker processes, real mp4 and PNG files.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -22,6 +23,9 @@ from policy_runtime.cli.main import app
 from policy_runtime.evaluation import run_policy_episode, wilson_interval
 from policy_runtime.evaluation.evaluate import EvalConfig, evaluate
 from policy_runtime.evaluation.sweep import parse_sweep
+from policy_runtime.inference.runtime import PolicyRuntime
+from policy_runtime.inference.specs import specs_from_config
+from policy_runtime.normalization import AffineMap, Normalizer
 from policy_runtime.policies.config import PolicyConfig
 
 LOW_DIM = ["joint_pos", "cube_pose"]
@@ -220,12 +224,11 @@ def tiny_policy_config() -> PolicyConfig:
     )
 
 
-def tiny_loader(path: Path, inference_steps: int | None) -> tuple[PolicyConfig, Any]:
+def tiny_loader(path: Path) -> Any:
     """The loader hook: an untrained tiny DiffusionPolicy whose actions stay near home."""
     import torch
 
-    from policy_runtime.evaluation import torch_policy_fn
-    from policy_runtime.normalization import AffineMap, Normalizer
+    from policy_runtime.inference.torch_backend import TorchPolicy
     from policy_runtime.policies import make_policy
     from policy_runtime.robots.poses import pose_to_ee_action
     from policy_runtime.robots.ur5 import forward_kinematics
@@ -242,8 +245,7 @@ def tiny_loader(path: Path, inference_steps: int | None) -> tuple[PolicyConfig, 
         }
     )
     torch.manual_seed(0)
-    policy = make_policy(tiny_policy_config(), normalizer)
-    return torch_policy_fn(policy, inference_steps)
+    return TorchPolicy(make_policy(tiny_policy_config(), normalizer))
 
 
 def _config(tmp_path: Path, **overrides: Any) -> EvalConfig:
@@ -320,36 +322,45 @@ def test_a_policy_that_does_not_fit_the_task_fails_before_writing(tmp_path: Path
     assert not (tmp_path / "eval").exists()
 
 
-def image_loader(path: Path, inference_steps: int | None) -> tuple[PolicyConfig, Any]:
+class HoldingRuntime(PolicyRuntime):
     """A scripted joint-space policy on two cameras: it holds the measured joints."""
-    config = PolicyConfig(
-        kind="diffusion",
-        obs_keys=["joint_pos", "gripper"],
-        image_keys=["front_rgb", "wrist_rgb"],
-        obs_shapes={"joint_pos": (6,), "gripper": (1,), "front_rgb": (48, 64, 3)}
-        | {"wrist_rgb": (48, 64, 3)},
-        action_dim=7,
-        horizon=16,
-    )
 
-    def policy_fn(window: dict[str, np.ndarray]) -> np.ndarray:
-        assert window["front_rgb"].shape == window["wrist_rgb"].shape == (2, 48, 64, 3)
-        assert window["front_rgb"].dtype == np.uint8
-        hold = np.concatenate([window["joint_pos"][-1], window["gripper"][-1]])
-        return np.repeat(hold[None], 8, axis=0)
+    def __init__(self) -> None:
+        config = PolicyConfig(
+            kind="diffusion",
+            obs_keys=["joint_pos", "gripper"],
+            image_keys=["front_rgb", "wrist_rgb"],
+            obs_shapes={"joint_pos": (6,), "gripper": (1,), "front_rgb": (48, 64, 3)}
+            | {"wrist_rgb": (48, 64, 3)},
+            action_dim=7,
+            horizon=16,
+        )
+        identity = AffineMap(np.ones(7, np.float32), np.zeros(7, np.float32))
+        maps = {k: identity for k in ("joint_pos", "gripper", "action")}
+        maps |= {k: AffineMap.image() for k in ("front_rgb", "wrist_rgb")}
+        super().__init__(specs_from_config(config, Normalizer(maps)))
 
-    return config, policy_fn
+    def _predict_normalized(self, obs, noise, steps, sampler, rng):  # type: ignore[no-untyped-def]
+        assert obs["front_rgb"].shape == obs["wrist_rgb"].shape == (1, 2, 48, 64, 3)
+        assert obs["front_rgb"].dtype == np.uint8
+        hold = np.concatenate([obs["joint_pos"][:, -1], obs["gripper"][:, -1]], axis=-1)
+        return np.repeat(hold[:, None], 16, axis=1)
+
+
+def image_loader(path: Path) -> PolicyRuntime:
+    return HoldingRuntime()
 
 
 def test_the_env_gives_the_policy_its_cameras_size_and_action_space(tmp_path: Path):
     report = evaluate(_config(tmp_path, loader=image_loader, episodes=1, max_steps=3))
     assert report.records[0].steps == 3 and report.records[0].policy_calls == 1
-    options = evaluate_module.env_options(report.policy_config)
+    options = evaluate_module.env_options(report.policy)
     assert options == {"cameras": ("front", "wrist"), "action_space": "joint"} | {
         "image_size": (48, 64)
     }
+    other = report.policy.action.model_copy(update={"dim": 5, "representation": "other"})
     with pytest.raises(ValueError, match="action_dim 5"):
-        evaluate_module.env_options(report.policy_config.model_copy(update={"action_dim": 5}))
+        evaluate_module.env_options(dataclasses.replace(report.policy, action=other))
 
 
 def test_policy_formats_are_recognised_by_their_files(tmp_path: Path):
@@ -387,8 +398,7 @@ def _trained_checkpoint(tmp_path: Path) -> Path:
     from policy_runtime.training.checkpoint import TrainState, save_checkpoint
     from policy_runtime.training.config import TrainConfig
 
-    _, policy_fn = tiny_loader(tmp_path, None)
-    policy = policy_fn.policy
+    policy = tiny_loader(tmp_path).policy
     state = TrainState(1, {}, {}, 0, {}, torch.get_rng_state())
     save_checkpoint(
         tmp_path / "ckpt",
@@ -444,7 +454,7 @@ def test_cli_evaluates_a_checkpoint_and_a_sweep_writes_csv_json_png(tmp_path: Pa
         (["--policy", "{tmp}/missing", "--task", "pick_place"], "missing: no such file"),
         (["--policy", "{tmp}/ckpt", "--task", "push_tee"], "unknown task 'push_tee'"),
         (["--policy", "{tmp}/empty", "--task", "pick_place"], "neither a checkpoint"),
-        (["--policy", "{tmp}/bundle", "--task", "pick_place"], "bundles is not supported yet"),
+        (["--policy", "{tmp}/bundle", "--task", "pick_place"], "field 'format' is None"),
         (
             ["--policy", "{tmp}/ckpt", "--task", "pick_place", "--sweep", "steps=1,2"],
             "--sweep 'steps=1,2': expected NAME=V1,V2",

@@ -23,6 +23,8 @@ def _tol(sampler, t: int) -> float:
     few 1e-6: the bound is 1e-6 or 4e-7 / sqrt(alpha_bar_t), whichever is larger.
     """
     return max(TOL, 4e-7 / float(np.sqrt(sampler.alphas_cumprod[t])))
+
+
 SHAPE = (3, 16, 10)
 
 

@@ -14,6 +14,8 @@ from policy_runtime.cli.data import data_app
 from policy_runtime.cli.doctor import doctor
 from policy_runtime.cli.eval import EPILOG as EVAL_EPILOG
 from policy_runtime.cli.eval import eval_policy
+from policy_runtime.cli.export import EPILOG as EXPORT_EPILOG
+from policy_runtime.cli.export import export
 from policy_runtime.cli.sim import datagen, sim
 from policy_runtime.cli.train import train
 
@@ -43,14 +45,6 @@ class PlannedCommand:
 
 
 PLANNED = (
-    PlannedCommand(
-        "export",
-        "Export a checkpoint to a verified ONNX policy bundle.",
-        (
-            "prt export --checkpoint ckpt/ --out bundle/",
-            "prt export --checkpoint c/ --out b/ --fp16",
-        ),
-    ),
     PlannedCommand(
         "serve",
         "Serve a policy bundle over ROS 2 (observations in, action chunks out).",
@@ -125,6 +119,7 @@ app.command(
     "  prt train --config train.yaml --resume runs/dp eval_every=2000 eval_task=push_t",
 )(train)
 app.command("eval", epilog=EVAL_EPILOG)(eval_policy)
+app.command("export", epilog=EXPORT_EPILOG)(export)
 app.add_typer(data_app, name="data")
 for _command in PLANNED:
     _register_planned(_command)

@@ -18,8 +18,8 @@ from policy_runtime.evaluation.evaluate import (
     EpisodeRecord,
     EvalConfig,
     EvalReport,
-    load_policy_fn,
-    torch_policy_fn,
+    RuntimePolicyFn,
+    load_runtime,
 )
 from policy_runtime.evaluation.rollout import PolicyEpisodeResult, PolicyFn, run_policy_episode
 from policy_runtime.evaluation.stats import wilson_interval
@@ -32,12 +32,12 @@ __all__ = [
     "EvalReport",
     "PolicyEpisodeResult",
     "PolicyFn",
+    "RuntimePolicyFn",
     "Sweep",
     "SweepReport",
-    "load_policy_fn",
+    "load_runtime",
     "parse_sweep",
     "run_policy_episode",
     "run_sweep",
-    "torch_policy_fn",
     "wilson_interval",
 ]

@@ -8,17 +8,19 @@ whatever the number of workers (torch's numbers can depend on its thread count, 
 ``torch_threads`` pins in every worker).
 
 Policies come from loaders keyed by what the path holds (:data:`LOADERS`): a training
-checkpoint (``config.json`` + ``model.safetensors``, or a run directory) or, once the bundle
-runtime lands, an exported bundle (``manifest.json``). Importing this module imports no torch.
+checkpoint (``config.json`` + ``model.safetensors``, or a run directory) through the torch
+backend, or an exported bundle (``manifest.json``, or a ``.zip``) on onnxruntime; both behind
+the runtime's ``predict`` interface, so they are evaluated by the same loop with the same
+noise. Importing this module imports no torch.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,22 +29,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from policy_runtime.evaluation.rollout import PolicyFn, run_policy_episode
+from policy_runtime.evaluation.rollout import run_policy_episode
 from policy_runtime.evaluation.stats import wilson_interval
+from policy_runtime.inference.manifest import MANIFEST_FILE
+from policy_runtime.inference.runtime import PolicyRuntime
+from policy_runtime.inference.specs import PolicySpecs
 from policy_runtime.parallel import ordered_results
-from policy_runtime.policies.config import PolicyConfig
 
 if TYPE_CHECKING:
-    from policy_runtime.policies.base import Policy
     from sim_bridge.env import SimEnv
 
 LOG_FILE = "eval_log.json"
 LOG_FORMAT = "policy_runtime.eval_log"
 LOG_VERSION = 1
 
-#: ``loader(path, inference_steps) -> (policy config, policy_fn)``; ``inference_steps``
-#: overrides the sampler's number of steps when not None.
-PolicyLoader = Callable[[Path, int | None], tuple[PolicyConfig, PolicyFn]]
+#: ``loader(path) -> runtime``: the policy behind the runtime interface (``predict``).
+PolicyLoader = Callable[[Path], PolicyRuntime]
 
 
 # --- policy loaders ------------------------------------------------------------------------
@@ -56,7 +58,7 @@ def _is_checkpoint(path: Path) -> bool:
 
 
 def _is_bundle(path: Path) -> bool:
-    return (path / "manifest.json").is_file()
+    return (path / MANIFEST_FILE).is_file() or (path.is_file() and zipfile.is_zipfile(path))
 
 
 def policy_format(path: Path) -> str:
@@ -65,106 +67,61 @@ def policy_format(path: Path) -> str:
     if not path.exists():
         raise ValueError(f"--policy {path}: no such file or directory")
     for name, detect in FORMATS.items():
-        if path.is_dir() and detect(path):
+        if detect(path):
             return name
     raise ValueError(
         f"--policy {path}: neither a checkpoint (config.json + model.safetensors, or a training "
-        "run directory) nor a policy bundle (manifest.json)"
+        "run directory) nor a policy bundle (manifest.json, or a .zip of one)"
     )
 
 
-def load_policy_fn(path: Path, inference_steps: int | None = None) -> tuple[PolicyConfig, PolicyFn]:
-    """The policy at ``path`` as a numpy ``policy_fn``, with the loader its format calls for."""
-    return LOADERS[policy_format(path)](Path(path), inference_steps)
+def load_runtime(path: Path) -> PolicyRuntime:
+    """The policy at ``path`` with the loader its format calls for."""
+    return LOADERS[policy_format(path)](Path(path))
 
 
-def load_checkpoint_policy_fn(
-    path: Path, inference_steps: int | None = None
-) -> tuple[PolicyConfig, PolicyFn]:
-    """A training checkpoint (torch, EMA weights) as a ``policy_fn``."""
-    from policy_runtime.training.checkpoint import load_policy
+def load_checkpoint_runtime(path: Path) -> PolicyRuntime:
+    """A training checkpoint (torch, EMA weights) through the torch backend."""
+    from policy_runtime.inference.torch_backend import load_torch_policy
 
-    return torch_policy_fn(load_policy(path), inference_steps)
+    return load_torch_policy(path)
 
 
-def load_bundle_policy_fn(
-    path: Path, inference_steps: int | None = None
-) -> tuple[PolicyConfig, PolicyFn]:
-    """An exported ONNX bundle as a ``policy_fn`` (not yet: the bundle runtime has not landed)."""
-    raise ValueError(
-        f"--policy {path}: evaluating policy bundles is not supported yet; evaluate the "
-        "checkpoint it was exported from"
-    )
+def load_bundle_runtime(path: Path) -> PolicyRuntime:
+    """An exported bundle on onnxruntime: one intra-op thread, as the torch backend gets (one
+    worker per core; numbers that do not depend on the thread count)."""
+    from policy_runtime.inference import RuntimeOptions, load_policy
+
+    return load_policy(path, options=RuntimeOptions(intra_op_threads=1, inter_op_threads=1))
 
 
 #: How each format is recognised, in the order they are tried.
 FORMATS: dict[str, Callable[[Path], bool]] = {"checkpoint": _is_checkpoint, "bundle": _is_bundle}
 #: The loader of each format (replace or add an entry to plug another one in).
 LOADERS: dict[str, PolicyLoader] = {
-    "checkpoint": load_checkpoint_policy_fn,
-    "bundle": load_bundle_policy_fn,
+    "checkpoint": load_checkpoint_runtime,
+    "bundle": load_bundle_runtime,
 }
 
 
-def set_inference_steps(policy: Policy, steps: int) -> None:
-    """Make ``policy`` sample with ``steps`` denoising steps (its own setter if it has one)."""
-    if steps < 1:
-        raise ValueError(f"inference steps must be >= 1, got {steps}")
-    setter = getattr(policy, "set_inference_steps", None)
-    if callable(setter):
-        setter(steps)
-    else:
-        policy.config = policy.config.model_copy(update={"num_inference_steps": steps})
+class RuntimePolicyFn:
+    """A :class:`~policy_runtime.inference.runtime.PolicyRuntime` as the loop's ``policy_fn``:
+    batch of one, sampler noise from a numpy generator seeded by ``reset(seed)`` (so an episode's
+    chunks are reproducible, and a bundle and its checkpoint draw the same noise)."""
 
-
-class TorchPolicyFn:
-    """A torch :class:`~policy_runtime.policies.base.Policy` as a numpy ``policy_fn``: batch of
-    one, eval mode, no gradients, sampler noise drawn from a generator seeded by ``reset(seed)``
-    (so an episode's chunks are reproducible)."""
-
-    def __init__(self, policy: Policy) -> None:
-        import torch
-
-        self.policy = policy.eval()
-        self.config: PolicyConfig = policy.config
-        parameter = next(iter(policy.parameters()), None)
-        self.device = parameter.device if parameter is not None else torch.device("cpu")
-        self._generator = torch.Generator().manual_seed(0)
-        # Samplers that draw noise at every step (DDPM) take the generator too, if they can.
-        parameters = inspect.signature(policy.predict_action).parameters
-        self._takes_generator = "generator" in parameters
+    def __init__(self, runtime: PolicyRuntime, inference_steps: int | None = None) -> None:
+        if inference_steps is not None and inference_steps < 1:
+            raise ValueError(f"inference steps must be >= 1, got {inference_steps}")
+        self.runtime = runtime
+        self.inference_steps = inference_steps
+        self._rng = np.random.default_rng(0)
 
     def reset(self, seed: int) -> None:
-        import torch
-
-        self._generator = torch.Generator().manual_seed(seed)
+        self._rng = np.random.default_rng(seed)
 
     def __call__(self, window: dict[str, np.ndarray]) -> np.ndarray:
-        import torch
-
-        config = self.policy.config
-        noise = torch.randn(
-            (1, config.horizon, config.action_dim), generator=self._generator, dtype=torch.float32
-        )
-        with torch.no_grad():
-            obs = {
-                key: torch.from_numpy(np.ascontiguousarray(value))[None].to(self.device)
-                for key, value in window.items()
-            }
-            extra = {"generator": self._generator} if self._takes_generator else {}
-            predict: Any = self.policy.predict_action
-            out = predict(obs, noise=noise.to(self.device), **extra)
-        return out["action"][0].detach().cpu().numpy().astype(np.float32)
-
-
-def torch_policy_fn(
-    policy: Policy, inference_steps: int | None = None
-) -> tuple[PolicyConfig, TorchPolicyFn]:
-    """(config, policy_fn) of a torch policy; ``inference_steps`` overrides its sampler's."""
-    if inference_steps is not None:
-        set_inference_steps(policy, inference_steps)
-    fn = TorchPolicyFn(policy)
-    return policy.config, fn
+        chunk = self.runtime.predict(window, self._rng, num_inference_steps=self.inference_steps)
+        return chunk.actions
 
 
 # --- configuration, records, report --------------------------------------------------------
@@ -267,7 +224,7 @@ class EvaluatedEpisode:
 @dataclass
 class EvalReport:
     config: EvalConfig
-    policy_config: PolicyConfig
+    policy: PolicySpecs
     records: list[EpisodeRecord] = field(default_factory=list)
     wall_time_s: float = 0.0
     log_path: Path | None = None
@@ -307,21 +264,22 @@ class EvalReport:
 
     def log(self) -> dict[str, Any]:
         """``eval_log.json``: the same for the same run whatever the workers (no timings)."""
-        policy = self.policy_config
+        policy = self.policy
         return {
             "format": LOG_FORMAT,
             "version": LOG_VERSION,
             "config": self.config.summary(),
             "policy": {
                 "kind": policy.kind,
-                "obs_keys": policy.obs_keys,
-                "image_keys": policy.image_keys,
-                "action_dim": policy.action_dim,
-                "horizon": policy.horizon,
-                "n_obs_steps": policy.n_obs_steps,
-                "n_action_steps": policy.n_action_steps,
-                "sampler": policy.sampler,
-                "num_inference_steps": policy.num_inference_steps,
+                "obs_keys": [k.key for k in policy.obs.keys if k.kind == "low_dim"],
+                "image_keys": [k.key for k in policy.obs.keys if k.kind == "image"],
+                "action_dim": policy.action.dim,
+                "horizon": policy.action.horizon,
+                "n_obs_steps": policy.obs.n_obs_steps,
+                "n_action_steps": policy.action.n_action_steps,
+                "sampler": policy.sampler.kind,
+                "num_inference_steps": self.config.inference_steps
+                or policy.sampler.num_inference_steps,
             },
             "summary": self.summary(),
             "episodes": [
@@ -343,24 +301,26 @@ class EvalReport:
 # --- workers -------------------------------------------------------------------------------
 
 
-def env_options(policy: PolicyConfig) -> dict[str, Any]:
+def env_options(policy: PolicySpecs) -> dict[str, Any]:
     """``make_env`` options a policy needs: its cameras at its image size, its action space."""
-    cameras = []
-    for key in policy.image_keys:
-        if not key.endswith("_rgb"):
-            raise ValueError(f"image key {key!r} is not a camera image ('<camera>_rgb')")
-        cameras.append(key.removesuffix("_rgb"))
-    sizes = {tuple(policy.obs_shapes[key][:2]) for key in policy.image_keys}
+    cameras, sizes = [], set()
+    for key in policy.obs.keys:
+        if key.kind != "image":
+            continue
+        if not key.key.endswith("_rgb"):
+            raise ValueError(f"image key {key.key!r} is not a camera image ('<camera>_rgb')")
+        cameras.append(key.key.removesuffix("_rgb"))
+        sizes.add(tuple(key.shape[:2]))
     if len(sizes) > 1:
         raise ValueError(f"the policy's cameras have different image sizes {sorted(sizes)}")
-    if policy.action_dim not in (10, 7):
+    if policy.action.representation not in ("ee", "joint"):
         raise ValueError(
-            f"action_dim {policy.action_dim} is neither an end-effector action (10: position, "
+            f"action_dim {policy.action.dim} is neither an end-effector action (10: position, "
             "6D rotation, gripper) nor a joint action (7)"
         )
     options: dict[str, Any] = {
         "cameras": tuple(cameras),
-        "action_space": "ee" if policy.action_dim == 10 else "joint",
+        "action_space": policy.action.representation,
     }
     if sizes:
         options["image_size"] = sizes.pop()
@@ -397,10 +357,11 @@ class EvalWorker:
             os.environ.setdefault("LP_NUM_THREADS", "1")
         configure_headless_rendering()
         self.config = config
-        loader = config.loader or load_policy_fn
-        self.policy_config, self.policy_fn = loader(config.policy, config.inference_steps)
-        self.options = env_options(self.policy_config)
-        self.keys = (*self.policy_config.obs_keys, *self.policy_config.image_keys)
+        loader = config.loader or load_runtime
+        self.runtime = loader(config.policy)
+        self.policy_fn = RuntimePolicyFn(self.runtime, config.inference_steps)
+        self.options = env_options(self.runtime.specs)
+        self.keys = tuple(self.runtime.obs_keys)
         self._envs: dict[str, SimEnv] = {}
         task = make_task(config.task, None if config.variant == "all" else config.variant)
         self._variants = task.variants if config.variant == "all" else (task.variant,)
@@ -442,8 +403,8 @@ class EvalWorker:
                 env,
                 self.policy_fn,
                 seed,
-                n_obs_steps=self.policy_config.n_obs_steps,
-                n_action_steps=self.policy_config.n_action_steps,
+                n_obs_steps=self.runtime.n_obs_steps,
+                n_action_steps=self.runtime.specs.action.n_action_steps,
                 keys=self.keys,
                 video_camera=config.video_camera if filmed else None,
                 video_size=config.video_size,
@@ -511,7 +472,7 @@ def evaluate(
     local = EvalWorker(config)
     try:
         local.check()
-        report = EvalReport(config, local.policy_config)
+        report = EvalReport(config, local.runtime.specs)
         seeds = iter(range(config.start_seed, config.start_seed + config.episodes))
         fps = local.env(config.start_seed).options.policy_hz
         results = ordered_results(

@@ -13,6 +13,7 @@ import datetime
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import onnx
@@ -22,6 +23,7 @@ import torch
 import policy_runtime
 from policy_runtime.export.graphs import (
     DenoiserGraph,
+    ExportablePolicy,
     FusedDDIMGraph,
     GeneratorGraph,
     ObsEncoderGraph,
@@ -31,6 +33,7 @@ from policy_runtime.export.graphs import (
 )
 from policy_runtime.inference.manifest import (
     FORMAT_VERSION,
+    GraphRole,
     GraphSpec,
     Manifest,
     ParitySpec,
@@ -41,8 +44,8 @@ from policy_runtime.inference.manifest import (
 from policy_runtime.inference.providers import RuntimeOptions
 from policy_runtime.inference.runtime import load_policy as load_bundle
 from policy_runtime.inference.specs import PolicySpecs, specs_from_config
-from policy_runtime.policies.base import Policy
 from policy_runtime.policies.diffusion import DiffusionPolicy
+from policy_runtime.policies.drifting import DriftingPolicy
 from policy_runtime.training.checkpoint import load_policy, read_header, resolve
 
 #: Largest |torch - onnxruntime| accepted on normalised actions / network outputs.
@@ -73,6 +76,8 @@ class ExportOptions:
 class _Graph:
     spec: GraphSpec
     data: bytes
+    #: The torch module it was traced from (the parity reference).
+    module: torch.nn.Module
 
 
 def _random_obs(specs: PolicySpecs, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -86,7 +91,9 @@ def _random_obs(specs: PolicySpecs, batch: int, rng: np.random.Generator) -> dic
         else:
             scale, offset = key.normalization.arrays()
             normalised = rng.uniform(-1, 1, shape).astype(np.float32)
-            obs[key.key] = ((normalised - offset.reshape(key.shape)) / scale.reshape(key.shape)).astype(np.float32)
+            obs[key.key] = (
+                (normalised - offset.reshape(key.shape)) / scale.reshape(key.shape)
+            ).astype(np.float32)
     return obs
 
 
@@ -94,7 +101,7 @@ def _tensor(name: str, shape: tuple[int, ...], dtype: str) -> TensorSpec:
     return TensorSpec(name=name, shape=(-1, *shape), dtype=dtype)  # type: ignore[arg-type]
 
 
-def _obs_tensors(specs: PolicySpecs, policy: Policy) -> list[TensorSpec]:
+def _obs_tensors(specs: PolicySpecs, policy: ExportablePolicy) -> list[TensorSpec]:
     by_key = {k.key: k for k in specs.obs.keys}
     return [
         _tensor(obs_input_name(key), (specs.obs.n_obs_steps, *by_key[key].shape), by_key[key].dtype)
@@ -102,10 +109,14 @@ def _obs_tensors(specs: PolicySpecs, policy: Policy) -> list[TensorSpec]:
     ]
 
 
-def _build_graphs(policy: Policy, specs: PolicySpecs, options: ExportOptions, example: dict[str, np.ndarray]) -> list[_Graph]:
-    precision = "fp16" if options.fp16 else "fp32"
+def _build_graphs(
+    policy: ExportablePolicy,
+    specs: PolicySpecs,
+    options: ExportOptions,
+    example: dict[str, np.ndarray],
+) -> list[_Graph]:
+    precision: Literal["fp16", "fp32"] = "fp16" if options.fp16 else "fp32"
     obs_args = [torch.from_numpy(example[k]) for k in obs_input_keys(policy)]
-    obs_names = [obs_input_name(k) for k in obs_input_keys(policy)]
     obs_tensors = _obs_tensors(specs, policy)
     h, da = specs.action.horizon, specs.action.dim
     chunk = _tensor("noise", (h, da), "float32")
@@ -113,28 +124,80 @@ def _build_graphs(policy: Policy, specs: PolicySpecs, options: ExportOptions, ex
     noise = torch.zeros(obs_args[0].shape[0], h, da)
     graphs: list[_Graph] = []
 
-    def add(module: torch.nn.Module, args: list[torch.Tensor], inputs: list[TensorSpec], output: TensorSpec, file: str, role: str, fused: int | None = None) -> None:
-        data = to_onnx(module, args, [t.name for t in inputs], output.name, options.opset, options.fp16)
+    def add(
+        module: torch.nn.Module,
+        args: list[torch.Tensor],
+        inputs: list[TensorSpec],
+        output: TensorSpec,
+        file: str,
+        role: GraphRole,
+        fused: int | None = None,
+    ) -> None:
+        data = to_onnx(
+            module, args, [t.name for t in inputs], output.name, options.opset, options.fp16
+        )
         onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
-        spec = GraphSpec(file=file, role=role, inputs=inputs, outputs=[output], fused_steps=fused, precision=precision)  # type: ignore[arg-type]
-        graphs.append(_Graph(spec, data))
+        spec = GraphSpec(
+            file=file,
+            role=role,
+            inputs=inputs,
+            outputs=[output],
+            fused_steps=fused,
+            precision=precision,
+        )
+        graphs.append(_Graph(spec, data, module))
 
     if isinstance(policy, DiffusionPolicy):
         cond_dim = policy.obs_encoder.output_dim
         cond = _tensor("cond", (cond_dim,), "float32")
         if not options.fused_only:
-            add(ObsEncoderGraph(policy), obs_args, obs_tensors, cond, "obs_encoder.onnx", "obs_encoder")
-            args = [noise, torch.zeros(noise.shape[0], dtype=torch.int64), torch.zeros(noise.shape[0], cond_dim)]
+            add(
+                ObsEncoderGraph(policy),
+                obs_args,
+                obs_tensors,
+                cond,
+                "obs_encoder.onnx",
+                "obs_encoder",
+            )
+            args = [
+                noise,
+                torch.zeros(noise.shape[0], dtype=torch.int64),
+                torch.zeros(noise.shape[0], cond_dim),
+            ]
             inputs = [_tensor("sample", (h, da), "float32"), _tensor("timestep", (), "int64"), cond]
-            add(DenoiserGraph(policy), args, inputs, _tensor("model_output", (h, da), "float32"), "denoiser.onnx", "denoiser")
+            add(
+                DenoiserGraph(policy),
+                args,
+                inputs,
+                _tensor("model_output", (h, da), "float32"),
+                "denoiser.onnx",
+                "denoiser",
+            )
         for steps in options.fuse_steps:
-            add(FusedDDIMGraph(policy, steps), [*obs_args, noise], [*obs_tensors, chunk], action, f"ddim{steps}.onnx", "fused", steps)
+            add(
+                FusedDDIMGraph(policy, steps),
+                [*obs_args, noise],
+                [*obs_tensors, chunk],
+                action,
+                f"ddim{steps}.onnx",
+                "fused",
+                steps,
+            )
     else:
-        add(GeneratorGraph(policy), [*obs_args, noise], [*obs_tensors, chunk], action, "generator.onnx", "generator")
+        add(
+            GeneratorGraph(policy),
+            [*obs_args, noise],
+            [*obs_tensors, chunk],
+            action,
+            "generator.onnx",
+            "generator",
+        )
     return graphs
 
 
-def _graph_parity(policy: Policy, graph: _Graph, example: dict[str, np.ndarray], rng: np.random.Generator) -> float:
+def _graph_parity(
+    graph: _Graph, example: dict[str, np.ndarray], rng: np.random.Generator, timesteps: int
+) -> float:
     """max |torch - onnxruntime| of one graph on random inputs."""
     session = ort.InferenceSession(graph.data, providers=["CPUExecutionProvider"])
     feeds: dict[str, np.ndarray] = {}
@@ -142,18 +205,12 @@ def _graph_parity(policy: Policy, graph: _Graph, example: dict[str, np.ndarray],
         if t.name.startswith("obs."):
             feeds[t.name] = example[t.name.removeprefix("obs.")]
         elif t.name == "timestep":
-            feeds[t.name] = rng.integers(0, policy.config.num_train_timesteps, PARITY_BATCH).astype(np.int64)
+            feeds[t.name] = rng.integers(0, timesteps, PARITY_BATCH).astype(np.int64)
         else:
             feeds[t.name] = rng.standard_normal((PARITY_BATCH, *t.shape[1:])).astype(np.float32)
     got = session.run(None, feeds)[0]
-    modules = {
-        "obs_encoder": lambda: ObsEncoderGraph(policy),
-        "denoiser": lambda: DenoiserGraph(policy),  # type: ignore[arg-type]
-        "fused": lambda: FusedDDIMGraph(policy, graph.spec.fused_steps or 1),  # type: ignore[arg-type]
-        "generator": lambda: GeneratorGraph(policy),  # type: ignore[arg-type]
-    }
     with torch.no_grad():
-        expected = modules[graph.spec.role]()(*[torch.from_numpy(feeds[t.name]) for t in graph.spec.inputs])
+        expected = graph.module(*[torch.from_numpy(feeds[t.name]) for t in graph.spec.inputs])
     return float(np.max(np.abs(got - expected.numpy())))
 
 
@@ -163,12 +220,15 @@ def export_bundle(checkpoint: Path, out: Path, options: ExportOptions | None = N
     directory = resolve(Path(checkpoint))
     header = read_header(directory)
     policy = load_policy(directory)
+    if not isinstance(policy, DiffusionPolicy | DriftingPolicy):
+        raise ExportError(f"{directory}: no exporter for a {policy.kind!r} policy")
     if options.fuse_steps and not isinstance(policy, DiffusionPolicy):
         raise ExportError("--fuse-steps: only a diffusion policy has a denoising loop to fuse")
     if options.fused_only and not options.fuse_steps:
         raise ExportError("fused_only needs at least one --fuse-steps count")
     if any(s < 1 or s > policy.config.num_train_timesteps for s in options.fuse_steps):
-        raise ExportError(f"--fuse-steps must be in [1, {policy.config.num_train_timesteps}], got {options.fuse_steps}")
+        limit = policy.config.num_train_timesteps
+        raise ExportError(f"--fuse-steps must be in [1, {limit}], got {options.fuse_steps}")
     specs = specs_from_config(policy.config, policy.normalizer)
     rng = np.random.default_rng(options.seed)
     example = _random_obs(specs, PARITY_BATCH, rng)
@@ -177,7 +237,7 @@ def export_bundle(checkpoint: Path, out: Path, options: ExportOptions | None = N
 
     parity = [
         ParitySpec(
-            max_abs_error=_graph_parity(policy, graph, example, rng),
+            max_abs_error=_graph_parity(graph, example, rng, policy.config.num_train_timesteps),
             tolerance=tolerance,
             compared=f"{graph.spec.file}: graph output vs its torch module",
             batch=PARITY_BATCH,
@@ -222,7 +282,14 @@ def export_bundle(checkpoint: Path, out: Path, options: ExportOptions | None = N
     return manifest
 
 
-def _runtime_parity(policy: Policy, manifest: Manifest, files: dict[str, bytes], example: dict[str, np.ndarray], rng: np.random.Generator, tolerance: float) -> list[ParitySpec]:
+def _runtime_parity(
+    policy: ExportablePolicy,
+    manifest: Manifest,
+    files: dict[str, bytes],
+    example: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    tolerance: float,
+) -> list[ParitySpec]:
     """The runtime end to end (numpy sampler included) vs the torch policy, same noise."""
     import tempfile
 
@@ -233,7 +300,9 @@ def _runtime_parity(policy: Policy, manifest: Manifest, files: dict[str, bytes],
         write_bundle(bundle, manifest, files)
         runtime = load_bundle(bundle, options=RuntimeOptions(providers=("cpu",), warmup=False))
         reference = TorchPolicy(policy)
-        noise = rng.standard_normal((PARITY_BATCH, manifest.action.horizon, manifest.action.dim)).astype(np.float32)
+        noise = rng.standard_normal(
+            (PARITY_BATCH, manifest.action.horizon, manifest.action.dim)
+        ).astype(np.float32)
         requests: list[int | None] = []
         if manifest.kind == "drifting":
             requests.append(None)
@@ -244,12 +313,19 @@ def _runtime_parity(policy: Policy, manifest: Manifest, files: dict[str, bytes],
         out = []
         for steps in requests:
             # DDIM: deterministic given the noise, so both sides must agree to float error.
-            sampler = None if steps is None else "ddim"
+            sampler: Literal["ddim"] | None = None if steps is None else "ddim"
             ours = runtime.predict(example, noise=noise, num_inference_steps=steps, sampler=sampler)
-            theirs = reference.predict(example, noise=noise, num_inference_steps=steps, sampler=sampler)
+            theirs = reference.predict(
+                example, noise=noise, num_inference_steps=steps, sampler=sampler
+            )
             scale = np.asarray(manifest.action.normalization.scale, np.float32)
             error = float(np.max(np.abs((ours.actions - theirs.actions) * scale)))
-            what = "one step" if steps is None else f"DDIM {steps} steps" + (" (fused graph)" if runtime.graph_for(steps, None) else " (numpy loop)")
+            what = (
+                "one step"
+                if steps is None
+                else f"DDIM {steps} steps"
+                + (" (fused graph)" if runtime.graph_for(steps, None) else " (numpy loop)")
+            )
             out.append(
                 ParitySpec(
                     max_abs_error=error,

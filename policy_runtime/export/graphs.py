@@ -19,15 +19,16 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from policy_runtime.policies.base import Policy
 from policy_runtime.policies.diffusion import DiffusionPolicy
 from policy_runtime.policies.drifting import DriftingPolicy
 
 #: The batch axis every graph leaves dynamic.
 BATCH = "batch"
+#: The policies export knows.
+ExportablePolicy = DiffusionPolicy | DriftingPolicy
 
 
-def obs_input_keys(policy: Policy) -> list[str]:
+def obs_input_keys(policy: ExportablePolicy) -> list[str]:
     """Observation keys in graph-input order: cameras first, then low-dim keys."""
     return [*policy.config.image_keys, *policy.config.obs_keys]
 
@@ -52,7 +53,7 @@ class _Cast(nn.Module):
 class ObsEncoderGraph(nn.Module):
     """Observations (raw: float32 low-dim, uint8 images) -> the U-Net's conditioning vector."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: ExportablePolicy) -> None:
         super().__init__()
         self.encoder = policy.obs_encoder
         self.keys = obs_input_keys(policy)

@@ -10,7 +10,12 @@ from __future__ import annotations
 from policy_runtime.inference.chunk import ActionChunk
 from policy_runtime.inference.manifest import BundleError, Manifest
 from policy_runtime.inference.providers import RuntimeOptions, choose_providers
-from policy_runtime.inference.runtime import ObservationError, OnnxPolicy, PolicyRuntime, load_policy
+from policy_runtime.inference.runtime import (
+    ObservationError,
+    OnnxPolicy,
+    PolicyRuntime,
+    load_policy,
+)
 
 __all__ = [
     "ActionChunk",

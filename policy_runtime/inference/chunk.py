@@ -37,10 +37,9 @@ class ActionChunk:
                 f"stamps must be ({self.actions.shape[-2]},) like the actions' step axis, "
                 f"got {self.stamps.shape}"
             )
-        if not 1 <= self.n_action_steps <= self.actions.shape[-2]:
-            raise ValueError(
-                f"n_action_steps must be in [1, {self.actions.shape[-2]}], got {self.n_action_steps}"
-            )
+        n = self.actions.shape[-2]
+        if not 1 <= self.n_action_steps <= n:
+            raise ValueError(f"n_action_steps must be in [1, {n}], got {self.n_action_steps}")
         if not self.dt > 0:
             raise ValueError(f"dt must be > 0, got {self.dt}")
 

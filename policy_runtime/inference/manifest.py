@@ -103,7 +103,7 @@ class SamplerSpec(_Strict):
 
     kind: Literal["ddpm", "ddim", "one_step"]
     num_inference_steps: int = Field(gt=0)
-    num_train_timesteps: int = Field(100, gt=0)
+    num_train_timesteps: int = Field(default=100, gt=0)
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
     beta_start: float = 1e-4
     beta_end: float = 2e-2
@@ -181,7 +181,9 @@ class Manifest(_Strict):
             ("action.normalization.scale", self.action.normalization.scale),
         ):
             if len(values) != self.action.dim:
-                raise ValueError(f"{field} has {len(values)} values, action.dim is {self.action.dim}")
+                raise ValueError(
+                    f"{field} has {len(values)} values, action.dim is {self.action.dim}"
+                )
         return self
 
     def graph(self, role: GraphRole, fused_steps: int | None = None) -> GraphSpec | None:

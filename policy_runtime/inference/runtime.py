@@ -93,7 +93,9 @@ class PolicyRuntime(abc.ABC):
             start = np.asarray(noise, dtype=np.float32)
             start = start[None] if unbatched and start.ndim == 2 else start
             if start.shape != shape:
-                raise ValueError(f"noise must be {shape[1:] if unbatched else shape}, got {noise.shape}")
+                raise ValueError(
+                    f"noise must be {shape[1:] if unbatched else shape}, got {noise.shape}"
+                )
         steps = num_inference_steps or self.specs.sampler.num_inference_steps
         if steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {steps}")
@@ -133,9 +135,9 @@ class PolicyRuntime(abc.ABC):
             expected = (to, *spec.shape)
             this_unbatched = value.shape == expected
             if not this_unbatched and value.shape[1:] != expected:
+                batched = "(B, " + ", ".join(map(str, expected)) + ")"
                 raise ObservationError(
-                    f"observation {spec.key!r} must be {expected} or (B, {', '.join(map(str, expected))}), "
-                    f"got {value.shape}"
+                    f"observation {spec.key!r} must be {expected} or {batched}, got {value.shape}"
                 )
             if unbatched is not None and this_unbatched != unbatched:
                 raise ObservationError(
@@ -169,7 +171,9 @@ class PolicyRuntime(abc.ABC):
     def warmup(self) -> None:
         """One prediction on zero observations, discarded."""
         zeros = {
-            k.key: np.zeros((self.n_obs_steps, *k.shape), np.uint8 if k.dtype == "uint8" else np.float32)
+            k.key: np.zeros(
+                (self.n_obs_steps, *k.shape), np.uint8 if k.dtype == "uint8" else np.float32
+            )
             for k in self.specs.obs.keys
         }
         self.predict(zeros, np.random.default_rng(0))
@@ -178,7 +182,9 @@ class PolicyRuntime(abc.ABC):
 class OnnxPolicy(PolicyRuntime):
     """A policy bundle on onnxruntime. Build with :func:`load_policy`."""
 
-    def __init__(self, path: Path, manifest: Manifest, files: BundleFiles, options: RuntimeOptions) -> None:
+    def __init__(
+        self, path: Path, manifest: Manifest, files: BundleFiles, options: RuntimeOptions
+    ) -> None:
         super().__init__(
             PolicySpecs(
                 kind=manifest.kind,

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policy_runtime.inference.manifest import ActionSpec, AffineSpec, ObsKeySpec, ObsSpec, SamplerSpec
+from policy_runtime.inference.manifest import (
+    ActionSpec,
+    AffineSpec,
+    ObsKeySpec,
+    ObsSpec,
+    SamplerSpec,
+)
 from policy_runtime.normalization import Normalizer
 from policy_runtime.policies.config import BETA_END, BETA_START, PolicyConfig
 
