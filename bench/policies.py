@@ -60,9 +60,11 @@ def overrides(policy: str, steps: int, batch_size: int) -> list[str]:
 
 
 def train(data: Path, out: Path, policy: str, steps: int, batch_size: int) -> float:
-    """Train (or finish training) a run; returns the optimiser steps per second of the call that
-    last trained it (kept in the run directory, so a rerun that only evaluates still reports it)."""
-    config = load_config(None, overrides(policy, steps, batch_size), data=data, out=out, policy=policy)
+    """Train (or finish training) a run; returns the optimiser steps per second of the call
+    that last trained it (kept in the run directory: a rerun that only evaluates reports it)."""
+    config = load_config(
+        None, overrides(policy, steps, batch_size), data=data, out=out, policy=policy
+    )
     resume = out if (out / "checkpoints" / "latest.txt").is_file() else None
     trainer = Trainer(config, resume=resume)
     first = trainer.step

@@ -43,7 +43,7 @@ def export(
     with the same noise: beyond the tolerance (1e-4 in fp32) nothing is written and the exit
     status is 1.
     """
-    from policy_runtime.export import ExportError, ExportOptions, export_bundle
+    from policy_runtime.export.bundle import ExportError, ExportOptions, export_bundle
 
     options = ExportOptions(
         fuse_steps=tuple(fuse_steps or ()), fp16=fp16, opset=opset, fused_only=fused_only
@@ -62,5 +62,6 @@ def export(
     console.print(table)
     parity = Table("compared", "max |torch - onnxruntime|", "tolerance", title="parity")
     for check in manifest.parity:
-        parity.add_row(check.compared, f"{check.max_abs_error:.2e}", f"{check.tolerance:g}")
+        bound = "(recorded)" if check.tolerance is None else f"{check.tolerance:g}"
+        parity.add_row(check.compared, f"{check.max_abs_error:.2e}", bound)
     console.print(parity)

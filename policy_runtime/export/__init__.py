@@ -1,7 +1,5 @@
-"""Export a training checkpoint to a policy bundle (ONNX graphs + manifest). Needs torch."""
+"""Export a training checkpoint to a policy bundle (ONNX graphs + manifest). Needs torch.
 
-from __future__ import annotations
-
-from policy_runtime.export.bundle import ExportError, ExportOptions, export_bundle
-
-__all__ = ["ExportError", "ExportOptions", "export_bundle"]
+The package itself imports nothing (so walking the project's modules stays torch-free); the API
+lives in :mod:`policy_runtime.export.bundle`: ``export_bundle(checkpoint, out, ExportOptions())``.
+"""

@@ -135,7 +135,8 @@ class ParitySpec(_Strict):
     """Torch vs onnxruntime at export, on random observations with the same noise."""
 
     max_abs_error: float
-    tolerance: float
+    #: The bound export enforced; None for a figure recorded but not checked.
+    tolerance: float | None
     #: What was compared (normalised action chunks).
     compared: str
     batch: int

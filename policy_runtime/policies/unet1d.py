@@ -224,9 +224,14 @@ class ConditionalUnet1D(nn.Module):
             timesteps = timesteps[None].to(sample.device)
         # expand (not repeat) keeps the graph ONNX/Core ML friendly, as in DP.
         timesteps = timesteps.expand(sample.shape[0])
-        cond = self.diffusion_step_encoder(timesteps)
+        # The sinusoidal features (and a parameter-free encoder's conditioning) come out in
+        # float32: compute in the sample's precision, so a half-precision network runs too.
+        position, *mlp = self.diffusion_step_encoder
+        cond = position(timesteps).to(sample.dtype)
+        for layer in mlp:
+            cond = layer(cond)
         if global_cond is not None:
-            cond = torch.cat([cond, global_cond], dim=-1)
+            cond = torch.cat([cond, global_cond.to(sample.dtype)], dim=-1)
 
         skips = []
         for level in self.down_modules:

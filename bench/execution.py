@@ -1,0 +1,416 @@
+"""Chunk execution: the engine in a real-time control loop, and the four modes side by side.
+
+(a) A control loop on this machine at 125 Hz (CB3) and 500 Hz (e-series), ``--seconds`` per
+row: absolute deadlines on ``time.perf_counter`` (sleep until ``--spin-us`` before the deadline,
+then spin), the engine in the loop, chunks from a synthetic policy answering after
+``--latency``. Run on the normal scheduler, then on SCHED_FIFO where the process may (a control
+loop on a shared machine needs it; the UR driver's own loop runs that way). Reports the period
+error (p50/p99/max, goal p99 <= 0.5 ms), the cost of ``engine.command`` per tick and of
+``engine.submit`` per chunk; a second table times each call per configuration. The garbage
+collector is off inside the loop (a collection is a pause a real-time loop must not take).
+
+(b) Smoothness and tracking of each mode on one stream of chunks, replayed on a fake clock at
+the controller rate, at each of ``--replay-latencies``. :func:`evaluate_modes` takes any list of
+:class:`RecordedChunk` (chunks recorded from a real policy with their ``t_obs`` and arrival);
+here they come from a smooth reference trajectory plus a per-chunk random offset and drift, like
+independent samples of a stochastic policy. Reported: tracking error against the reference
+(over all ticks, and over the policy step after each chunk arrives), RMS jerk (third difference
+of the commanded joints at the controller rate), and the largest tick-to-tick step after a chunk
+arrives and elsewhere. RTC runs without sampler guidance here (the chunks are independent), so
+it shows only the effect of the frozen prefix.
+
+    python -m bench.execution [--seconds 5] [--latency 0.06] [--fifo-priority 50]
+                              [--replay-seconds 30] [--replay-latencies 0.06 0.25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from policy_runtime.execution import (
+    ActionSpace,
+    ExecutionConfig,
+    ExecutionEngine,
+    ExecutionMode,
+    ExecutionStats,
+    FakeClock,
+    Interpolation,
+    MonotonicClock,
+)
+from policy_runtime.inference.chunk import ActionChunk
+
+POLICY_DT = 0.1  # Diffusion Policy's real UR5 setup: 10 Hz, H 16, Ta 8
+HORIZON, N_ACTION = 16, 8
+MODES: tuple[ExecutionMode, ...] = ("replace", "temporal_ensemble", "aggregate", "rtc")
+
+
+@dataclass(frozen=True)
+class RecordedChunk:
+    """A chunk as the executor received it: predicted from ``t_obs``, handed over at ``arrival``."""
+
+    chunk: ActionChunk
+    t_obs: float
+    arrival: float
+
+
+def reference(t: np.ndarray) -> np.ndarray:
+    """A smooth joint trajectory (m, 7): slow sines of ~0.3 rad on each joint, gripper in [0, 1]."""
+    t = np.asarray(t, dtype=np.float64)[:, None]
+    freq = np.array([0.21, 0.17, 0.26, 0.31, 0.23, 0.29, 0.12])
+    amplitude = np.array([0.4, 0.3, 0.35, 0.3, 0.25, 0.3, 0.5])
+    phase = np.arange(7) * 0.7
+    out = amplitude * np.sin(2 * np.pi * freq * t + phase)
+    out[:, 6] += 0.5
+    return out
+
+
+def synthetic_chunk(t_obs: float, rng: np.random.Generator, noise: float) -> ActionChunk:
+    """The reference from ``t_obs`` on, plus this sample's constant offset and linear drift."""
+    steps = np.arange(HORIZON)
+    offset = rng.normal(scale=noise, size=7)
+    drift = rng.normal(scale=noise / HORIZON, size=7)
+    actions = reference(t_obs + steps * POLICY_DT) + offset + steps[:, None] * drift
+    actions[:, 6] = np.clip(actions[:, 6], 0.0, 1.0)
+    return ActionChunk.from_actions(actions, N_ACTION, POLICY_DT)
+
+
+def synthetic_stream(
+    seconds: float, replan_steps: int, latency: float, noise: float, seed: int = 0
+) -> list[RecordedChunk]:
+    """An observation every ``replan_steps`` policy steps, answered ``latency`` (+-20%) later."""
+    rng = np.random.default_rng(seed)
+    stream = []
+    for k in range(int(seconds / (replan_steps * POLICY_DT))):
+        t_obs = k * replan_steps * POLICY_DT
+        delay = latency * rng.uniform(0.8, 1.2)
+        stream.append(RecordedChunk(synthetic_chunk(t_obs, rng, noise), t_obs, t_obs + delay))
+    return stream
+
+
+def percentiles(values: np.ndarray, scale: float) -> tuple[str, ...]:
+    p50, p99 = np.percentile(values, [50, 99])
+    return tuple(f"{v * scale:.3f}" for v in (p50, p99, np.max(values)))
+
+
+# --- (a) the real-time loop -----------------------------------------------------------------
+
+
+def sleep_until(deadline: float, spin_s: float) -> None:
+    """Sleep until ``spin_s`` before ``deadline`` (the OS wakes late by ~0.1 ms), then spin."""
+    remaining = deadline - time.perf_counter()
+    if remaining > spin_s:
+        time.sleep(remaining - spin_s)
+    while time.perf_counter() < deadline:
+        pass
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    period_error: np.ndarray  # |actual period - nominal| (s), per tick
+    lateness: np.ndarray  # wake-up - deadline (s), per tick
+    command_cost: np.ndarray  # engine.command (s), per tick
+    submit_cost: np.ndarray  # engine.submit (s), per chunk
+    stats: ExecutionStats
+
+
+def realtime_loop(
+    controller_hz: float, seconds: float, latency: float, spin_s: float, seed: int = 0
+) -> LoopResult:
+    """Tick the engine (aggregate, cubic joints) against a synthetic policy on the wall clock.
+
+    The policy is simulated in the loop: a request records ``t_obs``, and the chunk is handed to
+    ``submit`` at the first tick after ``t_obs + latency`` (+-20%).
+    """
+    clock = MonotonicClock()
+    config = ExecutionConfig(mode="aggregate", controller_hz=controller_hz, interpolation="cubic")
+    engine = ExecutionEngine(config, clock)
+    rng = np.random.default_rng(seed)
+    period = config.controller_period
+    n_ticks = int(seconds * controller_hz)
+    wake = np.empty(n_ticks)
+    command_cost = np.empty(n_ticks)
+    submit_cost: list[float] = []
+    pending: tuple[float, float] | None = None  # (t_obs, ready)
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter() + 0.05
+        for k in range(n_ticks):
+            sleep_until(start + k * period, spin_s)
+            wake[k] = time.perf_counter()
+            t = clock.now()
+            before = time.perf_counter()
+            engine.command(t)
+            command_cost[k] = time.perf_counter() - before
+            if pending is not None and t >= pending[1]:
+                chunk = synthetic_chunk(pending[0], rng, noise=0.01)
+                before = time.perf_counter()
+                engine.submit(chunk, pending[0])
+                submit_cost.append(time.perf_counter() - before)
+                pending = None
+            if engine.should_request(t):
+                engine.request_started(t)
+                pending = (t, t + latency * rng.uniform(0.8, 1.2))
+    finally:
+        gc.enable()
+    return LoopResult(
+        period_error=np.abs(np.diff(wake) - period),
+        lateness=wake - (start + np.arange(n_ticks) * period),
+        command_cost=command_cost,
+        submit_cost=np.asarray(submit_cost),
+        stats=engine.stats,
+    )
+
+
+def set_fifo(priority: int) -> bool:
+    """Put this process on SCHED_FIFO (0: back to SCHED_OTHER); False where not permitted."""
+    if not hasattr(os, "sched_setscheduler"):
+        return False
+    policy = os.SCHED_FIFO if priority > 0 else os.SCHED_OTHER
+    try:
+        os.sched_setscheduler(0, policy, os.sched_param(priority))
+    except PermissionError:
+        return False
+    return True
+
+
+def realtime_table(seconds: float, latency: float, spin_us: float, fifo_priority: int) -> Table:
+    """Both rates, first on the normal scheduler, then on SCHED_FIFO where permitted."""
+    table = Table(
+        "controller",
+        "scheduler",
+        "period error p50 / p99 / max (ms)",
+        "late max (ms)",
+        "command() p50 / p99 (us)",
+        "submit() p50 / max (us)",
+        "chunks",
+        "run-outs",
+        title=f"(a) real-time loop, {seconds:g} s per row, aggregate + cubic joints, synthetic "
+        f"policy {latency * 1e3:.0f} ms +-20%, spin {spin_us:.0f} us "
+        "(goal: period error p99 <= 0.5 ms)",
+    )
+    schedulers = [("SCHED_OTHER", 0)]
+    if fifo_priority:
+        schedulers.append((f"SCHED_FIFO {fifo_priority}", fifo_priority))
+    for name, priority in schedulers:
+        if priority and not set_fifo(priority):
+            table.add_row("-", name, "not permitted", "", "", "", "", "")
+            continue
+        try:
+            for hz in (125.0, 500.0):
+                r = realtime_loop(hz, seconds, latency, spin_us * 1e-6)
+                command_us = np.percentile(r.command_cost * 1e6, [50, 99])
+                table.add_row(
+                    f"{hz:.0f} Hz",
+                    name,
+                    " / ".join(percentiles(r.period_error, 1e3)),
+                    f"{r.lateness.max() * 1e3:.3f}",
+                    f"{command_us[0]:.1f} / {command_us[1]:.1f}",
+                    f"{np.median(r.submit_cost) * 1e6:.0f} / {r.submit_cost.max() * 1e6:.0f}",
+                    str(r.stats.chunks_accepted),
+                    str(r.stats.run_outs),
+                )
+        finally:
+            if priority:
+                set_fifo(0)
+    return table
+
+
+def cost_table(repeats: int = 2000) -> Table:
+    """Median cost of command() per action space / interpolation and of submit() per mode."""
+    table = Table("call", "configuration", "median (us)", title="engine call costs (median)")
+    rng = np.random.default_rng(0)
+    chunks = [synthetic_chunk(0.1 * 4 * k, rng, 0.01) for k in range(3)]
+    ee = np.zeros((HORIZON, 10))
+    ee[:, :3] = rng.normal(size=(HORIZON, 3))
+    turn = 0.05 * np.arange(HORIZON)  # about z
+    ee[:, 3:9] = np.stack(
+        [np.cos(turn), -np.sin(turn), 0 * turn, np.sin(turn), np.cos(turn), 0 * turn], 1
+    )
+    ee_chunks = [ActionChunk.from_actions(ee, N_ACTION, POLICY_DT)] * 3
+    cases: list[tuple[ExecutionMode, ActionSpace, Interpolation]] = [
+        ("replace", "joint", "linear"),
+        ("replace", "joint", "cubic"),
+        ("replace", "ee", "linear"),
+        ("temporal_ensemble", "joint", "linear"),
+        ("aggregate", "joint", "linear"),
+        ("aggregate", "ee", "linear"),
+        ("rtc", "joint", "linear"),
+    ]
+    for mode, space, interpolation in cases:
+        clock = FakeClock()
+        config = ExecutionConfig(mode=mode, action_space=space, interpolation=interpolation)
+        engine = ExecutionEngine(config, clock)
+        stream = ee_chunks if space == "ee" else chunks
+        submit_times = []
+        for repeat in range(repeats // 20):
+            engine.reset()
+            for k, chunk in enumerate(stream):
+                clock.set(max(clock.now(), repeat * 10.0 + 0.4 * k + 0.05))
+                before = time.perf_counter()
+                engine.submit(chunk, repeat * 10.0 + 0.4 * k)
+                submit_times.append(time.perf_counter() - before)
+        ticks = clock.now() + np.arange(repeats) * 1e-4
+        command_times = []
+        for t in ticks:
+            before = time.perf_counter()
+            engine.command(float(t))
+            command_times.append(time.perf_counter() - before)
+        label = f"{space}, {interpolation}"
+        if mode == "replace":
+            table.add_row("command()", label, f"{np.median(command_times) * 1e6:.1f}")
+        table.add_row(f"submit() {mode}", label, f"{np.median(submit_times) * 1e6:.0f}")
+    return table
+
+
+# --- (b) the modes side by side -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModeResult:
+    tracking_rms: float  # all ticks
+    boundary_tracking_rms: float  # ticks within one policy step after a chunk arrived
+    tracking_max: float
+    jerk_rms: float
+    boundary_step_max: float  # tick-to-tick, within one policy step after a chunk arrived
+    other_step_max: float  # tick-to-tick, elsewhere
+    stats: ExecutionStats
+
+
+def replay(
+    stream: list[RecordedChunk], config: ExecutionConfig
+) -> tuple[np.ndarray, np.ndarray, ExecutionStats]:
+    """Feed ``stream`` to an engine at its arrival times and tick it at the controller rate,
+    from the first arrival to the last action of the stream.
+
+    Returns the tick times (m,), the commands (m, D) (where the engine has none, the last one
+    is held, as the robot would) and the engine's stats.
+    """
+    clock = FakeClock()
+    engine = ExecutionEngine(config, clock)
+    arrivals = sorted(stream, key=lambda r: r.arrival)
+    start = arrivals[0].arrival
+    end = max(r.t_obs + r.chunk.stamps[-1] for r in stream)
+    ticks = start + np.arange(int((end - start) * config.controller_hz)) / config.controller_hz
+    commands = np.empty((len(ticks), arrivals[0].chunk.actions.shape[-1]))
+    last = arrivals[0].chunk.actions[0]
+    i = 0
+    for k, t in enumerate(ticks):
+        while i < len(arrivals) and arrivals[i].arrival <= t:
+            clock.set(arrivals[i].arrival)
+            engine.submit(arrivals[i].chunk, arrivals[i].t_obs)
+            i += 1
+        clock.set(t)
+        target = engine.command(float(t))
+        last = last if target is None else target
+        commands[k] = last
+    return ticks, commands, engine.stats
+
+
+def evaluate_modes(
+    stream: list[RecordedChunk],
+    reference_fn: Callable[[np.ndarray], np.ndarray],
+    controller_hz: float,
+    interpolation: Interpolation,
+) -> dict[ExecutionMode, ModeResult]:
+    """Replay ``stream`` through every mode and measure it against ``reference_fn(ts) -> (m, D)``.
+
+    Joint columns only (the gripper is left out): tracking error in rad (norm over the joints),
+    jerk in rad/s^3, steps in rad per tick. The first second is skipped (start-up transient).
+    """
+    results = {}
+    period = 1.0 / controller_hz
+    for mode in MODES:
+        config = ExecutionConfig(
+            mode=mode, controller_hz=controller_hz, interpolation=interpolation
+        )
+        ticks, commands, stats = replay(stream, config)
+        keep = ticks >= ticks[0] + 1.0
+        ticks, joints = ticks[keep], commands[keep, :6]
+        error = np.linalg.norm(joints - reference_fn(ticks)[:, :6], axis=1)
+        jerk = np.diff(joints, n=3, axis=0) / period**3
+        step = np.linalg.norm(np.diff(joints, axis=0), axis=1)
+        after_arrival = np.zeros(len(ticks), dtype=bool)
+        for r in stream:
+            after_arrival |= (ticks >= r.arrival) & (ticks < r.arrival + r.chunk.dt)
+        step_after = after_arrival[1:]
+        results[mode] = ModeResult(
+            tracking_rms=float(np.sqrt(np.mean(error**2))),
+            boundary_tracking_rms=float(np.sqrt(np.mean(error[after_arrival] ** 2))),
+            tracking_max=float(error.max()),
+            jerk_rms=float(np.sqrt(np.mean(np.sum(jerk**2, axis=1)))),
+            boundary_step_max=float(step[step_after].max()),
+            other_step_max=float(step[~step_after].max()),
+            stats=stats,
+        )
+    return results
+
+
+def modes_table(args: argparse.Namespace) -> Table:
+    table = Table(
+        "latency",
+        "mode",
+        "interp.",
+        "tracking RMS all / after a chunk (mrad)",
+        "tracking max (mrad)",
+        "jerk RMS (rad/s^3)",
+        "max step after a chunk / elsewhere (mrad)",
+        "run-outs / stale chunks",
+        title=f"(b) modes on one stream of {args.replay_seconds:g} s: reference + per-chunk "
+        f"offset/drift noise {args.noise * 1e3:.0f} mrad, an observation every "
+        f"{args.replan_steps} steps of {POLICY_DT:g} s, latency +-20%, H {HORIZON}, "
+        f"Ta {N_ACTION}, controller {args.controller_hz:g} Hz; every mode gets the same chunks "
+        "at the same times (rtc without sampler guidance)",
+    )
+    for latency in args.replay_latencies:
+        stream = synthetic_stream(args.replay_seconds, args.replan_steps, latency, args.noise)
+        for interpolation in ("linear", "cubic"):
+            results = evaluate_modes(stream, reference, args.controller_hz, interpolation)
+            for mode, r in results.items():
+                table.add_row(
+                    f"{latency * 1e3:.0f} ms",
+                    mode,
+                    interpolation,
+                    f"{r.tracking_rms * 1e3:.1f} / {r.boundary_tracking_rms * 1e3:.1f}",
+                    f"{r.tracking_max * 1e3:.1f}",
+                    f"{r.jerk_rms:.0f}",
+                    f"{r.boundary_step_max * 1e3:.2f} / {r.other_step_max * 1e3:.2f}",
+                    f"{r.stats.run_outs} / {r.stats.stale_chunks}",
+                )
+        table.add_section()
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="real-time loop, per rate")
+    parser.add_argument("--latency", type=float, default=0.06, help="simulated inference (s)")
+    parser.add_argument("--spin-us", type=float, default=500.0, help="spin before a deadline")
+    parser.add_argument(
+        "--fifo-priority", type=int, default=50, help="also run on SCHED_FIFO (0: do not)"
+    )
+    parser.add_argument("--replay-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--replay-latencies", type=float, nargs="+", default=[0.06, 0.25], help="for (b), s"
+    )
+    parser.add_argument("--replan-steps", type=int, default=4)
+    parser.add_argument("--noise", type=float, default=0.02, help="per-chunk offset (rad)")
+    parser.add_argument("--controller-hz", type=float, default=125.0, help="for (b)")
+    args = parser.parse_args()
+    console = Console()
+    console.print(realtime_table(args.seconds, args.latency, args.spin_us, args.fifo_priority))
+    console.print(cost_table())
+    console.print(modes_table(args))
+
+
+if __name__ == "__main__":
+    main()
