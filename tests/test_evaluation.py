@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ from policy_runtime.inference.runtime import PolicyRuntime
 from policy_runtime.inference.specs import specs_from_config
 from policy_runtime.normalization import AffineMap, Normalizer
 from policy_runtime.policies.config import PolicyConfig
+from policy_runtime.robots.poses import matrix_from_rot6d
 
 LOW_DIM = ["joint_pos", "cube_pose"]
 runner = CliRunner()
@@ -340,7 +342,7 @@ class HoldingRuntime(PolicyRuntime):
         maps |= {k: AffineMap.image() for k in ("front_rgb", "wrist_rgb")}
         super().__init__(specs_from_config(config, Normalizer(maps)))
 
-    def _predict_normalized(self, obs, noise, steps, sampler, rng):  # type: ignore[no-untyped-def]
+    def _predict_normalized(self, obs, noise, steps, sampler, rng, guide=None):  # type: ignore[no-untyped-def]
         assert obs["front_rgb"].shape == obs["wrist_rgb"].shape == (1, 2, 48, 64, 3)
         assert obs["front_rgb"].dtype == np.uint8
         hold = np.concatenate([obs["joint_pos"][:, -1], obs["gripper"][:, -1]], axis=-1)
@@ -491,3 +493,64 @@ def test_parse_sweep():
     for bad in ("inference_steps", "inference_steps=0,1", "inference_steps=2,2", "lr=1,2"):
         with pytest.raises(ValueError, match="--sweep"):
             parse_sweep(bad)
+
+
+def test_prt_eval_chooses_the_headless_backend_itself(tmp_path: Path):
+    """A user's shell has no MUJOCO_GL: ``prt`` must pick EGL before anything imports mujoco."""
+    checkpoint = _trained_checkpoint(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM")}
+    args = ["--policy", str(checkpoint), "--task", "pick_place", "--episodes", "1"]
+    out = subprocess.run(
+        [sys.executable, "-m", "policy_runtime", "eval", *args, "--max-steps", "2"]
+        + ["--out", str(tmp_path / "eval")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "eval" / "eval_log.json").is_file()
+
+
+def _recorded_actions(config: EvalConfig, seed: int) -> list[np.ndarray]:
+    """The actions an episode executed, captured at ``env.step``."""
+    worker = evaluate_module.EvalWorker(config)
+    env = worker.env(seed)
+    actions: list[np.ndarray] = []
+    step = env.step
+
+    def recording(action: np.ndarray) -> dict[str, np.ndarray]:
+        actions.append(np.array(action))
+        return step(action)
+
+    env.step = recording  # type: ignore[method-assign]
+    worker.run(seed)
+    worker.close()
+    return actions
+
+
+def test_engine_replace_without_latency_is_the_synchronous_receding_horizon(tmp_path: Path):
+    sync = _recorded_actions(_config(tmp_path, execution="sync", max_steps=20), 100_000)
+    engine = _recorded_actions(_config(tmp_path, execution="replace", max_steps=20), 100_000)
+    assert len(sync) == len(engine) == 20
+    ours, reference = np.stack(engine), np.stack(sync)
+    # The engine carries poses as rotations (it interpolates them with SLERP), so an untrained
+    # policy's non-orthonormal 6D rotations come out orthonormalised: the same pose the env
+    # decodes from either (Gram-Schmidt), which is what is compared.
+    np.testing.assert_allclose(ours[:, :3], reference[:, :3], atol=1e-6)
+    np.testing.assert_allclose(ours[:, 9], reference[:, 9], atol=1e-6)
+    np.testing.assert_allclose(
+        matrix_from_rot6d(ours[:, 3:9]), matrix_from_rot6d(reference[:, 3:9]), atol=1e-6
+    )
+
+
+def test_latency_makes_the_engine_drop_late_actions_and_request_early(tmp_path: Path):
+    """250 ms of inference at 10 Hz: the robot never idles and the stale actions are skipped."""
+    config = _config(tmp_path, execution="replace", inference_latency_s=0.25, max_steps=30)
+    actions = _recorded_actions(config, 100_000)
+    assert len(actions) == 30 and np.isfinite(np.stack(actions)).all()
+    report = evaluate(_config(tmp_path, execution="rtc", inference_latency_s=0.25, episodes=1))
+    assert report.records[0].steps == 16 and report.records[0].policy_calls >= 3
+    with pytest.raises(ValueError, match="needs an execution engine mode"):
+        _config(tmp_path, execution="sync", inference_latency_s=0.1)
+    with pytest.raises(ValueError, match="execution must be one of"):
+        _config(tmp_path, execution="fastest")

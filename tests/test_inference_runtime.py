@@ -309,3 +309,53 @@ def test_prt_eval_runs_a_bundle(bundles, tmp_path):
     assert result.exit_code == 0, result.output
     log = json.loads((tmp_path / "eval" / "eval_log.json").read_text())
     assert log["policy"]["kind"] == "drifting" and log["episodes"][0]["steps"] == 8
+
+
+class _Prefix:
+    def __init__(self, actions: np.ndarray, weights: np.ndarray) -> None:
+        self.actions, self.weights = actions, weights
+
+
+def test_rtc_guidance_inpaints_the_committed_prefix_in_both_backends(runs, bundles):
+    policy = load_policy(bundles["diffusion"])
+    reference = load_torch_policy(runs["diffusion"])
+    obs = _obs()
+    noise = np.random.default_rng(3).standard_normal((16, 10)).astype(np.float32)
+    free = policy.predict(obs, noise=noise)
+    spec = policy.manifest.action
+    low, high = np.asarray(spec.low, np.float32), np.asarray(spec.high, np.float32)
+    committed = low + (high - low) * np.linspace(0.2, 0.8, 15, dtype=np.float32)[:, None]
+    weights = np.r_[np.ones(4), np.linspace(1, 0, 6)[1:], np.zeros(6)].astype(np.float32)
+    guided = policy.predict(obs, noise=noise, prefix=_Prefix(committed, weights))
+    # Fully weighted steps continue the committed plan exactly; unweighted steps stay free
+    # to differ, and the unguided chunk is untouched by a zero mask.
+    np.testing.assert_allclose(guided.actions[:4], committed[:4], atol=1e-5)
+    assert not np.allclose(free.actions[:4], committed[:4], atol=1e-2)
+    zero = policy.predict(obs, noise=noise, prefix=_Prefix(committed, np.zeros(15, np.float32)))
+    np.testing.assert_allclose(zero.actions, free.actions, atol=1e-6)
+    # The torch backend applies the same guidance between diffusers' steps.
+    torch_guided = reference.predict(obs, noise=noise, prefix=_Prefix(committed, weights))
+    scale = np.asarray(spec.normalization.scale, np.float32)
+    assert np.max(np.abs((torch_guided.actions - guided.actions) * scale)) < TOLERANCE
+    # A fused graph cannot be guided: with a prefix the runtime takes the step loop.
+    fused = policy.predict(
+        obs, noise=noise, num_inference_steps=4, prefix=_Prefix(committed, weights)
+    )
+    np.testing.assert_allclose(fused.actions[:4], committed[:4], atol=1e-5)
+
+
+def test_one_step_policy_picks_the_candidate_that_best_continues_the_prefix(bundles):
+    policy = load_policy(bundles["drifting"])
+    obs = _obs()
+    committed = policy.predict(obs, np.random.default_rng(9)).actions
+    weights = np.r_[np.ones(5), np.zeros(10)].astype(np.float32)
+    best = policy.predict(
+        obs, np.random.default_rng(4), prefix=_Prefix(committed, weights), candidates=6
+    )
+    # The same six candidates, drawn by hand: the chosen one has the smallest weighted cost.
+    noise = np.random.default_rng(4).standard_normal((6, 16, 10), dtype=np.float32)
+    options = [policy.predict(obs, noise=n).actions for n in noise]
+    scale = np.asarray(policy.manifest.action.normalization.scale, np.float32)
+    costs = [float((weights[:, None] * ((o - committed) * scale) ** 2).sum()) for o in options]
+    np.testing.assert_allclose(best.actions, options[int(np.argmin(costs))], atol=1e-5)
+    assert min(costs) < float(np.median(costs))

@@ -31,7 +31,8 @@ EPILOG = (
     "--out eval/drawer\n\n"
     "  prt eval --task push_t --policy runs/dp --episodes 50 "
     "--sweep inference_steps=1,2,4,8,16,100\n\n"
-    "  prt eval --task pick_place --policy ckpt/ --episodes 1000 --ray-address auto --workers 16"
+    "  prt eval --task pick_place --policy ckpt/ --episodes 1000 --ray-address auto --workers 16\n\n"
+    "  prt eval --task push_t --policy bundles/dp --execution rtc --latency-ms 250"
 )
 
 
@@ -77,6 +78,16 @@ def eval_policy(
         ),
     ] = 1,
     domain_rand: DomainRand = "none",
+    execution: Annotated[
+        str,
+        typer.Option(
+            help="Chunk execution: replace (receding horizon), temporal_ensemble, aggregate, "
+            "rtc (real-time chunking), or sync (no engine)."
+        ),
+    ] = "replace",
+    latency_ms: Annotated[
+        float, typer.Option(min=0, help="Simulated inference latency, observation to chunk.")
+    ] = 0.0,
 ) -> None:
     """Evaluate a policy in simulation: success rate with a Wilson 95% interval, mean score."""
     from policy_runtime.evaluation.evaluate import EvalConfig, check_config, evaluate
@@ -104,6 +115,8 @@ def eval_policy(
             domain_rand=parse_factors(domain_rand),
             max_steps=max_steps,
             torch_threads=torch_threads,
+            execution=execution,  # type: ignore[arg-type]  # EvalConfig checks the name
+            inference_latency_s=latency_ms / 1000.0,
         )
         check_config(config)
         if sweep_spec is not None:

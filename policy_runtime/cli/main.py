@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import typer
 
+from policy_runtime.cli.bench import bench_app
 from policy_runtime.cli.data import data_app
 from policy_runtime.cli.doctor import doctor
 from policy_runtime.cli.eval import EPILOG as EVAL_EPILOG
@@ -18,6 +19,7 @@ from policy_runtime.cli.export import EPILOG as EXPORT_EPILOG
 from policy_runtime.cli.export import export
 from policy_runtime.cli.sim import datagen, sim
 from policy_runtime.cli.train import train
+from sim_bridge.gl import configure_headless_rendering
 
 app = typer.Typer(
     name="prt",
@@ -64,11 +66,6 @@ PLANNED = (
         "calibrate",
         "Camera intrinsics and hand-eye calibration; writes YAML and a static TF.",
         ("prt calibrate intrinsics --camera front", "prt calibrate hand-eye --out cal.yaml"),
-    ),
-    PlannedCommand(
-        "bench",
-        "Benchmarks: inference latency, control loop timing, simulation speed.",
-        ("prt bench inference --bundle bundle/",),
     ),
     PlannedCommand(
         "launch",
@@ -121,9 +118,13 @@ app.command(
 app.command("eval", epilog=EVAL_EPILOG)(eval_policy)
 app.command("export", epilog=EXPORT_EPILOG)(export)
 app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
 for _command in PLANNED:
     _register_planned(_command)
 
 
 def main() -> None:
+    # Every command that touches MuJoCo (sim, datagen, eval, doctor) needs the headless OpenGL
+    # backend chosen before the first ``import mujoco``; choose it once, up front.
+    configure_headless_rendering()
     app()

@@ -25,12 +25,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
 from policy_runtime.evaluation.rollout import run_policy_episode
 from policy_runtime.evaluation.stats import wilson_interval
+from policy_runtime.execution import ExecutionConfig
+from policy_runtime.inference.chunk import ChunkPrefix
 from policy_runtime.inference.manifest import MANIFEST_FILE
 from policy_runtime.inference.runtime import PolicyRuntime
 from policy_runtime.inference.specs import PolicySpecs
@@ -39,6 +41,9 @@ from policy_runtime.parallel import ordered_results
 if TYPE_CHECKING:
     from sim_bridge.env import SimEnv
 
+#: ``sync`` or an execution-engine mode.
+ExecutionChoice = Literal["sync", "replace", "temporal_ensemble", "aggregate", "rtc"]
+EXECUTION_MODES: tuple[str, ...] = get_args(ExecutionChoice)
 LOG_FILE = "eval_log.json"
 LOG_FORMAT = "policy_runtime.eval_log"
 LOG_VERSION = 1
@@ -119,8 +124,12 @@ class RuntimePolicyFn:
     def reset(self, seed: int) -> None:
         self._rng = np.random.default_rng(seed)
 
-    def __call__(self, window: dict[str, np.ndarray]) -> np.ndarray:
-        chunk = self.runtime.predict(window, self._rng, num_inference_steps=self.inference_steps)
+    def __call__(
+        self, window: dict[str, np.ndarray], prefix: ChunkPrefix | None = None
+    ) -> np.ndarray:
+        chunk = self.runtime.predict(
+            window, self._rng, num_inference_steps=self.inference_steps, prefix=prefix
+        )
         return chunk.actions
 
 
@@ -149,6 +158,11 @@ class EvalConfig:
     domain_rand: frozenset[str] = frozenset()
     #: End episodes after this many steps (None: the task's own limit).
     max_steps: int | None = None
+    #: How chunks are executed: an :class:`~policy_runtime.execution.ExecutionEngine` mode
+    #: (``replace``: Diffusion Policy's receding horizon), or ``sync`` (the plain loop, no
+    #: engine); and the simulated inference latency, from an observation to its chunk.
+    execution: ExecutionChoice = "replace"
+    inference_latency_s: float = 0.0
     #: torch intra-op threads in every worker (None: torch's default, all cores). One thread
     #: by default: batch-one inference gains little from more, parallel workers use the cores,
     #: and torch's numbers can depend on the thread count (conv layers do), so the default gives
@@ -173,6 +187,13 @@ class EvalConfig:
             "max_steps": (self.max_steps, 1),
             "torch_threads": (self.torch_threads, 1),
         }
+        if self.execution not in EXECUTION_MODES:
+            raise ValueError(f"execution must be one of {EXECUTION_MODES}, got {self.execution!r}")
+        if self.inference_latency_s < 0 or (self.inference_latency_s and self.execution == "sync"):
+            raise ValueError(
+                f"inference latency {self.inference_latency_s} s: must be >= 0, and needs an "
+                "execution engine mode (not sync)"
+            )
         for name, (value, least) in checks.items():
             if value is not None and value < least:
                 raise ValueError(f"{name} must be >= {least}, got {value}")
@@ -196,6 +217,8 @@ class EvalConfig:
             "inference_steps": self.inference_steps,
             "domain_rand": sorted(self.domain_rand),
             "max_steps": self.max_steps,
+            "execution": self.execution,
+            "inference_latency_s": self.inference_latency_s,
             "torch_threads": self.torch_threads,
             "videos": self.videos,
             "video_camera": self.video_camera,
@@ -362,6 +385,17 @@ class EvalWorker:
         self.policy_fn = RuntimePolicyFn(self.runtime, config.inference_steps)
         self.options = env_options(self.runtime.specs)
         self.keys = tuple(self.runtime.obs_keys)
+        mode = config.execution
+        self.execution = (
+            None
+            if mode == "sync"
+            else ExecutionConfig(
+                mode=mode,
+                action_space=self.options["action_space"],
+                # Sim steps land exactly on the policy grid: nothing is late by a margin.
+                latency_margin_s=0.0,
+            )
+        )
         self._envs: dict[str, SimEnv] = {}
         task = make_task(config.task, None if config.variant == "all" else config.variant)
         self._variants = task.variants if config.variant == "all" else (task.variant,)
@@ -409,6 +443,8 @@ class EvalWorker:
                 video_camera=config.video_camera if filmed else None,
                 video_size=config.video_size,
                 max_steps=config.max_steps,
+                execution=self.execution,
+                inference_latency_s=config.inference_latency_s,
             )
         record = EpisodeRecord(
             seed=seed,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -71,7 +71,6 @@ class ExportOptions:
     #: Leave out the encoder + step graphs (only fused graphs: a fixed-step deployment).
     fused_only: bool = False
     seed: int = 0
-    extra_provenance: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass
@@ -243,12 +242,28 @@ def _max_error(got: np.ndarray, module: torch.nn.Module, inputs: list[torch.Tens
 
 def export_bundle(checkpoint: Path, out: Path, options: ExportOptions | None = None) -> Manifest:
     """Export ``checkpoint`` (or a run directory's best/latest) to the bundle ``out``."""
-    options = options or ExportOptions()
     directory = resolve(Path(checkpoint))
     header = read_header(directory)
     policy = load_policy(directory)
     if not isinstance(policy, DiffusionPolicy | DriftingPolicy):
         raise ExportError(f"{directory}: no exporter for a {policy.kind!r} policy")
+    provenance = {
+        "checkpoint": str(directory.resolve()),
+        "checkpoint_step": header.get("step"),
+        "train_data": (header.get("train") or {}).get("data"),
+    }
+    return export_policy(policy, out, options, provenance)
+
+
+def export_policy(
+    policy: ExportablePolicy,
+    out: Path,
+    options: ExportOptions | None = None,
+    provenance: dict[str, object] | None = None,
+) -> Manifest:
+    """Export a torch policy (in memory) to the bundle ``out``; ``provenance`` goes into the
+    manifest with the exporter's own (versions, time, host)."""
+    options = options or ExportOptions()
     if options.fuse_steps and not isinstance(policy, DiffusionPolicy):
         raise ExportError("--fuse-steps: only a diffusion policy has a denoising loop to fuse")
     if options.fused_only and not options.fuse_steps:
@@ -264,9 +279,7 @@ def export_bundle(checkpoint: Path, out: Path, options: ExportOptions | None = N
     parity = [p for g in graphs for p in _graph_parity(g, example, rng, timesteps)]
     files = {g.spec.file: g.data for g in graphs}
     provenance = {
-        "checkpoint": str(directory.resolve()),
-        "checkpoint_step": header.get("step"),
-        "train_data": (header.get("train") or {}).get("data"),
+        **(provenance or {}),
         "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "exporter": f"policy_runtime {policy_runtime.__version__}",
         "torch": torch.__version__,
@@ -274,7 +287,6 @@ def export_bundle(checkpoint: Path, out: Path, options: ExportOptions | None = N
         "onnxruntime": ort.__version__,
         "opset": options.opset,
         "host": platform.node(),
-        **options.extra_provenance,
     }
     manifest = Manifest(
         version=FORMAT_VERSION,

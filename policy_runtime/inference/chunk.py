@@ -12,8 +12,26 @@ before re-planning, and the rest of the horizon is there for blending and real-t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
+
+
+class ChunkPrefix(Protocol):
+    """Actions already committed for the chunk about to be predicted (real-time chunking).
+
+    ``actions`` ``(n, action_dim)`` unnormalised and ``weights`` ``(n,)`` in [0, 1], both on the
+    chunk's own grid (``i = 0`` due at the newest observation, like :class:`ActionChunk`):
+    ``weights[i] = 1`` where the new chunk must continue the committed plan (it executes during
+    inference anyway), decaying to 0 where the policy is free.
+    :class:`policy_runtime.execution.RtcPrefix` is one.
+    """
+
+    @property
+    def actions(self) -> np.ndarray: ...
+
+    @property
+    def weights(self) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)

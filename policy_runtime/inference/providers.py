@@ -41,6 +41,8 @@ class RuntimeOptions:
     #: Bind inputs and outputs to the provider's device (CUDA / TensorRT): no per-call copies
     #: of outputs that stay on the device.
     io_binding: bool = True
+    #: Run a request in one call when the bundle has a fused graph for its DDIM step count.
+    fused_graphs: bool = True
     #: Where TensorRT may cache built engines (None: rebuilt every start).
     trt_cache_dir: str | None = None
     provider_options: dict[str, dict[str, str]] = field(default_factory=dict)

@@ -16,12 +16,12 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import onnxruntime as ort
 
-from policy_runtime.inference.chunk import ActionChunk
+from policy_runtime.inference.chunk import ActionChunk, ChunkPrefix
 from policy_runtime.inference.manifest import (
     BundleError,
     BundleFiles,
@@ -31,7 +31,7 @@ from policy_runtime.inference.manifest import (
     verified_file,
 )
 from policy_runtime.inference.providers import GraphRunner, RuntimeOptions, make_session
-from policy_runtime.inference.schedulers import DDPMSampler, make_sampler
+from policy_runtime.inference.schedulers import DDPMSampler, inpaint_model_output, make_sampler
 from policy_runtime.inference.specs import PolicySpecs
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,13 @@ _ONNX_TYPES = {
     "tensor(uint8)": "uint8",
     "tensor(int64)": "int64",
 }
+
+
+class Guide(NamedTuple):
+    """A committed prefix on the horizon, normalised (see :meth:`PolicyRuntime.predict`)."""
+
+    target: np.ndarray
+    weights: np.ndarray
 
 
 class ObservationError(ValueError):
@@ -73,6 +80,8 @@ class PolicyRuntime(abc.ABC):
         noise: np.ndarray | None = None,
         num_inference_steps: int | None = None,
         sampler: SamplerKind | None = None,
+        prefix: ChunkPrefix | None = None,
+        candidates: int = 8,
     ) -> ActionChunk:
         """The chunk for an observation history.
 
@@ -82,24 +91,34 @@ class PolicyRuntime(abc.ABC):
         sampler's start; otherwise it is drawn from ``rng`` (a fresh default generator if None),
         as is DDPM's per-step noise. Returns unnormalised actions from the newest observation
         to the end of the horizon, stamped ``i / control_hz`` after it.
+
+        ``prefix`` (real-time chunking, e.g. the engine's ``rtc_prefix``): a diffusion sampler
+        is guided toward the committed actions at every step (x0-space inpainting with the
+        prefix's soft mask; the step loop, never a fused graph); a one-step policy draws
+        ``candidates`` chunks and returns the one closest to the prefix (mask-weighted).
         """
         batch, unbatched = self._check_obs(obs)
+        guide = None if prefix is None else self._normalized_prefix(prefix)
         rng = rng if rng is not None else np.random.default_rng()
         spec = self.specs.action
         shape = (next(iter(batch.values())).shape[0], spec.horizon, spec.dim)
-        if noise is None:
-            start = rng.standard_normal(shape, dtype=np.float32)
-        else:
-            start = np.asarray(noise, dtype=np.float32)
-            start = start[None] if unbatched and start.ndim == 2 else start
-            if start.shape != shape:
-                raise ValueError(
-                    f"noise must be {shape[1:] if unbatched else shape}, got {noise.shape}"
-                )
         steps = num_inference_steps or self.specs.sampler.num_inference_steps
         if steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {steps}")
-        normalized = self._predict_normalized(batch, start, steps, sampler, rng)
+        if guide is not None and self.specs.sampler.kind == "one_step":
+            if noise is not None:
+                raise ValueError("a one-step policy with a prefix draws its candidates' noise")
+            normalized = self._best_continuation(batch, guide, candidates, rng)
+        else:
+            if noise is None:
+                start = rng.standard_normal(shape, dtype=np.float32)
+            else:
+                start = np.asarray(noise, dtype=np.float32)
+                start = start[None] if unbatched and start.ndim == 2 else start
+                if start.shape != shape:
+                    expected = shape[1:] if unbatched else shape
+                    raise ValueError(f"noise must be {expected}, got {noise.shape}")
+            normalized = self._predict_normalized(batch, start, steps, sampler, rng, guide)
         actions = (normalized - self._action_offset) / self._action_scale
         actions = actions[:, self.n_obs_steps - 1 :].astype(np.float32, copy=False)
         return ActionChunk.from_actions(
@@ -116,8 +135,48 @@ class PolicyRuntime(abc.ABC):
         steps: int,
         sampler: SamplerKind | None,
         rng: np.random.Generator,
+        guide: Guide | None = None,
     ) -> np.ndarray:
-        """The normalised chunk ``(B, H, Da)`` from checked, batched observations."""
+        """The normalised chunk ``(B, H, Da)`` from checked, batched observations; ``guide``
+        (diffusion only) steers every denoising step toward a committed prefix."""
+
+    def _normalized_prefix(self, prefix: ChunkPrefix) -> Guide:
+        """The prefix on the predicted horizon, normalised: (target (H, Da), weights (H,))."""
+        spec = self.specs.action
+        start = self.n_obs_steps - 1
+        n = spec.horizon - start
+        actions = np.asarray(prefix.actions, np.float32)
+        weights = np.asarray(prefix.weights, np.float32)
+        if actions.ndim != 2 or actions.shape[1] != spec.dim or weights.shape != actions.shape[:1]:
+            raise ValueError(
+                f"prefix: actions must be (n, {spec.dim}) with weights (n,), got "
+                f"{actions.shape} and {weights.shape}"
+            )
+        if not (np.all(np.isfinite(actions)) and np.all((weights >= 0) & (weights <= 1))):
+            raise ValueError("prefix: actions must be finite and weights in [0, 1]")
+        target = np.zeros((spec.horizon, spec.dim), np.float32)
+        mask = np.zeros(spec.horizon, np.float32)
+        k = min(n, len(actions))
+        target[start : start + k] = actions[:k] * self._action_scale + self._action_offset
+        mask[start : start + k] = weights[:k]
+        return Guide(target, mask)
+
+    def _best_continuation(
+        self, obs: dict[str, np.ndarray], guide: Guide, candidates: int, rng: np.random.Generator
+    ) -> np.ndarray:
+        """One-step policies: of ``candidates`` samples per observation, the one nearest the
+        prefix in the mask-weighted squared distance."""
+        if candidates < 1:
+            raise ValueError(f"candidates must be >= 1, got {candidates}")
+        spec = self.specs.action
+        b = next(iter(obs.values())).shape[0]
+        repeated = {k: np.repeat(v, candidates, axis=0) for k, v in obs.items()}
+        noise = rng.standard_normal((b * candidates, spec.horizon, spec.dim), dtype=np.float32)
+        chunks = self._predict_normalized(repeated, noise, 1, None, rng).reshape(
+            b, candidates, spec.horizon, spec.dim
+        )
+        cost = np.einsum("h,bkh->bk", guide.weights, ((chunks - guide.target) ** 2).sum(-1))
+        return chunks[np.arange(b), np.argmin(cost, axis=1)]
 
     def _check_obs(self, obs: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], bool]:
         """Observations as batched arrays of the graph dtypes; whether the input was unbatched."""
@@ -223,7 +282,7 @@ class OnnxPolicy(PolicyRuntime):
     def graph_for(self, steps: int, sampler: SamplerKind | None) -> GraphSpec | None:
         """The fused graph that runs this request in one call, if the bundle has one."""
         kind = sampler or self.specs.sampler.kind
-        if kind != "ddim":
+        if kind != "ddim" or not self.options.fused_graphs:
             return None
         return self.manifest.graph("fused", fused_steps=steps)
 
@@ -237,13 +296,14 @@ class OnnxPolicy(PolicyRuntime):
         steps: int,
         sampler: SamplerKind | None,
         rng: np.random.Generator,
+        guide: Guide | None = None,
     ) -> np.ndarray:
         feeds = self._obs_feeds(obs)
         if self.manifest.kind == "drifting":
             graph = self.manifest.graph("generator")
             assert graph is not None
             return self._runners[graph.file].run({**feeds, "noise": noise})
-        fused = self.graph_for(steps, sampler)
+        fused = None if guide is not None else self.graph_for(steps, sampler)
         if fused is not None:
             return self._runners[fused.file].run({**feeds, "noise": noise})
         encoder, denoiser = self.manifest.graph("obs_encoder"), self.manifest.graph("denoiser")
@@ -262,6 +322,15 @@ class OnnxPolicy(PolicyRuntime):
         for t in scheduler.timesteps:
             timestep = np.full(batch, t, dtype=np.int64)
             output = step_graph.run({"sample": sample, "timestep": timestep, "cond": cond})
+            if guide is not None:
+                output = inpaint_model_output(
+                    output,
+                    sample,
+                    scheduler.alphas_cumprod[t],
+                    self.specs.sampler.prediction_type,
+                    guide.target,
+                    guide.weights,
+                )
             if isinstance(scheduler, DDPMSampler):
                 variance_noise = rng.standard_normal(sample.shape, dtype=np.float32)
                 sample = scheduler.step(output, int(t), sample, variance_noise).prev_sample

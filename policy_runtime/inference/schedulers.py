@@ -147,6 +147,38 @@ class DDPMSampler(_Scheduler):
         return StepOutput(prev.astype(np.float32, copy=False), pred_x0)
 
 
+def inpaint_model_output(
+    model_output: np.ndarray,
+    sample: np.ndarray,
+    alpha_prod_t: float,
+    prediction_type: str,
+    target: np.ndarray,
+    weights: np.ndarray,
+) -> np.ndarray:
+    """Real-time chunking's guidance in the predicted-clean space, as a network output.
+
+    The step's clean-chunk estimate ``x0`` is pulled toward the committed prefix ``target``
+    with the soft mask: ``x0' = x0 + W (Y - x0)`` (``weights`` broadcast over the action axis),
+    and the output that implies ``x0'`` is returned (``x0'`` itself for ``sample`` prediction,
+    the matching noise for ``epsilon``), so any DDIM/DDPM step continues from the guided
+    estimate. Where ``W = 1`` the chunk is inpainted with the prefix; where ``W = 0`` it is left
+    alone. Unlike the gradient (vector-Jacobian) form of Black et al., this needs no network
+    Jacobian, so it runs on onnxruntime graphs; it is the x0-space guidance POLICY_NOTES names
+    for DDIM.
+    """
+    root_alpha = np.sqrt(np.float32(alpha_prod_t))
+    root_beta = np.sqrt(np.float32(1) - np.float32(alpha_prod_t))
+    if prediction_type == "epsilon":
+        x0 = (sample - root_beta * model_output) / root_alpha
+    else:
+        x0 = model_output
+    w = np.asarray(weights, np.float32)[..., None]
+    guided = x0 + w * (np.asarray(target, np.float32) - x0)
+    if prediction_type == "epsilon":
+        return ((sample - root_alpha * guided) / root_beta).astype(np.float32)
+    return guided.astype(np.float32)
+
+
 def make_sampler(spec: SamplerSpec) -> DDIMSampler | DDPMSampler:
     if spec.kind == "ddim":
         return DDIMSampler(spec)

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from policy_runtime.inference.runtime import PolicyRuntime, SamplerKind
+from policy_runtime.inference.runtime import Guide, PolicyRuntime, SamplerKind
+from policy_runtime.inference.schedulers import inpaint_model_output
 from policy_runtime.inference.specs import specs_from_config
 from policy_runtime.policies.base import Policy
-from policy_runtime.policies.diffusion import DiffusionPolicy
+from policy_runtime.policies.diffusion import DiffusionPolicy, OutputHook
 
 
 class TorchPolicy(PolicyRuntime):
@@ -34,6 +35,7 @@ class TorchPolicy(PolicyRuntime):
         steps: int,
         sampler: SamplerKind | None,
         rng: np.random.Generator,
+        guide: Guide | None = None,
     ) -> np.ndarray:
         tensors = {k: torch.from_numpy(v).to(self.device) for k, v in obs.items()}
         start = torch.from_numpy(noise).to(self.device)
@@ -46,6 +48,7 @@ class TorchPolicy(PolicyRuntime):
                     num_inference_steps=steps,
                     sampler=sampler,
                     generator=generator,
+                    output_hook=None if guide is None else self._guidance(guide),
                 )
             else:
                 out = self.policy.predict_action(tensors, start)
@@ -53,6 +56,23 @@ class TorchPolicy(PolicyRuntime):
         return np.asarray(
             self.policy.normalizer.normalize(key, out["action_pred"]).cpu().numpy(), np.float32
         )
+
+    def _guidance(self, guide: Guide) -> OutputHook:
+        """The runtime's own x0-space inpainting (numpy), applied between torch steps."""
+        prediction_type = self.specs.sampler.prediction_type
+
+        def hook(output: torch.Tensor, t: int, sample: torch.Tensor, alpha: float) -> torch.Tensor:
+            guided = inpaint_model_output(
+                output.cpu().numpy(),
+                sample.cpu().numpy(),
+                alpha,
+                prediction_type,
+                guide.target,
+                guide.weights,
+            )
+            return torch.from_numpy(guided).to(output.device)
+
+        return hook
 
 
 def load_torch_policy(checkpoint: Path | str, device: str = "cpu") -> TorchPolicy:

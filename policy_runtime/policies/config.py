@@ -31,12 +31,12 @@ class PolicyConfig(BaseModel):
     action_key: str = "action"
     action_dim: int = Field(gt=0)
 
-    horizon: int = Field(16, gt=0)
-    n_obs_steps: int = Field(2, gt=0)
-    n_action_steps: int = Field(8, gt=0)
+    horizon: int = Field(default=16, gt=0)
+    n_obs_steps: int = Field(default=2, gt=0)
+    n_action_steps: int = Field(default=8, gt=0)
     #: Actions per second (the dataset's ``control_hz``): action ``i`` of a chunk is due
     #: ``i / control_hz`` after the observation it is aligned with.
-    control_hz: float = Field(10.0, gt=0)
+    control_hz: float = Field(default=10.0, gt=0)
 
     down_dims: tuple[int, ...] = (64, 128, 256)
     kernel_size: int = 5
@@ -52,10 +52,10 @@ class PolicyConfig(BaseModel):
     prediction_type: Literal["epsilon", "sample"] = "epsilon"
     clip_sample: bool = True
     sampler: Literal["ddpm", "ddim"] = "ddim"
-    num_inference_steps: int = Field(10, gt=0)
+    num_inference_steps: int = Field(default=10, gt=0)
 
     #: Drifting: generated chunks per observation (G), kernel temperatures, per-step loss.
-    drift_samples: int = Field(8, gt=1)
+    drift_samples: int = Field(default=8, gt=1)
     drift_temperatures: tuple[float, ...] = (0.02, 0.05, 0.2)
     drift_per_timestep: bool = False
 

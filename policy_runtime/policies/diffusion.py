@@ -10,7 +10,7 @@ DDPM draws fresh noise every step, reproducible only with a ``generator``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -25,6 +25,8 @@ from policy_runtime.policies.obs_encoder import ObservationEncoder
 from policy_runtime.policies.unet1d import ConditionalUnet1D
 
 Sampler = Literal["ddpm", "ddim"]
+#: ``hook(model_output, t, sample, alpha_prod_t) -> model_output`` before each sampler step.
+OutputHook = Callable[[torch.Tensor, int, torch.Tensor, float], torch.Tensor]
 
 
 def build_unet(config: PolicyConfig, global_cond_dim: int) -> ConditionalUnet1D:
@@ -141,11 +143,13 @@ class DiffusionPolicy(Policy):
         num_inference_steps: int | None = None,
         sampler: Sampler | None = None,
         generator: torch.Generator | None = None,
+        output_hook: OutputHook | None = None,
     ) -> dict[str, torch.Tensor]:
         """Denoise ``noise`` (or fresh noise) in ``num_inference_steps`` (default: config's).
 
         ``sampler`` overrides ``config.sampler``; ``generator`` drives the initial noise (when
-        ``noise`` is None) and DDPM's per-step noise.
+        ``noise`` is None) and DDPM's per-step noise. ``output_hook(model_output, t, sample,
+        alpha_prod_t)`` may replace the network's output before each step (guidance).
         """
         cond = self._condition(obs)
         dtype = next(self.model.parameters()).dtype
@@ -154,6 +158,9 @@ class DiffusionPolicy(Policy):
         scheduler.set_timesteps(num_inference_steps or self.config.num_inference_steps)
         for t in scheduler.timesteps:
             model_output = self.model(trajectory, t, global_cond=cond)
+            if output_hook is not None:
+                alpha_prod_t = float(scheduler.alphas_cumprod[int(t)])
+                model_output = output_hook(model_output, int(t), trajectory, alpha_prod_t)
             trajectory = scheduler.step(
                 model_output, t, trajectory, generator=generator
             ).prev_sample  # type: ignore[union-attr]

@@ -1,0 +1,282 @@
+"""Inference latency per action chunk: torch eager vs the bundle runtime vs bare onnxruntime.
+
+Two uses:
+
+* ``prt bench inference`` (no bundle): a Diffusion-Policy-sized U-Net (down_dims 256/512/1024,
+  horizon 16, batch 1) with random weights is exported to a bundle (step graphs plus fused DDIM
+  graphs) and timed at DDIM 1/10/16/100 steps, and a drifting policy of the same size at one
+  step. Per chunk: p50/p99 of torch eager (the training code: diffusers' scheduler, torch
+  modules), of our runtime (``OnnxPolicy.predict``: checks, noise, numpy sampler), of the same
+  onnxruntime sessions called bare (only ``session.run``), and of the fused graph.
+* ``prt bench inference --bundle B``: the same runtime figures for an exported bundle on this
+  machine (a robot PC, a Jetson): needs only onnxruntime and numpy.
+
+Goals on CPU: runtime >= 3x faster than torch eager per chunk; runtime overhead <= 5% over the
+bare sessions; fused graph no slower than the step loop. Timings are medians and 99th
+percentiles of ``repeats`` chunks after warm-up (machines are noisy: read ratios).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from policy_runtime.inference.manifest import BundleFiles, read_manifest, verified_file
+from policy_runtime.inference.providers import RuntimeOptions, choose_providers, make_session
+from policy_runtime.inference.runtime import (
+    OnnxPolicy,
+    PolicyRuntime,
+    SamplerKind,
+    load_policy,
+)
+
+DP_DOWN_DIMS = (256, 512, 1024)
+STEPS = (1, 10, 16, 100)
+FUSED = (10, 16)
+#: A low-dim observation like push_t's (16 keypoints + a 9-D end-effector pose) and the 10-D
+#: end-effector action.
+OBS_DIM, ACTION_DIM = 25, 10
+
+
+@dataclass(frozen=True)
+class Timing:
+    p50_ms: float
+    p99_ms: float
+
+    @classmethod
+    def of(cls, fn: Callable[[], object], repeats: int, warmup: int = 2) -> Timing:
+        for _ in range(warmup):
+            fn()
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - start) * 1e3)
+        return cls(statistics.median(samples), float(np.percentile(samples, 99)))
+
+
+@dataclass(frozen=True)
+class Row:
+    policy: str
+    steps: int
+    torch: Timing | None
+    runtime: Timing
+    bare: Timing
+    fused: Timing | None
+
+    @property
+    def speedup(self) -> float | None:
+        return None if self.torch is None else self.torch.p50_ms / self.runtime.p50_ms
+
+    @property
+    def overhead(self) -> float:
+        return self.runtime.p50_ms / self.bare.p50_ms - 1.0
+
+
+def _observation(policy: OnnxPolicy, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    obs = {}
+    for key in policy.specs.obs.keys:
+        shape = (batch, policy.n_obs_steps, *key.shape)
+        if key.dtype == "uint8":
+            obs[key.key] = rng.integers(0, 256, shape, dtype=np.uint8)
+        else:
+            obs[key.key] = rng.uniform(-1, 1, shape).astype(np.float32)
+    return obs
+
+
+class BareSessions:
+    """The bundle's graphs as plain sessions: exactly the ``session.run`` calls the runtime
+    makes for a chunk, with inputs prepared in advance and nothing in between."""
+
+    def __init__(self, bundle: Path, options: RuntimeOptions) -> None:
+        files = BundleFiles(bundle)
+        self.manifest = read_manifest(files)
+        self.sessions = {
+            g.file: make_session(verified_file(files, self.manifest, g.file), options, g.file)
+            for g in self.manifest.graphs
+        }
+
+    def chunk_fn(self, obs: dict[str, np.ndarray], steps: int, fused: bool) -> Callable[[], object]:
+        m = self.manifest
+        feeds = {f"obs.{k}": v for k, v in obs.items()}
+        batch = next(iter(obs.values())).shape[0]
+        noise = np.zeros((batch, m.action.horizon, m.action.dim), np.float32)
+        if m.kind == "drifting" or fused:
+            graph = m.graph("generator") if m.kind == "drifting" else m.graph("fused", steps)
+            assert graph is not None
+            session = self.sessions[graph.file]
+            full = {**feeds, "noise": noise}
+            return lambda: session.run(None, full)
+        encoder, denoiser = m.graph("obs_encoder"), m.graph("denoiser")
+        assert encoder is not None and denoiser is not None
+        enc, den = self.sessions[encoder.file], self.sessions[denoiser.file]
+        cond = enc.run(None, feeds)[0]
+        step_feeds = {"sample": noise, "timestep": np.zeros(batch, np.int64), "cond": cond}
+
+        def run() -> None:
+            enc.run(None, feeds)
+            for _ in range(steps):
+                den.run(None, step_feeds)
+
+        return run
+
+
+def bench_bundle(
+    bundle: Path,
+    steps: Sequence[int],
+    options: RuntimeOptions,
+    repeats: int,
+    torch_policy: PolicyRuntime | None = None,
+) -> list[Row]:
+    """Rows for one bundle (and, given the torch backend of the same policy, torch eager).
+
+    ``runtime`` is the step loop (encoder + one denoiser call per step, numpy sampler) where the
+    bundle has one, else its fused graph; ``fused`` times the fused graph where both exist.
+    """
+    loop = load_policy(bundle, options=dataclasses.replace(options, fused_graphs=False))
+    fused = load_policy(bundle, options=options)
+    bare = BareSessions(bundle, options)
+    rng = np.random.default_rng(0)
+    obs = _observation(loop, 1, rng)
+    manifest = loop.manifest
+    has_loop = manifest.kind == "drifting" or manifest.graph("denoiser") is not None
+    rows = []
+    for n in [1] if manifest.kind == "drifting" else steps:
+        count = max(3, repeats // 4) if n >= 100 else repeats
+        sampler: SamplerKind | None = None if manifest.kind == "drifting" else "ddim"
+
+        def chunk(
+            policy: PolicyRuntime, n: int = n, sampler: SamplerKind | None = sampler
+        ) -> Callable[[], object]:
+            return lambda: policy.predict(obs, rng, num_inference_steps=n, sampler=sampler)
+
+        has_fused = fused.graph_for(n, sampler) is not None
+        if not has_loop and not has_fused:
+            continue  # a fused-only bundle runs only its own step counts
+        rows.append(
+            Row(
+                policy=manifest.kind,
+                steps=n,
+                torch=None if torch_policy is None else Timing.of(chunk(torch_policy), count),
+                runtime=Timing.of(chunk(loop if has_loop else fused), count),
+                bare=Timing.of(bare.chunk_fn(obs, n, fused=not has_loop), count),
+                fused=Timing.of(chunk(fused), count) if has_fused and has_loop else None,
+            )
+        )
+    return rows
+
+
+def build_dp_sized_bundles(
+    workdir: Path, fuse_steps: Sequence[int] = FUSED, seed: int = 0
+) -> dict[str, tuple[Path, PolicyRuntime]]:
+    """Random-weight DP-sized diffusion and drifting policies, exported; with their torch
+    backends. Needs torch (the ``train`` extra)."""
+    import torch
+
+    from policy_runtime.export.bundle import ExportOptions, export_policy
+    from policy_runtime.inference.torch_backend import TorchPolicy
+    from policy_runtime.normalization import AffineMap, Normalizer
+    from policy_runtime.policies import PolicyConfig, PolicyKind, make_policy
+    from policy_runtime.policies.diffusion import DiffusionPolicy
+    from policy_runtime.policies.drifting import DriftingPolicy
+
+    normalizer = Normalizer(
+        {
+            "state": AffineMap.min_max(-np.ones(OBS_DIM), np.ones(OBS_DIM)),
+            "action": AffineMap.min_max(-np.ones(ACTION_DIM), np.ones(ACTION_DIM)),
+        }
+    )
+    out: dict[str, tuple[Path, PolicyRuntime]] = {}
+    kinds: tuple[PolicyKind, ...] = ("diffusion", "drifting")
+    for kind in kinds:
+        torch.manual_seed(seed)
+        config = PolicyConfig(
+            kind=kind,
+            obs_keys=["state"],
+            obs_shapes={"state": (OBS_DIM,)},
+            action_dim=ACTION_DIM,
+            down_dims=DP_DOWN_DIMS,
+        )
+        policy = make_policy(config, normalizer).eval()
+        assert isinstance(policy, DiffusionPolicy | DriftingPolicy)
+        options = ExportOptions(fuse_steps=tuple(fuse_steps) if kind == "diffusion" else ())
+        bundle = workdir / kind
+        export_policy(policy, bundle, options, {"source": "random weights (benchmark)"})
+        out[kind] = (bundle, TorchPolicy(policy))
+    return out
+
+
+def _cell(timing: Timing | None) -> str:
+    return "-" if timing is None else f"{timing.p50_ms:.2f} / {timing.p99_ms:.2f}"
+
+
+def run(
+    console: Console,
+    bundle: Path | None = None,
+    steps: Sequence[int] = STEPS,
+    repeats: int = 20,
+    providers: Sequence[str] | None = None,
+    threads: int | None = None,
+    workdir: Path | None = None,
+) -> list[Row]:
+    """Measure and print the table; returns its rows."""
+    threads = threads or os.cpu_count() or 1
+    options = RuntimeOptions(
+        providers=None if providers is None else tuple(providers), intra_op_threads=threads
+    )
+    rows: list[Row] = []
+    if bundle is not None:
+        rows += bench_bundle(bundle, steps, options, repeats)
+        title = f"{bundle}"
+    else:
+        import torch
+
+        torch.set_num_threads(threads)
+        with tempfile.TemporaryDirectory() as tmp:
+            root = workdir or Path(tmp)
+            with console.status("exporting DP-sized diffusion and drifting policies"):
+                built = build_dp_sized_bundles(root)
+            for path, torch_policy in built.values():
+                rows += bench_bundle(path, steps, options, repeats, torch_policy)
+        title = f"DP-sized U-Net (down_dims {DP_DOWN_DIMS}, horizon 16, batch 1)"
+    provider = choose_providers(options.providers)[0][0]
+    table = Table(
+        "policy",
+        "steps",
+        "torch eager p50 / p99 (ms)",
+        "runtime p50 / p99 (ms)",
+        "speed-up",
+        "bare onnxruntime p50 (ms)",
+        "runtime overhead",
+        "fused graph p50 / p99 (ms)",
+        "fused / loop",
+        title=f"{title}: per action chunk, {provider}, {threads} thread(s)",
+    )
+    for row in rows:
+        table.add_row(
+            row.policy,
+            "1 (one step)" if row.policy == "drifting" else f"DDIM {row.steps}",
+            _cell(row.torch),
+            _cell(row.runtime),
+            "-" if row.speedup is None else f"{row.speedup:.2f}x",
+            f"{row.bare.p50_ms:.2f}",
+            f"{row.overhead:+.1%}",
+            _cell(row.fused),
+            "-" if row.fused is None else f"{row.fused.p50_ms / row.runtime.p50_ms:.2f}",
+        )
+    console.print(table)
+    console.print(
+        "goals (CPU): runtime >= 3x faster than torch eager; overhead <= 5% over bare "
+        "onnxruntime; fused graph no slower than the step loop (fused / loop <= 1)"
+    )
+    return rows
