@@ -500,9 +500,9 @@ def test_prt_eval_chooses_the_headless_backend_itself(tmp_path: Path):
     checkpoint = _trained_checkpoint(tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM")}
     args = ["--policy", str(checkpoint), "--task", "pick_place", "--episodes", "1"]
+    args += ["--max-steps", "2", "--out", str(tmp_path / "eval")]
     out = subprocess.run(
-        [sys.executable, "-m", "policy_runtime", "eval", *args, "--max-steps", "2"]
-        + ["--out", str(tmp_path / "eval")],
+        [sys.executable, "-m", "policy_runtime", "eval", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -31,7 +31,8 @@ EPILOG = (
     "--out eval/drawer\n\n"
     "  prt eval --task push_t --policy runs/dp --episodes 50 "
     "--sweep inference_steps=1,2,4,8,16,100\n\n"
-    "  prt eval --task pick_place --policy ckpt/ --episodes 1000 --ray-address auto --workers 16\n\n"
+    "  prt eval --task pick_place --policy ckpt/ --episodes 1000 --ray-address auto "
+    "--workers 16\n\n"
     "  prt eval --task push_t --policy bundles/dp --execution rtc --latency-ms 250"
 )
 
