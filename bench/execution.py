@@ -19,8 +19,11 @@ of the commanded joints at the controller rate), and the largest tick-to-tick st
 arrives and elsewhere. RTC runs without sampler guidance here (the chunks are independent), so
 it shows only the effect of the frozen prefix.
 
+(c) With ``--policy``: the same on chunks recorded from a real policy (:func:`recorded_stream`).
+
     python -m bench.execution [--seconds 5] [--latency 0.06] [--fifo-priority 50]
                               [--replay-seconds 30] [--replay-latencies 0.06 0.25]
+                              [--policy runs/dp --task push_t --seed 100000]
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from rich.console import Console
@@ -45,6 +49,7 @@ from policy_runtime.execution import (
     FakeClock,
     Interpolation,
     MonotonicClock,
+    Trajectory,
 )
 from policy_runtime.inference.chunk import ActionChunk
 
@@ -390,6 +395,99 @@ def modes_table(args: argparse.Namespace) -> Table:
     return table
 
 
+def recorded_stream(
+    policy: Path, task: str, seed: int, seconds: float, replan_steps: int, latency: float
+) -> tuple[list[RecordedChunk], Callable[[np.ndarray], np.ndarray]]:
+    """Chunks of a real policy along one of its own sim episodes, in joint space.
+
+    The policy drives the env (receding horizon, ``N_ACTION`` steps per chunk) and is asked for
+    a chunk at every policy step; end-effector chunks go through the UR5 IK (each action nearest
+    the one before, starting from the commanded joints). Every ``replan_steps``-th chunk forms
+    the stream, answered ``latency`` (+-20%) after its observation. The reference is the
+    policy's freshest intent: at time t, the newest chunk (observed at or before t) at t, so
+    tracking error measures how far an execution mode lags or smooths what the policy wants.
+    """
+    from sim_bridge.gl import configure_headless_rendering
+
+    configure_headless_rendering()
+    from policy_runtime.evaluation.evaluate import env_options, load_runtime
+    from policy_runtime.execution import EeToJoint
+    from sim_bridge.env import make_env
+
+    runtime = load_runtime(policy)
+    env = make_env(task, **env_options(runtime.specs))
+    ik = EeToJoint()
+    rng = np.random.default_rng(seed)
+    obs = env.reset(seed)
+    history = [obs] * runtime.n_obs_steps
+    dt = env.policy_period_s
+    dense: list[Trajectory] = []
+    stream: list[RecordedChunk] = []
+    plan = np.empty((0, 10))
+    for k in range(int(seconds / dt)):
+        window = {
+            key: np.stack([o[key] for o in history[-runtime.n_obs_steps :]])
+            for key in runtime.obs_keys
+        }
+        chunk = runtime.predict(window, rng)
+        q = env.last_action_joint[:6].astype(np.float64)
+        joints = []
+        for action in chunk.actions:
+            solution = ik.solve(action, q)
+            q = q if solution.q is None else solution.q
+            joints.append(np.append(q, np.clip(action[-1], 0.0, 1.0)))
+        t_obs = k * dt
+        joint_chunk = ActionChunk.from_actions(np.array(joints), chunk.n_action_steps, dt)
+        dense.append(Trajectory(t_obs + joint_chunk.stamps, joint_chunk.actions, "joint"))
+        if k % replan_steps == 0:
+            arrival = t_obs + latency * rng.uniform(0.8, 1.2)
+            stream.append(RecordedChunk(joint_chunk, t_obs, arrival))
+        if k % N_ACTION == 0:
+            plan = chunk.actions
+        history.append(env.step(plan[k % N_ACTION]))
+        if env.done:
+            break
+    env.close()
+
+    def freshest(ts: np.ndarray) -> np.ndarray:
+        index = np.clip(np.floor(np.asarray(ts) / dt + 1e-9).astype(int), 0, len(dense) - 1)
+        return np.stack([dense[i](float(t)) for i, t in zip(index, ts, strict=True)])
+
+    return stream, freshest
+
+
+def policy_modes_table(args: argparse.Namespace) -> Table:
+    table = Table(
+        "latency",
+        "mode",
+        "tracking RMS all / after a chunk (mrad)",
+        "tracking max (mrad)",
+        "jerk RMS (rad/s^3)",
+        "max step after a chunk / elsewhere (mrad)",
+        "run-outs / stale chunks",
+        title=f"(c) modes on chunks recorded from {args.policy} on {args.task} (seed "
+        f"{args.seed}, {args.replay_seconds:g} s at most), in joint space through the IK; "
+        f"reference: the policy's freshest chunk; an observation every {args.replan_steps} "
+        f"steps; controller {args.controller_hz:g} Hz, linear interpolation",
+    )
+    for latency in args.replay_latencies:
+        stream, freshest = recorded_stream(
+            args.policy, args.task, args.seed, args.replay_seconds, args.replan_steps, latency
+        )
+        for mode, r in evaluate_modes(stream, freshest, args.controller_hz, "linear").items():
+            table.add_row(
+                f"{latency * 1e3:.0f} ms",
+                mode,
+                f"{r.tracking_rms * 1e3:.1f} / {r.boundary_tracking_rms * 1e3:.1f}",
+                f"{r.tracking_max * 1e3:.1f}",
+                f"{r.jerk_rms:.0f}",
+                f"{r.boundary_step_max * 1e3:.2f} / {r.other_step_max * 1e3:.2f}",
+                f"{r.stats.run_outs} / {r.stats.stale_chunks}",
+            )
+        table.add_section()
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="real-time loop, per rate")
@@ -404,12 +502,19 @@ def main() -> None:
     )
     parser.add_argument("--replan-steps", type=int, default=4)
     parser.add_argument("--noise", type=float, default=0.02, help="per-chunk offset (rad)")
-    parser.add_argument("--controller-hz", type=float, default=125.0, help="for (b)")
+    parser.add_argument("--controller-hz", type=float, default=125.0, help="for (b) and (c)")
+    parser.add_argument(
+        "--policy", type=Path, help="(c): a checkpoint, run or bundle to record chunks from"
+    )
+    parser.add_argument("--task", default="push_t", help="(c): the task it runs")
+    parser.add_argument("--seed", type=int, default=100_000, help="(c): the episode's seed")
     args = parser.parse_args()
     console = Console()
     console.print(realtime_table(args.seconds, args.latency, args.spin_us, args.fifo_priority))
     console.print(cost_table())
     console.print(modes_table(args))
+    if args.policy is not None:
+        console.print(policy_modes_table(args))
 
 
 if __name__ == "__main__":
