@@ -38,7 +38,9 @@ def test_installed_entry_point_lists_every_command():
     assert "Examples" in out
 
 
-BUILT = {"sim", "datagen", "train", "eval"}
+BUILT = {"sim", "datagen", "train", "eval", "export", "bench"}
+#: Commands whose examples live on a subcommand.
+SUBCOMMAND = {"bench": "inference"}
 
 
 def test_every_architecture_command_is_built_or_planned():
@@ -47,9 +49,10 @@ def test_every_architecture_command_is_built_or_planned():
 
 @pytest.mark.parametrize("command", sorted(BUILT))
 def test_built_commands_show_examples(command: str):
-    result = runner.invoke(app, [command, "--help"])
+    argv = [command, SUBCOMMAND[command]] if command in SUBCOMMAND else [command]
+    result = runner.invoke(app, [*argv, "--help"])
     assert result.exit_code == 0
-    assert "Examples" in result.output and f"prt {command} --" in result.output
+    assert "Examples" in result.output and f"prt {' '.join(argv)} --" in result.output
 
 
 @pytest.mark.parametrize("command", sorted(c.name for c in PLANNED))
