@@ -25,6 +25,8 @@ bench: setup
 	$(BIN)/python -m bench.sampler
 	$(BIN)/python -m bench.sim
 	$(BIN)/python -m bench.ur5_ik
+	$(BIN)/prt bench inference
+	$(BIN)/python -m bench.execution
 	$(BIN)/python -m bench.policies
 
 clean:

@@ -359,3 +359,19 @@ def test_one_step_policy_picks_the_candidate_that_best_continues_the_prefix(bund
     costs = [float((weights[:, None] * ((o - committed) * scale) ** 2).sum()) for o in options]
     np.testing.assert_allclose(best.actions, options[int(np.argmin(costs))], atol=1e-5)
     assert min(costs) < float(np.median(costs))
+
+
+def test_prt_bench_inference_times_a_bundle(bundles):
+    result = runner.invoke(
+        app,
+        [
+            *["bench", "inference", "--bundle", str(bundles["diffusion"]), "--steps", "4"],
+            *["--repeats", "3", "--threads", "1"],
+        ],
+        env={"COLUMNS": "250"},
+    )
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if "DDIM 4" in line)
+    cells = [c.strip() for c in row.split("│")[1:-1]]
+    assert cells[0] == "diffusion" and cells[2] == "-"  # no torch column for a bundle
+    assert float(cells[3].split("/")[0]) > 0 and cells[7] != "-"  # loop and fused graph timed

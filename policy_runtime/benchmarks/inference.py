@@ -13,7 +13,8 @@ Two uses:
 
 Goals on CPU: runtime >= 3x faster than torch eager per chunk; runtime overhead <= 5% over the
 bare sessions; fused graph no slower than the step loop. Timings are medians and 99th
-percentiles of ``repeats`` chunks after warm-up (machines are noisy: read ratios).
+percentiles of ``repeats`` chunks after warm-up, the variants of a row timed in turns (machines
+are noisy: read ratios).
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from policy_runtime.inference.manifest import BundleFiles, read_manifest, verified_file
+from policy_runtime.inference.manifest import (
+    MANIFEST_FILE,
+    BundleFiles,
+    read_manifest,
+    verified_file,
+)
 from policy_runtime.inference.providers import RuntimeOptions, choose_providers, make_session
 from policy_runtime.inference.runtime import (
     OnnxPolicy,
@@ -54,15 +60,24 @@ class Timing:
     p99_ms: float
 
     @classmethod
-    def of(cls, fn: Callable[[], object], repeats: int, warmup: int = 2) -> Timing:
-        for _ in range(warmup):
-            fn()
-        samples = []
+    def interleaved(
+        cls, fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2
+    ) -> dict[str, Timing]:
+        """Time each function ``repeats`` times, taking turns (one call of each per round), so
+        a machine that gets busier or quieter during the run shifts all of them alike."""
+        for fn in fns.values():
+            for _ in range(warmup):
+                fn()
+        samples: dict[str, list[float]] = {name: [] for name in fns}
         for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            samples.append((time.perf_counter() - start) * 1e3)
-        return cls(statistics.median(samples), float(np.percentile(samples, 99)))
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                samples[name].append((time.perf_counter() - start) * 1e3)
+        return {
+            name: cls(statistics.median(s), float(np.percentile(s, 99)))
+            for name, s in samples.items()
+        }
 
 
 @dataclass(frozen=True)
@@ -163,14 +178,23 @@ def bench_bundle(
         has_fused = fused.graph_for(n, sampler) is not None
         if not has_loop and not has_fused:
             continue  # a fused-only bundle runs only its own step counts
+        fns = {
+            "runtime": chunk(loop if has_loop else fused),
+            "bare": bare.chunk_fn(obs, n, fused=not has_loop),
+        }
+        if torch_policy is not None:
+            fns["torch"] = chunk(torch_policy)
+        if has_fused and has_loop:
+            fns["fused"] = chunk(fused)
+        timings = Timing.interleaved(fns, count)
         rows.append(
             Row(
                 policy=manifest.kind,
                 steps=n,
-                torch=None if torch_policy is None else Timing.of(chunk(torch_policy), count),
-                runtime=Timing.of(chunk(loop if has_loop else fused), count),
-                bare=Timing.of(bare.chunk_fn(obs, n, fused=not has_loop), count),
-                fused=Timing.of(chunk(fused), count) if has_fused and has_loop else None,
+                torch=timings.get("torch"),
+                runtime=timings["runtime"],
+                bare=timings["bare"],
+                fused=timings.get("fused"),
             )
         )
     return rows
@@ -179,8 +203,8 @@ def bench_bundle(
 def build_dp_sized_bundles(
     workdir: Path, fuse_steps: Sequence[int] = FUSED, seed: int = 0
 ) -> dict[str, tuple[Path, PolicyRuntime]]:
-    """Random-weight DP-sized diffusion and drifting policies, exported; with their torch
-    backends. Needs torch (the ``train`` extra)."""
+    """Random-weight DP-sized diffusion and drifting policies, exported (or reused from
+    ``workdir``); with their torch backends. Needs torch (the ``train`` extra)."""
     import torch
 
     from policy_runtime.export.bundle import ExportOptions, export_policy
@@ -211,7 +235,8 @@ def build_dp_sized_bundles(
         assert isinstance(policy, DiffusionPolicy | DriftingPolicy)
         options = ExportOptions(fuse_steps=tuple(fuse_steps) if kind == "diffusion" else ())
         bundle = workdir / kind
-        export_policy(policy, bundle, options, {"source": "random weights (benchmark)"})
+        if not (bundle / MANIFEST_FILE).is_file():  # the same seed gives the same weights
+            export_policy(policy, bundle, options, {"source": "random weights (benchmark)"})
         out[kind] = (bundle, TorchPolicy(policy))
     return out
 

@@ -39,6 +39,10 @@ def inference(
     threads: Annotated[
         int | None, typer.Option(min=1, help="Threads for onnxruntime and torch (default: all).")
     ] = None,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(help="Keep the DP-sized bundles here and reuse them (export takes minutes)."),
+    ] = None,
 ) -> None:
     """Per-chunk latency p50/p99: torch eager, the bundle runtime, bare onnxruntime, fused graph."""
     from policy_runtime.benchmarks.inference import STEPS, run
@@ -62,6 +66,7 @@ def inference(
             repeats=repeats,
             providers=providers,
             threads=threads,
+            workdir=workdir,
         )
     except (BundleError, ValueError) as exc:
         typer.echo(f"prt bench inference: {exc}", err=True)
