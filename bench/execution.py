@@ -360,6 +360,17 @@ def evaluate_modes(
     return results
 
 
+def mode_cells(r: ModeResult) -> tuple[str, ...]:
+    """A mode's figures as table cells (mrad, rad/s^3, counts)."""
+    return (
+        f"{r.tracking_rms * 1e3:.1f} / {r.boundary_tracking_rms * 1e3:.1f}",
+        f"{r.tracking_max * 1e3:.1f}",
+        f"{r.jerk_rms:.0f}",
+        f"{r.boundary_step_max * 1e3:.2f} / {r.other_step_max * 1e3:.2f}",
+        f"{r.stats.run_outs} / {r.stats.stale_chunks}",
+    )
+
+
 def modes_table(args: argparse.Namespace) -> Table:
     table = Table(
         "latency",
@@ -381,16 +392,7 @@ def modes_table(args: argparse.Namespace) -> Table:
         for interpolation in ("linear", "cubic"):
             results = evaluate_modes(stream, reference, args.controller_hz, interpolation)
             for mode, r in results.items():
-                table.add_row(
-                    f"{latency * 1e3:.0f} ms",
-                    mode,
-                    interpolation,
-                    f"{r.tracking_rms * 1e3:.1f} / {r.boundary_tracking_rms * 1e3:.1f}",
-                    f"{r.tracking_max * 1e3:.1f}",
-                    f"{r.jerk_rms:.0f}",
-                    f"{r.boundary_step_max * 1e3:.2f} / {r.other_step_max * 1e3:.2f}",
-                    f"{r.stats.run_outs} / {r.stats.stale_chunks}",
-                )
+                table.add_row(f"{latency * 1e3:.0f} ms", mode, interpolation, *mode_cells(r))
         table.add_section()
     return table
 
@@ -475,15 +477,7 @@ def policy_modes_table(args: argparse.Namespace) -> Table:
             args.policy, args.task, args.seed, args.replay_seconds, args.replan_steps, latency
         )
         for mode, r in evaluate_modes(stream, freshest, args.controller_hz, "linear").items():
-            table.add_row(
-                f"{latency * 1e3:.0f} ms",
-                mode,
-                f"{r.tracking_rms * 1e3:.1f} / {r.boundary_tracking_rms * 1e3:.1f}",
-                f"{r.tracking_max * 1e3:.1f}",
-                f"{r.jerk_rms:.0f}",
-                f"{r.boundary_step_max * 1e3:.2f} / {r.other_step_max * 1e3:.2f}",
-                f"{r.stats.run_outs} / {r.stats.stale_chunks}",
-            )
+            table.add_row(f"{latency * 1e3:.0f} ms", mode, *mode_cells(r))
         table.add_section()
     return table
 

@@ -38,25 +38,17 @@ def _affine(normalizer: Normalizer, key: str) -> AffineSpec:
 
 
 def specs_from_config(config: PolicyConfig, normalizer: Normalizer) -> PolicySpecs:
+    # Cameras first, then low-dim keys: the order the observation encoder reads them in.
     keys = [
         ObsKeySpec(
             key=key,
             shape=tuple(config.obs_shapes[key]),
-            dtype="uint8",
-            kind="image",
+            dtype="uint8" if image else "float32",
+            kind="image" if image else "low_dim",
             normalization=_affine(normalizer, key),
         )
-        for key in config.image_keys
-    ]
-    keys += [
-        ObsKeySpec(
-            key=key,
-            shape=tuple(config.obs_shapes[key]),
-            dtype="float32",
-            kind="low_dim",
-            normalization=_affine(normalizer, key),
-        )
-        for key in config.obs_keys
+        for image, names in ((True, config.image_keys), (False, config.obs_keys))
+        for key in names
     ]
     action_map = normalizer.maps[config.action_key]
     # The range the normaliser maps to [-1, 1]: the training actions' min and max (a constant
