@@ -104,6 +104,17 @@ def test_resume_gives_exactly_the_same_losses(dataset, tmp_path):
     assert resumed.val_losses == {k: v for k, v in straight.val_losses.items() if k > 4}
 
 
+def test_a_checkpoint_from_before_a_new_config_field_still_resumes(dataset, tmp_path):
+    """Fields added to PolicyConfig since a checkpoint was written take their defaults."""
+    Trainer(_config(dataset, tmp_path / "run", "steps=2", "checkpoint_every=2")).train()
+    header_file = tmp_path / "run" / "checkpoints" / "step_00000002" / "config.json"
+    header = json.loads(header_file.read_text())
+    del header["policy"]["control_hz"]  # as written before control_hz existed
+    header_file.write_text(json.dumps(header))
+    config = _config(dataset, tmp_path / "run", "steps=3", "checkpoint_every=2")
+    assert len(Trainer(config, resume=tmp_path / "run").train().losses) == 1
+
+
 def test_checkpoints_hold_no_pickle_and_describe_themselves(dataset, tmp_path):
     Trainer(_config(dataset, tmp_path / "run", "steps=2")).train()
     directory = tmp_path / "run" / "checkpoints" / "step_00000002"

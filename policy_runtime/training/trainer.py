@@ -21,7 +21,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from torch.utils.tensorboard import SummaryWriter
 
-from policy_runtime.policies import make_policy
+from policy_runtime.policies import PolicyConfig, make_policy
 from policy_runtime.policies.base import Policy
 from policy_runtime.training.checkpoint import (
     TrainState,
@@ -238,7 +238,8 @@ class Trainer:
                 f"{directory}: checkpoint holds a {header['kind']!r} policy; this run trains "
                 f"{self.config.policy!r}"
             )
-        if header["policy"] != self.data.policy_config.model_dump(mode="json"):
+        # Compared as validated configs: a field added since (with its default) is no change.
+        if PolicyConfig.model_validate(header["policy"]) != self.data.policy_config:
             raise TrainingError(
                 f"{directory}: the checkpoint's policy (keys, shapes, network) differs from "
                 "this run's config"
