@@ -13,7 +13,7 @@ Two uses:
 
 Goals on CPU: runtime >= 3x faster than torch eager per chunk; runtime overhead <= 5% over the
 bare sessions; fused graph no slower than the step loop. Timings are medians and 99th
-percentiles of ``repeats`` chunks after warm-up, the variants of a row timed in turns (machines
+percentiles of ``repeats`` chunks, the variants of a row timed in alternating blocks (machines
 are noisy: read ratios).
 """
 
@@ -61,19 +61,24 @@ class Timing:
 
     @classmethod
     def interleaved(
-        cls, fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2
+        cls, fns: dict[str, Callable[[], object]], repeats: int, rounds: int = 3
     ) -> dict[str, Timing]:
-        """Time each function ``repeats`` times, taking turns (one call of each per round), so
-        a machine that gets busier or quieter during the run shifts all of them alike."""
-        for fn in fns.values():
-            for _ in range(warmup):
-                fn()
+        """Time each function ``repeats`` times in ``rounds`` blocks taken in turns, so a
+        machine that gets busier or quieter during the run shifts all of them alike.
+
+        Calls of one function run back to back inside a block, after one untimed call: torch's
+        OpenMP threads and onnxruntime's pools spin-wait after work, and a call made right
+        after another library's would pay for that spinning, not for its own work.
+        """
         samples: dict[str, list[float]] = {name: [] for name in fns}
-        for _ in range(repeats):
+        per_round = max(1, -(-repeats // rounds))
+        for _ in range(rounds):
             for name, fn in fns.items():
-                start = time.perf_counter()
                 fn()
-                samples[name].append((time.perf_counter() - start) * 1e3)
+                for _ in range(per_round):
+                    start = time.perf_counter()
+                    fn()
+                    samples[name].append((time.perf_counter() - start) * 1e3)
         return {
             name: cls(statistics.median(s), float(np.percentile(s, 99)))
             for name, s in samples.items()
