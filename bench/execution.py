@@ -360,8 +360,18 @@ def evaluate_modes(
     return results
 
 
+#: The headers of :func:`mode_cells`, in its order.
+MODE_COLUMNS = (
+    "tracking RMS all / after a chunk (mrad)",
+    "tracking max (mrad)",
+    "jerk RMS (rad/s^3)",
+    "max step after a chunk / elsewhere (mrad)",
+    "run-outs / stale chunks",
+)
+
+
 def mode_cells(r: ModeResult) -> tuple[str, ...]:
-    """A mode's figures as table cells (mrad, rad/s^3, counts)."""
+    """A mode's figures as table cells (mrad, rad/s^3, counts), under :data:`MODE_COLUMNS`."""
     return (
         f"{r.tracking_rms * 1e3:.1f} / {r.boundary_tracking_rms * 1e3:.1f}",
         f"{r.tracking_max * 1e3:.1f}",
@@ -376,11 +386,7 @@ def modes_table(args: argparse.Namespace) -> Table:
         "latency",
         "mode",
         "interp.",
-        "tracking RMS all / after a chunk (mrad)",
-        "tracking max (mrad)",
-        "jerk RMS (rad/s^3)",
-        "max step after a chunk / elsewhere (mrad)",
-        "run-outs / stale chunks",
+        *MODE_COLUMNS,
         title=f"(b) modes on one stream of {args.replay_seconds:g} s: reference + per-chunk "
         f"offset/drift noise {args.noise * 1e3:.0f} mrad, an observation every "
         f"{args.replan_steps} steps of {POLICY_DT:g} s, latency +-20%, H {HORIZON}, "
@@ -462,11 +468,7 @@ def policy_modes_table(args: argparse.Namespace) -> Table:
     table = Table(
         "latency",
         "mode",
-        "tracking RMS all / after a chunk (mrad)",
-        "tracking max (mrad)",
-        "jerk RMS (rad/s^3)",
-        "max step after a chunk / elsewhere (mrad)",
-        "run-outs / stale chunks",
+        *MODE_COLUMNS,
         title=f"(c) modes on chunks recorded from {args.policy} on {args.task} (seed "
         f"{args.seed}, {args.replay_seconds:g} s at most), in joint space through the IK; "
         f"reference: the policy's freshest chunk; an observation every {args.replan_steps} "
