@@ -148,6 +148,28 @@ def test_manifest_records_parity_hashes_and_what_the_runtime_needs(bundles):
     assert manifest["parity"][-1]["compared"].startswith("runtime DDIM 4 steps (fused graph)")
 
 
+def test_one_d_convolutions_are_exported_as_two_d_with_the_same_result(bundles):
+    import onnx
+
+    from policy_runtime.export.graphs import conv1d_as_conv2d
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Conv1d(6, 8, 5, padding=2),
+        torch.nn.Conv1d(8, 8, 3, stride=2, padding=1, bias=False),
+        torch.nn.Conv1d(8, 4, 1, groups=2),
+    )
+    converted = conv1d_as_conv2d(module)
+    x = torch.randn(3, 6, 16)
+    assert isinstance(module[0], torch.nn.Conv1d)  # the original is left alone
+    assert all(isinstance(m.conv, torch.nn.Conv2d) for m in converted)
+    torch.testing.assert_close(converted(x), module(x), rtol=0, atol=1e-6)
+    graph = onnx.load(bundles["diffusion"] / "denoiser.onnx").graph
+    weights = {i.name: len(i.dims) for i in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert convs and all(weights[n.input[1]] == 4 for n in convs)
+
+
 def test_chunks_are_stamped_from_the_newest_observation_and_batches_match_singles(bundles):
     policy = load_policy(bundles["diffusion"])
     obs = _obs(batch=3)

@@ -4,7 +4,8 @@ Each wrapper's ``forward(*inputs)`` takes tensors in the order the manifest list
 (observation keys: cameras in ``image_keys`` order, then ``obs_keys``), so the ONNX graph's
 signature is flat and named. Graphs are traced with torch's dynamo exporter (``torch.export`` +
 onnxscript) with a dynamic batch axis; a fused DDIM loop is unrolled at trace time, with the
-schedule's coefficients as constants.
+schedule's coefficients as constants. 1-D convolutions are traced as 2-D ones over a height-1
+image (see :class:`Conv1dAs2d`).
 """
 
 from __future__ import annotations
@@ -109,6 +110,60 @@ class GeneratorGraph(nn.Module):
         return self.policy.generate(noise, self.encoder(*obs))
 
 
+class Conv1dAs2d(nn.Module):
+    """A ``Conv1d`` computed as a ``Conv2d`` over a height-1 image, same weights and result.
+
+    onnxruntime's CPU provider runs 2-D convolutions in its blocked (NCHWc) kernels and 1-D ones
+    in a generic im2col path: on the Diffusion-Policy-sized U-Net one denoiser pass takes 14.4
+    instead of 17.8 ms (2 threads, AVX-512), for three extra reshape nodes per convolution.
+    """
+
+    def __init__(self, conv: nn.Conv1d) -> None:
+        super().__init__()
+        (kernel,), (stride,), (dilation,) = conv.kernel_size, conv.stride, conv.dilation
+        padding = int(conv.padding[0])  # only integer paddings are converted
+        self.conv = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            (1, kernel),
+            stride=(1, stride),
+            padding=(0, padding),
+            dilation=(1, dilation),
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            dtype=conv.weight.dtype,
+            device=conv.weight.device,
+        )
+        with torch.no_grad():
+            self.conv.weight.copy_(conv.weight.unsqueeze(2))
+            if conv.bias is not None:
+                self.conv.bias.copy_(conv.bias)  # type: ignore[union-attr]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.unsqueeze(2)).squeeze(2)
+
+
+def conv1d_as_conv2d(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with every zero-padded ``Conv1d`` (integer padding) replaced by a
+    :class:`Conv1dAs2d`; ``module`` itself is left as it is."""
+    module = copy.deepcopy(module)
+
+    def replace(parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            convertible = (
+                isinstance(child, nn.Conv1d)
+                and child.padding_mode == "zeros"
+                and not isinstance(child.padding, str)
+            )
+            if convertible:
+                setattr(parent, name, Conv1dAs2d(child))  # type: ignore[arg-type]
+            else:
+                replace(child)
+
+    replace(module)
+    return module
+
+
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """The dynamo exporter prints progress lines and warns about optional torchvision ops."""
@@ -133,8 +188,9 @@ def to_onnx(
     output_name: str,
     opset: int,
 ) -> bytes:
-    """Trace ``module`` on example ``args`` into serialised ONNX with a dynamic batch axis."""
-    module = module.eval()
+    """Trace ``module`` on example ``args`` into serialised ONNX with a dynamic batch axis (its
+    1-D convolutions as 2-D ones: :func:`conv1d_as_conv2d`)."""
+    module = conv1d_as_conv2d(module).eval()
     batch = torch.export.Dim(BATCH, min=1, max=4096)
     # Every wrapper's forward is ``*inputs``: one varargs parameter holding all the tensors.
     dynamic_shapes = (tuple({0: batch} for _ in args),)
