@@ -45,10 +45,14 @@ TRAVEL_Z = 0.065  # TCP height for moving over the block (fingertips ~3 cm above
 PUSH_Z = 0.015  # TCP height while pushing (fingertips 8 mm above the table)
 #: Closed fingertips seen from above: half extents along the tool's x and y axes.
 FINGER_HALF = (0.012, 0.0155)
-GAP_M = 0.012  # clearance from the face when coming down
-CLEARANCE_M = 0.005  # the descending fingers stay this far from the block
+#: Clearance from the face when coming down, and from the rest of the block. Generous, so a
+#: learned policy that copies these demos a centimetre off still comes down beside the block,
+#: not on it (on it, the fingers press the block into the table and tip or fling it).
+GAP_M = 0.04
+CLEARANCE_M = 0.015
 PUSH_SPEED_MPS = 0.06
-TRAVEL_SPEED_MPS = 0.25
+#: Slow enough that a policy a step early or late is off by 15 mm, not 25.
+TRAVEL_SPEED_MPS = 0.15
 MAX_PUSH_M = 0.10
 MODEL_STEP_M = 0.002
 #: Limit-surface radius (m) and pusher friction of the planning model.
