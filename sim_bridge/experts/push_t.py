@@ -6,9 +6,12 @@ Coulomb friction, as in Lynch & Mason's motion cones): it tries contact points a
 of the T and push directions within the friction cone, predicts the block's motion for push
 lengths up to ``MAX_PUSH_M``, and keeps the push that brings the block closest to the target
 (distance of the centroids plus ``YAW_WEIGHT_M`` per radian of yaw error). Pushing through the
-centre of mass translates the block; pushing near a bar end turns it. Between pushes the
-gripper lifts over the block and comes down beside the next contact, its flat side parallel to
-the face it pushes.
+centre of mass translates the block; pushing near a bar end turns it. The gripper comes down
+once, clear of the block, and then stays at pushing height like Diffusion Policy's planar
+pusher: between pushes it backs off the face and goes around the block to the next contact on
+the shortest path that keeps its fingertips clear of the T (a visibility graph over the corners
+of the T grown by the fingertips' half-diagonal), turning its flat side parallel to the next
+face on the way. Only when no such path exists does it lift over the block.
 
 During a push the expert watches the block and stops early once the error stops falling.
 
@@ -31,6 +34,7 @@ from sim_bridge.experts.primitives import commanded_pose, hold, move_to
 from sim_bridge.tasks.push_t import (
     SUCCESS_COVERAGE,
     T_POLYGON,
+    T_RECTS,
     TARGET_POSE,
     block_pose,
     coverage,
@@ -53,6 +57,11 @@ CLEARANCE_M = 0.015
 PUSH_SPEED_MPS = 0.06
 #: Slow enough that a policy a step early or late is off by 15 mm, not 25.
 TRAVEL_SPEED_MPS = 0.15
+#: Going around the block at pushing height, the fingertips' centre keeps this far from the T
+#: (their half-diagonal, so they may turn anywhere, plus a margin).
+NAV_CLEARANCE_M = float(np.hypot(*FINGER_HALF)) + 0.005
+NAV_SAMPLE_M = 0.003  # resolution of the clearance check along a path segment
+MAX_BACK_OFF_M = 0.06
 MAX_PUSH_M = 0.10
 MODEL_STEP_M = 0.002
 #: Limit-surface radius (m) and pusher friction of the planning model.
@@ -284,6 +293,67 @@ def plan_push(
     return feasible[int(rng.integers(len(feasible)))] if pick else feasible[0]
 
 
+def _clear(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
+    """Whether fingertips centred at world ``points`` (..., 2) keep ``NAV_CLEARANCE_M`` from
+    the block at ``pose``."""
+    return ~inside_t(to_frame(points, pose), margin=NAV_CLEARANCE_M)
+
+
+def _segment_clear(a: np.ndarray, b: np.ndarray, pose: np.ndarray) -> bool:
+    count = max(2, int(np.ceil(np.linalg.norm(b - a) / NAV_SAMPLE_M)) + 1)
+    points = a + (b - a) * np.linspace(0.0, 1.0, count)[:, None]
+    return bool(_clear(points, pose).all())
+
+
+def _grown_corners(pose: np.ndarray, grow: float) -> np.ndarray:
+    """The 8 corners of the T grown by ``grow`` on every side, in the world, (8, 2)."""
+    (_, by, bhx, bhy), (_, sy, shx, shy) = T_RECTS
+    top, under, bottom = by + bhy + grow, by - bhy - grow, sy - shy - grow
+    bar, stem = bhx + grow, shx + grow
+    corners = [
+        [-stem, bottom],
+        [stem, bottom],
+        [stem, under],
+        [bar, under],
+        [bar, top],
+        [-bar, top],
+        [-bar, under],
+        [-stem, under],
+    ]
+    return from_frame(np.array(corners), pose)
+
+
+def plan_path(start: np.ndarray, goal: np.ndarray, pose: np.ndarray) -> list[np.ndarray] | None:
+    """Waypoints (after ``start``, ending at ``goal``) of the shortest path for the fingertips'
+    centre around the block at ``pose`` that keeps ``NAV_CLEARANCE_M`` from it, or None when
+    ``start`` or ``goal`` is not clear. Dijkstra over the visibility graph of the two ends and
+    the corners of the T grown a little more than the clearance."""
+    start, goal = np.asarray(start, np.float64), np.asarray(goal, np.float64)
+    if not (_clear(start, pose) and _clear(goal, pose)):
+        return None
+    nodes = [start, goal, *_grown_corners(pose, NAV_CLEARANCE_M + 0.002)]
+    n = len(nodes)
+    cost = np.full(n, np.inf)
+    cost[0] = 0.0
+    previous = np.full(n, -1)
+    done = np.zeros(n, dtype=bool)
+    while not done[1]:
+        i = int(np.argmin(np.where(done, np.inf, cost)))
+        if not np.isfinite(cost[i]):
+            return None
+        done[i] = True
+        for j in range(n):
+            if done[j]:
+                continue
+            step = float(np.linalg.norm(nodes[j] - nodes[i]))
+            if cost[i] + step < cost[j] and _segment_clear(nodes[i], nodes[j], pose):
+                cost[j], previous[j] = cost[i] + step, i
+    path = [1]
+    while path[-1] != 0:
+        path.append(int(previous[path[-1]]))
+    return [nodes[k] for k in reversed(path[:-1])]
+
+
 def _at(xy: np.ndarray, z: float, yaw: float) -> np.ndarray:
     return top_down_pose(np.array([xy[0], xy[1], z]), yaw)
 
@@ -294,15 +364,32 @@ def _commanded_yaw(env: SimEnv) -> float:
     return float(np.arctan2(rotation[0, 0], -rotation[1, 0]))
 
 
+def _go_around(env: SimEnv, path: list[np.ndarray], yaw: float) -> Iterator[np.ndarray]:
+    """Along ``path`` at pushing height, turning to ``yaw`` in proportion to the way covered."""
+    here = commanded_pose(env)[:2, 3]
+    start_yaw = _commanded_yaw(env)
+    lengths = np.linalg.norm(np.diff(np.stack([here, *path]), axis=0), axis=-1)
+    covered = np.cumsum(lengths) / max(float(lengths.sum()), 1e-9)
+    for point, fraction in zip(path, covered, strict=True):
+        waypoint_yaw = start_yaw + (yaw - start_yaw) * float(fraction)
+        yield from move_to(env, _at(point, PUSH_Z, waypoint_yaw), CLOSED, TRAVEL_SPEED_MPS)
+
+
 def _execute(env: SimEnv, push: Push) -> Iterator[np.ndarray]:
-    """Come down beside the contact, push along the line, stop early once the error rises."""
+    """Get to the push's start (around the block at pushing height, or over it), push along
+    the line, stop early once the error rises, back off until clear of the block."""
     here = commanded_pose(env)
-    if here[2, 3] < TRAVEL_Z - 1e-3:
-        yield from move_to(
-            env, _at(here[:2, 3], TRAVEL_Z, _commanded_yaw(env)), CLOSED, TRAVEL_SPEED_MPS
-        )
-    yield from move_to(env, _at(push.start, TRAVEL_Z, push.yaw), CLOSED, TRAVEL_SPEED_MPS)
-    yield from move_to(env, _at(push.start, PUSH_Z, push.yaw), CLOSED, TRAVEL_SPEED_MPS)
+    down = here[2, 3] < TRAVEL_Z - 1e-3
+    path = plan_path(here[:2, 3], push.start, block_pose(env)) if down else None
+    if path is not None:
+        yield from _go_around(env, path, push.yaw)
+    else:
+        if down:
+            yield from move_to(
+                env, _at(here[:2, 3], TRAVEL_Z, _commanded_yaw(env)), CLOSED, TRAVEL_SPEED_MPS
+            )
+        yield from move_to(env, _at(push.start, TRAVEL_Z, push.yaw), CLOSED, TRAVEL_SPEED_MPS)
+        yield from move_to(env, _at(push.start, PUSH_Z, push.yaw), CLOSED, TRAVEL_SPEED_MPS)
     step = PUSH_SPEED_MPS * env.policy_period_s
     count = max(1, int(np.ceil(push.distance / step)))
     best = float(pose_error(block_pose(env)))
@@ -313,8 +400,14 @@ def _execute(env: SimEnv, push: Push) -> Iterator[np.ndarray]:
         best = min(best, error)
         if error > best + 0.002:
             break
-    back = commanded_pose(env)[:2, 3] - push.direction * 0.01
-    yield from move_to(env, _at(back, PUSH_Z, push.yaw), CLOSED, TRAVEL_SPEED_MPS)
+    end = commanded_pose(env)[:2, 3]
+    pose = block_pose(env)
+    back = 0.01
+    while back < MAX_BACK_OFF_M and not _clear(end - push.direction * back, pose):
+        back += NAV_SAMPLE_M
+    yield from move_to(
+        env, _at(end - push.direction * back, PUSH_Z, push.yaw), CLOSED, PUSH_SPEED_MPS
+    )
 
 
 @register_expert("push_t")
