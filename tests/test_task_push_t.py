@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,9 @@ from sim_bridge.tasks.push_t import (
     TARGET_POSE,
     THICKNESS,
     coverage,
+    from_frame,
+    inside_t,
+    to_frame,
 )
 
 #: A seed the expert solves in few steps (about 5 s of simulated time).
@@ -102,11 +107,35 @@ def test_expert_succeeds_with_the_gripper_closed():
     assert arrays["action_ee"].shape == (result.steps, 10)
     assert arrays["action_joint"].shape == (result.steps, 7)
     assert np.all(arrays["action_ee"][:, 9] == 0.0)  # pushing: closed throughout
+    # Down once, then at pushing height (going around the block) until the final lift.
+    z = arrays["action_ee"][:, 2]
+    down = np.flatnonzero(z <= push_t_expert.PUSH_Z + 1e-6)
+    assert np.all(z[down[0] : down[-1]] <= push_t_expert.PUSH_Z + 1e-6)
     assert np.all(np.diff(arrays["timestamp"]) > 0)
     # The block was pushed, not lifted or tipped over.
     assert env.body_pose("t_block")[2, 3] == pytest.approx(THICKNESS / 2, abs=1e-3)
     assert env.body_pose("t_block")[2, 2] > 0.999
     env.close()
+
+
+def test_path_around_the_block_keeps_the_fingertips_clear():
+    pose = np.array([0.5, 0.0, 0.3])
+    start = from_frame(np.array([0.0, 0.12]), pose)  # beyond the bar's top face
+    goal = from_frame(np.array([0.0, -0.16]), pose)  # beyond the stem's end
+    path = push_t_expert.plan_path(start, goal, pose)
+    assert path is not None and np.allclose(path[-1], goal)
+    points = np.stack([start, *path])
+    dense = np.concatenate(
+        [a + (b - a) * np.linspace(0, 1, 200)[:, None] for a, b in pairwise(points)]
+    )
+    assert not inside_t(to_frame(dense, pose), margin=push_t_expert.NAV_CLEARANCE_M - 1e-6).any()
+    # Around one bar end only (the shortest way), not over the block.
+    sides = np.sign(to_frame(np.stack(path[:-1]), pose)[:, 0])
+    assert len(path) >= 3 and abs(sides.sum()) == len(sides)
+    length = np.linalg.norm(np.diff(points, axis=0), axis=-1).sum()
+    assert 0.28 < length < 0.4
+    # A start on the block itself has no path.
+    assert push_t_expert.plan_path(pose[:2], goal, pose) is None
 
 
 def test_expert_retries_another_push_when_one_does_nothing(monkeypatch):
