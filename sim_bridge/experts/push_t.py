@@ -10,8 +10,11 @@ centre of mass translates the block; pushing near a bar end turns it. The grippe
 once, clear of the block, and then stays at pushing height like Diffusion Policy's planar
 pusher: between pushes it backs off the face and goes around the block to the next contact on
 the shortest path that keeps its fingertips clear of the T (a visibility graph over the corners
-of the T grown by the fingertips' half-diagonal), turning its flat side parallel to the next
-face on the way. Only when no such path exists does it lift over the block.
+of the T grown by the fingertips' half-diagonal). Only when no such path exists does it lift
+over the block. The gripper keeps one orientation all episode (as the round pusher of Diffusion
+Policy's real PushT, a policy never has to turn the wrist): its fingertips touch a face with
+whichever corner or side reaches furthest along the face's normal, and the planner puts that
+point on the contact.
 
 During a push the expert watches the block and stops early once the error stops falling.
 
@@ -49,6 +52,8 @@ TRAVEL_Z = 0.065  # TCP height for moving over the block (fingertips ~3 cm above
 PUSH_Z = 0.015  # TCP height while pushing (fingertips 8 mm above the table)
 #: Closed fingertips seen from above: half extents along the tool's x and y axes.
 FINGER_HALF = (0.012, 0.0155)
+#: The gripper's yaw (``top_down_pose``) for the whole episode: the one it starts with.
+PUSHER_YAW = 0.0
 #: Clearance from the face when coming down, and from the rest of the block. Generous, so a
 #: learned policy that copies these demos a centimetre off still comes down beside the block,
 #: not on it (on it, the fingers press the block into the table and tip or fling it).
@@ -93,29 +98,24 @@ class Contact:
     tangent: np.ndarray
     along: float  # coordinate of ``point`` along ``tangent`` from the face's first vertex
     face_range: tuple[float, float]
-    #: which of the fingertips' sides touches (0: the tool's x axis along the normal)
-    side: int
 
 
 def _contacts() -> list[Contact]:
     contacts = []
     n = len(POLYGON)
+    half_width = max(FINGER_HALF)
     for i in range(n):
         a, b = POLYGON[i], POLYGON[(i + 1) % n]
         length = float(np.linalg.norm(b - a))
         tangent = (b - a) / length
         normal = np.array([-tangent[1], tangent[0]])  # inward for a CCW polygon
-        for side in (0, 1):
-            half_width = FINGER_HALF[1 - side]
-            lo = half_width + CLEARANCE_M if _concave(i) else CORNER_INSET_M
-            hi = length - (half_width + CLEARANCE_M if _concave((i + 1) % n) else CORNER_INSET_M)
-            if hi < lo:
-                continue
-            count = max(1, round((hi - lo) / CONTACT_SPACING_M) + 1)
-            for along in np.linspace(lo, hi, count) if count > 1 else [(lo + hi) / 2]:
-                contacts.append(
-                    Contact(a + tangent * along, normal, tangent, float(along), (lo, hi), side)
-                )
+        lo = half_width + CLEARANCE_M if _concave(i) else CORNER_INSET_M
+        hi = length - (half_width + CLEARANCE_M if _concave((i + 1) % n) else CORNER_INSET_M)
+        if hi < lo:
+            continue
+        count = max(1, round((hi - lo) / CONTACT_SPACING_M) + 1)
+        for along in np.linspace(lo, hi, count) if count > 1 else [(lo + hi) / 2]:
+            contacts.append(Contact(a + tangent * along, normal, tangent, float(along), (lo, hi)))
     return contacts
 
 
@@ -209,31 +209,30 @@ class Push:
     start: np.ndarray  # fingertips' centre before touching (base_link x, y)
     direction: np.ndarray  # unit push direction (base_link x, y)
     distance: float  # from ``start``, gap included
-    yaw: float  # gripper yaw for top_down_pose
     predicted_error: float
 
 
-def _finger_footprint(centre: np.ndarray, yaw: float, grow: float) -> np.ndarray:
-    """Points on the fingertips' rectangle (grown by ``grow``) in base_link, (N, 2)."""
+def _finger_footprint(centre: np.ndarray, yaw: float, grow: float, samples: int = 7) -> np.ndarray:
+    """``samples`` x ``samples`` points on the fingertips' rectangle (grown by ``grow``) in
+    base_link, (N, 2); with ``samples=2``, its corners."""
     hx, hy = FINGER_HALF[0] + grow, FINGER_HALF[1] + grow
-    u, v = np.meshgrid(np.linspace(-hx, hx, 7), np.linspace(-hy, hy, 7))
+    u, v = np.meshgrid(np.linspace(-hx, hx, samples), np.linspace(-hy, hy, samples))
     local = np.stack([u.ravel(), v.ravel()], axis=-1)
     # The tool's x axis points along base_link angle yaw - pi/2 for top_down_pose(yaw).
     return centre + _rotate(local, yaw - np.pi / 2)
 
 
-def _gripper_yaw(normal_angle: float, side: int, current: float) -> float:
-    """Yaw putting the tool's x (side 0) or y (side 1) axis along the face normal, the one of
-    the two symmetric choices nearest the current yaw."""
-    base = normal_angle + np.pi / 2 - side * np.pi / 2
-    yaw = current + (base - current + np.pi / 2) % np.pi - np.pi / 2
-    if abs(yaw) > np.pi:  # keep the wrist within half a turn of its home yaw
-        yaw -= np.sign(yaw) * np.pi
-    return float(yaw)
+def _touching_point(normal: np.ndarray) -> np.ndarray:
+    """Where the fingertips (at ``PUSHER_YAW``) touch a face with world inward ``normal``,
+    relative to their centre: the corner furthest along it, or the middle of the side when two
+    corners tie."""
+    corners = _finger_footprint(np.zeros(2), PUSHER_YAW, 0.0, samples=2)
+    reach = corners @ normal
+    return np.asarray(corners[reach >= reach.max() - 1e-9].mean(axis=0))
 
 
 def plan_push(
-    pose: np.ndarray, current_yaw: float, banned: set[int], rng: np.random.Generator, pick: int
+    pose: np.ndarray, banned: set[int], rng: np.random.Generator, pick: int
 ) -> Push | None:
     """The push predicted to reduce :func:`pose_error` most (or, with ``pick`` > 0, one chosen
     at random among the best ``pick + 1``), skipping ``banned`` candidates."""
@@ -269,13 +268,11 @@ def plan_push(
             continue
         contact = contacts[key // m]
         normal_w = _rotate(contact.normal, pose[2])
-        yaw = _gripper_yaw(float(np.arctan2(normal_w[1], normal_w[0])), contact.side, current_yaw)
         direction = directions[key]
-        half_depth = FINGER_HALF[contact.side]
-        touch = from_frame(contact.point, pose) - normal_w * half_depth
+        touch = from_frame(contact.point, pose) - _touching_point(normal_w)
         approach = GAP_M / float(np.dot(direction, normal_w))
         start = touch - direction * approach
-        footprint = to_frame(_finger_footprint(start, yaw, CLEARANCE_M - 1e-3), pose)
+        footprint = to_frame(_finger_footprint(start, PUSHER_YAW, CLEARANCE_M - 1e-3), pose)
         if inside_t(footprint).any():
             continue
         feasible.append(
@@ -284,7 +281,6 @@ def plan_push(
                 start=start,
                 direction=direction,
                 distance=approach + (best_step[key] + 1) * MODEL_STEP_M,
-                yaw=yaw,
                 predicted_error=float(best_error[key]),
             )
         )
@@ -354,25 +350,14 @@ def plan_path(start: np.ndarray, goal: np.ndarray, pose: np.ndarray) -> list[np.
     return [nodes[k] for k in reversed(path[:-1])]
 
 
-def _at(xy: np.ndarray, z: float, yaw: float) -> np.ndarray:
-    return top_down_pose(np.array([xy[0], xy[1], z]), yaw)
+def _at(xy: np.ndarray, z: float) -> np.ndarray:
+    return top_down_pose(np.array([xy[0], xy[1], z]), PUSHER_YAW)
 
 
-def _commanded_yaw(env: SimEnv) -> float:
-    """The yaw that :func:`top_down_pose` was given for the commanded TCP pose."""
-    rotation = commanded_pose(env)[:3, :3]
-    return float(np.arctan2(rotation[0, 0], -rotation[1, 0]))
-
-
-def _go_around(env: SimEnv, path: list[np.ndarray], yaw: float) -> Iterator[np.ndarray]:
-    """Along ``path`` at pushing height, turning to ``yaw`` in proportion to the way covered."""
-    here = commanded_pose(env)[:2, 3]
-    start_yaw = _commanded_yaw(env)
-    lengths = np.linalg.norm(np.diff(np.stack([here, *path]), axis=0), axis=-1)
-    covered = np.cumsum(lengths) / max(float(lengths.sum()), 1e-9)
-    for point, fraction in zip(path, covered, strict=True):
-        waypoint_yaw = start_yaw + (yaw - start_yaw) * float(fraction)
-        yield from move_to(env, _at(point, PUSH_Z, waypoint_yaw), CLOSED, TRAVEL_SPEED_MPS)
+def _go_around(env: SimEnv, path: list[np.ndarray]) -> Iterator[np.ndarray]:
+    """Along ``path`` at pushing height."""
+    for point in path:
+        yield from move_to(env, _at(point, PUSH_Z), CLOSED, TRAVEL_SPEED_MPS)
 
 
 def _execute(env: SimEnv, push: Push) -> Iterator[np.ndarray]:
@@ -382,20 +367,18 @@ def _execute(env: SimEnv, push: Push) -> Iterator[np.ndarray]:
     down = here[2, 3] < TRAVEL_Z - 1e-3
     path = plan_path(here[:2, 3], push.start, block_pose(env)) if down else None
     if path is not None:
-        yield from _go_around(env, path, push.yaw)
+        yield from _go_around(env, path)
     else:
         if down:
-            yield from move_to(
-                env, _at(here[:2, 3], TRAVEL_Z, _commanded_yaw(env)), CLOSED, TRAVEL_SPEED_MPS
-            )
-        yield from move_to(env, _at(push.start, TRAVEL_Z, push.yaw), CLOSED, TRAVEL_SPEED_MPS)
-        yield from move_to(env, _at(push.start, PUSH_Z, push.yaw), CLOSED, TRAVEL_SPEED_MPS)
+            yield from move_to(env, _at(here[:2, 3], TRAVEL_Z), CLOSED, TRAVEL_SPEED_MPS)
+        yield from move_to(env, _at(push.start, TRAVEL_Z), CLOSED, TRAVEL_SPEED_MPS)
+        yield from move_to(env, _at(push.start, PUSH_Z), CLOSED, TRAVEL_SPEED_MPS)
     step = PUSH_SPEED_MPS * env.policy_period_s
     count = max(1, int(np.ceil(push.distance / step)))
     best = float(pose_error(block_pose(env)))
     for i in range(1, count + 1):
         xy = push.start + push.direction * min(i * step, push.distance)
-        yield pose_to_ee_action(_at(xy, PUSH_Z, push.yaw), CLOSED)
+        yield pose_to_ee_action(_at(xy, PUSH_Z), CLOSED)
         error = float(pose_error(block_pose(env)))
         best = min(best, error)
         if error > best + 0.002:
@@ -405,9 +388,7 @@ def _execute(env: SimEnv, push: Push) -> Iterator[np.ndarray]:
     back = 0.01
     while back < MAX_BACK_OFF_M and not _clear(end - push.direction * back, pose):
         back += NAV_SAMPLE_M
-    yield from move_to(
-        env, _at(end - push.direction * back, PUSH_Z, push.yaw), CLOSED, PUSH_SPEED_MPS
-    )
+    yield from move_to(env, _at(end - push.direction * back, PUSH_Z), CLOSED, PUSH_SPEED_MPS)
 
 
 @register_expert("push_t")
@@ -419,7 +400,7 @@ def push_t_expert(env: SimEnv, rng: np.random.Generator, retries: int = 5) -> It
         pose = block_pose(env)
         if coverage(pose) >= SUCCESS_COVERAGE:
             break
-        push = plan_push(pose, _commanded_yaw(env), banned, rng, min(failures, 2))
+        push = plan_push(pose, banned, rng, min(failures, 2))
         if push is None:
             if not banned:
                 break
@@ -436,5 +417,5 @@ def push_t_expert(env: SimEnv, rng: np.random.Generator, retries: int = 5) -> It
             banned.add(push.key)
             failures += 1
     here = commanded_pose(env)
-    yield from move_to(env, _at(here[:2, 3], TRAVEL_Z, _commanded_yaw(env)), CLOSED)
+    yield from move_to(env, _at(here[:2, 3], TRAVEL_Z), CLOSED)
     yield from hold(env, 0.5, CLOSED)
