@@ -37,12 +37,12 @@ from sim_bridge.experts.primitives import commanded_pose, hold, move_to
 from sim_bridge.tasks.push_t import (
     SUCCESS_COVERAGE,
     T_POLYGON,
-    T_RECTS,
     TARGET_POSE,
     block_pose,
     coverage,
     from_frame,
     inside_t,
+    t_polygon,
     to_frame,
 )
 from sim_bridge.tcp import top_down_pose
@@ -62,8 +62,8 @@ CLEARANCE_M = 0.015
 PUSH_SPEED_MPS = 0.06
 #: Slow enough that a policy a step early or late is off by 15 mm, not 25.
 TRAVEL_SPEED_MPS = 0.15
-#: Going around the block at pushing height, the fingertips' centre keeps this far from the T
-#: (their half-diagonal, so they may turn anywhere, plus a margin).
+#: Going around the block at pushing height, the fingertips' centre keeps this far from the T:
+#: their half-diagonal (the most they reach at any angle to the block) plus a margin.
 NAV_CLEARANCE_M = float(np.hypot(*FINGER_HALF)) + 0.005
 NAV_SAMPLE_M = 0.003  # resolution of the clearance check along a path segment
 MAX_BACK_OFF_M = 0.06
@@ -301,24 +301,6 @@ def _segment_clear(a: np.ndarray, b: np.ndarray, pose: np.ndarray) -> bool:
     return bool(_clear(points, pose).all())
 
 
-def _grown_corners(pose: np.ndarray, grow: float) -> np.ndarray:
-    """The 8 corners of the T grown by ``grow`` on every side, in the world, (8, 2)."""
-    (_, by, bhx, bhy), (_, sy, shx, shy) = T_RECTS
-    top, under, bottom = by + bhy + grow, by - bhy - grow, sy - shy - grow
-    bar, stem = bhx + grow, shx + grow
-    corners = [
-        [-stem, bottom],
-        [stem, bottom],
-        [stem, under],
-        [bar, under],
-        [bar, top],
-        [-bar, top],
-        [-bar, under],
-        [-stem, under],
-    ]
-    return from_frame(np.array(corners), pose)
-
-
 def plan_path(start: np.ndarray, goal: np.ndarray, pose: np.ndarray) -> list[np.ndarray] | None:
     """Waypoints (after ``start``, ending at ``goal``) of the shortest path for the fingertips'
     centre around the block at ``pose`` that keeps ``NAV_CLEARANCE_M`` from it, or None when
@@ -327,7 +309,7 @@ def plan_path(start: np.ndarray, goal: np.ndarray, pose: np.ndarray) -> list[np.
     start, goal = np.asarray(start, np.float64), np.asarray(goal, np.float64)
     if not (_clear(start, pose) and _clear(goal, pose)):
         return None
-    nodes = [start, goal, *_grown_corners(pose, NAV_CLEARANCE_M + 0.002)]
+    nodes = [start, goal, *from_frame(t_polygon(NAV_CLEARANCE_M + 0.002), pose)]
     n = len(nodes)
     cost = np.full(n, np.inf)
     cost[0] = 0.0

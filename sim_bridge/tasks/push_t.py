@@ -78,25 +78,27 @@ _GRID_X, _GRID_Y = T_GRID[:, 0].copy(), T_GRID[:, 1].copy()
 _T_RADIUS = float(max(np.hypot(abs(cx) + hx, abs(cy) + hy) for cx, cy, hx, hy in T_RECTS))
 
 
-def _t_polygon() -> np.ndarray:
-    """The T's 8 corners in the block frame, counter-clockwise."""
+def t_polygon(grow: float = 0.0) -> np.ndarray:
+    """The T's 8 corners in the block frame, counter-clockwise; with ``grow``, the corners of
+    the T grown by that much on every side (the union of its two rectangles, each grown)."""
     (_, by, bhx, bhy), (_, sy, shx, shy) = T_RECTS
-    top, under, bottom = by + bhy, by - bhy, sy - shy
+    top, under, bottom = by + bhy + grow, by - bhy - grow, sy - shy - grow
+    bar, stem = bhx + grow, shx + grow
     return np.array(
         [
-            [-shx, bottom],
-            [shx, bottom],
-            [shx, under],
-            [bhx, under],
-            [bhx, top],
-            [-bhx, top],
-            [-bhx, under],
-            [-shx, under],
+            [-stem, bottom],
+            [stem, bottom],
+            [stem, under],
+            [bar, under],
+            [bar, top],
+            [-bar, top],
+            [-bar, under],
+            [-stem, under],
         ]
     )
 
 
-T_POLYGON = _t_polygon()
+T_POLYGON = t_polygon()
 
 
 def to_frame(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
