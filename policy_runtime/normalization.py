@@ -2,7 +2,15 @@
 
 Low-dim keys and actions: per-dimension min-max to [-1, 1]; a dimension whose range is below
 ``RANGE_EPS`` maps its (constant) value to 0 with scale 1. Images (uint8 H x W x 3): [0, 255] ->
-[-1, 1]. Every key is the affine map ``x * scale + offset``, so the same numbers normalise in
+[-1, 1].
+
+Unlike Diffusion Policy, fitting takes a ``min_range``: a dimension that spans less than that
+(in its own units) is scaled as if it spanned that much, centred on its midpoint. Min-max alone
+blows sensor noise up to full scale: a top-down gripper's measured orientation wobbles by a few
+thousandths in the demonstrations, so min-max gave that noise the range [-1, 1], a policy's first
+tilt of a degree read as -3, far outside anything it was trained on, and its answer tilted the
+gripper further. The floor also keeps a constant action dimension constant: the network's error
+on it is scaled by ``min_range / 2`` instead of 1. Every key is the affine map ``x * scale + offset``, so the same numbers normalise in
 numpy (the deploy runtime, no torch) and in torch (training): the arrays are the whole state,
 saved with every checkpoint and bundle.
 """
@@ -28,13 +36,15 @@ class AffineMap:
     offset: np.ndarray
 
     @classmethod
-    def min_max(cls, lo: np.ndarray, hi: np.ndarray) -> AffineMap:
+    def min_max(cls, lo: np.ndarray, hi: np.ndarray, min_range: float = 0.0) -> AffineMap:
+        """[lo, hi] -> [-1, 1] per dimension; a narrower range than ``min_range`` is widened
+        to it about its midpoint (so it maps into a centred part of [-1, 1])."""
         lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
-        span = hi - lo
+        span = np.maximum(hi - lo, min_range)
         constant = span < RANGE_EPS
         span = np.where(constant, 2.0, span)
         scale = 2.0 / span
-        offset = np.where(constant, -lo, -1.0 - scale * lo)
+        offset = np.where(constant, -lo, -scale * (lo + hi) / 2)
         return cls(scale.astype(np.float32), offset.astype(np.float32))
 
     @classmethod
@@ -49,9 +59,15 @@ class Normalizer:
         self.maps = dict(maps)
 
     @classmethod
-    def fit(cls, stats: Mapping[str, KeyStats], image_keys: tuple[str, ...] = ()) -> Normalizer:
-        """Min-max maps from dataset statistics; ``image_keys`` get the fixed image map."""
-        maps = {key: AffineMap.min_max(s.min, s.max) for key, s in stats.items()}
+    def fit(
+        cls,
+        stats: Mapping[str, KeyStats],
+        image_keys: tuple[str, ...] = (),
+        min_range: float = 0.0,
+    ) -> Normalizer:
+        """Min-max maps from dataset statistics (ranges widened to ``min_range``);
+        ``image_keys`` get the fixed image map."""
+        maps = {key: AffineMap.min_max(s.min, s.max, min_range) for key, s in stats.items()}
         maps.update({key: AffineMap.image() for key in image_keys})
         return cls(maps)
 

@@ -55,6 +55,11 @@ class TrainConfig(BaseModel):
     n_obs_steps: int = 2
     n_action_steps: int = 8
     model: ModelOverrides = Field(default_factory=ModelOverrides)
+    #: Normalisation: a low-dim dimension spanning less than this in the data (in its own units:
+    #: 2 cm, ~1 degree of a rotation entry) is scaled as if it spanned this much, so its noise
+    #: is not blown up to [-1, 1] (see ``policy_runtime.normalization``). 0 is Diffusion Policy's
+    #: plain min-max.
+    norm_min_range: float = Field(0.02, ge=0)
 
     steps: int = Field(20_000, gt=0)
     batch_size: int = Field(256, gt=0)

@@ -60,7 +60,9 @@ def prepare(config: TrainConfig) -> TrainingData:
         raise ValueError(f"{config.data}: the dataset has no episodes")
 
     low_dim = [*obs_keys, config.action_key]
-    normalizer = Normalizer.fit({k: ds.stats(k) for k in low_dim}, tuple(config.image_keys))
+    normalizer = Normalizer.fit(
+        {k: ds.stats(k) for k in low_dim}, tuple(config.image_keys), config.norm_min_range
+    )
     arrays = ds.load([*low_dim, *config.image_keys])
     action_shape = specs[config.action_key][0]
     policy_config = PolicyConfig(
