@@ -10,9 +10,11 @@ blows sensor noise up to full scale: a top-down gripper's measured orientation w
 thousandths in the demonstrations, so min-max gave that noise the range [-1, 1], a policy's first
 tilt of a degree read as -3, far outside anything it was trained on, and its answer tilted the
 gripper further. The floor also keeps a constant action dimension constant: the network's error
-on it is scaled by ``min_range / 2`` instead of 1. Every key is the affine map ``x * scale + offset``, so the same numbers normalise in
-numpy (the deploy runtime, no torch) and in torch (training): the arrays are the whole state,
-saved with every checkpoint and bundle.
+on it is scaled by ``min_range / 2`` instead of 1.
+
+Every key is the affine map ``x * scale + offset``, so the same numbers normalise in numpy (the
+deploy runtime, no torch) and in torch (training): the arrays are the whole state, saved with
+every checkpoint and bundle.
 """
 
 from __future__ import annotations
