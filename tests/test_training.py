@@ -115,6 +115,15 @@ def test_a_checkpoint_from_before_a_new_config_field_still_resumes(dataset, tmp_
     assert len(Trainer(config, resume=tmp_path / "run").train().losses) == 1
 
 
+def test_resuming_with_another_normalisation_is_refused(dataset, tmp_path):
+    """The normaliser is fitted from the run's data and settings, so a resume that would
+    change it (other data, another ``norm_min_range``) would silently shift every input."""
+    Trainer(_config(dataset, tmp_path / "run", "steps=2", "checkpoint_every=2")).train()
+    config = _config(dataset, tmp_path / "run", "steps=3", "norm_min_range=0.5")
+    with pytest.raises(TrainingError, match=r"normalisation differs .*cube_pose\.scale"):
+        Trainer(config, resume=tmp_path / "run")
+
+
 def test_checkpoints_hold_no_pickle_and_describe_themselves(dataset, tmp_path):
     Trainer(_config(dataset, tmp_path / "run", "steps=2")).train()
     directory = tmp_path / "run" / "checkpoints" / "step_00000002"

@@ -246,6 +246,21 @@ class Trainer:
             )
         from safetensors.torch import load_file
 
+        saved = {k: v.numpy() for k, v in load_file(directory / "normalizer.safetensors").items()}
+        fitted = self.data.normalizer.state()
+        changed = sorted(
+            name
+            for name in saved.keys() | fitted.keys()
+            if name not in saved
+            or name not in fitted
+            or not np.allclose(saved[name], fitted[name], rtol=1e-6, atol=1e-7)
+        )
+        if changed:
+            raise TrainingError(
+                f"{directory}: the checkpoint's normalisation differs from the one this run's "
+                f"data and norm_min_range give ({', '.join(changed)}); resume with the same data "
+                "and settings, or start a new run"
+            )
         self.policy.load_state_dict(load_file(directory / "model.safetensors"))
         self.ema_policy.load_state_dict(load_file(directory / "ema.safetensors"))
         self.ema = self._new_ema()
