@@ -115,6 +115,13 @@ def resolve(path: Path) -> Path:
     raise ValueError(f"{path}: neither a checkpoint nor a training run directory")
 
 
+def load_normalizer(directory: Path) -> Normalizer:
+    """The normaliser a checkpoint directory was trained with."""
+    return Normalizer.from_state(
+        {k: v.numpy() for k, v in load_file(directory / "normalizer.safetensors").items()}
+    )
+
+
 def load_policy(path: Path, ema: bool = True, kind: str | None = None) -> Policy:
     """The policy of a checkpoint (EMA weights by default), in eval mode.
 
@@ -125,10 +132,7 @@ def load_policy(path: Path, ema: bool = True, kind: str | None = None) -> Policy
     if kind is not None and header["kind"] != kind:
         raise ValueError(f"{directory}: checkpoint holds a {header['kind']!r} policy, not {kind!r}")
     config = PolicyConfig.model_validate(header["policy"])
-    normalizer = Normalizer.from_state(
-        {k: v.numpy() for k, v in load_file(directory / "normalizer.safetensors").items()}
-    )
-    policy = make_policy(config, normalizer)
+    policy = make_policy(config, load_normalizer(directory))
     weights = load_file(directory / ("ema.safetensors" if ema else "model.safetensors"))
     policy.load_state_dict(weights)
     return policy.eval()

@@ -25,6 +25,7 @@ from policy_runtime.policies import PolicyConfig, make_policy
 from policy_runtime.policies.base import Policy
 from policy_runtime.training.checkpoint import (
     TrainState,
+    load_normalizer,
     load_train_state,
     resolve,
     save_checkpoint,
@@ -246,13 +247,13 @@ class Trainer:
             )
         from safetensors.torch import load_file
 
-        saved = {k: v.numpy() for k, v in load_file(directory / "normalizer.safetensors").items()}
-        fitted = self.data.normalizer.state()
+        saved, fitted = load_normalizer(directory).state(), self.data.normalizer.state()
         changed = sorted(
             name
             for name in saved.keys() | fitted.keys()
             if name not in saved
             or name not in fitted
+            or saved[name].shape != fitted[name].shape
             or not np.allclose(saved[name], fitted[name], rtol=1e-6, atol=1e-7)
         )
         if changed:
