@@ -54,6 +54,24 @@ def test_the_force_pulls_a_generated_cluster_toward_displaced_data():
     assert (cosine > 0.999).all()
 
 
+def test_an_observation_whose_samples_sit_far_from_its_demo_is_still_pulled_back():
+    """With one positive per observation, a row whose generated chunks all sit several mean
+    distances from its demo sees only its siblings through the paper's short-range kernels:
+    its force is zero and training never corrects it. The long-range default temperature
+    keeps a pull toward the demo there."""
+    torch.manual_seed(0)
+    gen = 0.1 * torch.randn(2, 8, 4)
+    pos = torch.zeros(2, 1, 4)
+    gen[1] += 3.0  # row 1: a tight cluster 6 away from its demo; row 0: around its demo
+    paper, _ = drift_field(gen, pos, temperatures=(0.02, 0.05, 0.2))
+    assert paper[1].norm(dim=-1).max() < 1e-6 * paper[0].norm(dim=-1).mean()
+    force, _ = drift_field(gen, pos)
+    toward_demo = torch.nn.functional.cosine_similarity(force[1], pos[1] - gen[1], dim=-1)
+    assert (toward_demo > 0.9).all()
+    # Of the same order as the force on the row near its demo (about half of it here).
+    assert force[1].norm(dim=-1).mean() > 0.3 * force[0].norm(dim=-1).mean()
+
+
 def test_a_sample_is_not_its_own_neighbour(monkeypatch):
     x, y = torch.zeros(1, 1, 2), torch.tensor([[[1.0, 0.0]]])
     # Alone, a sample has no negatives (its only pair with itself is masked): no force at all,

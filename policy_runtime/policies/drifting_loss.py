@@ -18,6 +18,9 @@ Per observation (batch row) with generated ``x_1..x_G`` and positives ``y^+``:
   x_i)``; each temperature's F is rescaled to unit RMS over the batch, then they are summed;
 - loss = mean squared difference between the normalised sample and ``stop_grad(it + F)``.
 
+The default temperatures add a long-range 4.0 to the paper's (0.02, 0.05, 0.2): see
+:data:`~policy_runtime.policies.config.DRIFT_TEMPERATURES` for the rows it rescues.
+
 The per-timestep variant treats every horizon step as its own problem (S = action dim, with its
 own scale and RMS) and averages.
 """
@@ -30,9 +33,11 @@ from dataclasses import dataclass
 
 import torch
 
-DEFAULT_TEMPERATURES = (0.02, 0.05, 0.2)
-#: Added to a sample's (scale-normalised) distance to itself: exp(-100 / R) is 0 in float32.
-SELF_MASK = 100.0
+from policy_runtime.policies.config import DRIFT_TEMPERATURES
+
+#: Added to a sample's (scale-normalised) distance to itself: exp(-1e4 / R) is 0 in float32 for
+#: any temperature R below 100.
+SELF_MASK = 1e4
 #: Floors that keep degenerate batches (all samples equal, zero force) finite.
 SCALE_FLOOR = 1e-3
 FORCE_RMS_FLOOR = 1e-4
@@ -131,7 +136,7 @@ def _drift(
 def drift_field(
     generated: torch.Tensor,
     positives: torch.Tensor,
-    temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
+    temperatures: Sequence[float] = DRIFT_TEMPERATURES,
     per_timestep: bool = False,
     action_dim: int | None = None,
     rescale: bool = True,
@@ -155,7 +160,7 @@ def drift_field(
 def drifting_loss(
     generated: torch.Tensor,
     positives: torch.Tensor,
-    temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
+    temperatures: Sequence[float] = DRIFT_TEMPERATURES,
     per_timestep: bool = False,
     action_dim: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
