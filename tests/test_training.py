@@ -119,6 +119,21 @@ def test_a_checkpoint_from_before_a_new_config_field_still_resumes(dataset, tmp_
     assert len(Trainer(config, resume=tmp_path / "run").train().losses) == 1
 
 
+def test_resume_compares_only_the_fields_the_policy_kind_reads(dataset, tmp_path):
+    """A diffusion run resumes after a drifting default changed (the kernel temperatures did);
+    a change to a field it reads is refused, naming the field."""
+    Trainer(_config(dataset, tmp_path / "run", "steps=2", "checkpoint_every=2")).train()
+    header_file = tmp_path / "run" / "checkpoints" / "step_00000002" / "config.json"
+    header = json.loads(header_file.read_text())
+    header["policy"]["drift_temperatures"] = [0.02, 0.05, 0.2]  # the default before
+    header_file.write_text(json.dumps(header))
+    config = _config(dataset, tmp_path / "run", "steps=3", "checkpoint_every=2")
+    assert len(Trainer(config, resume=tmp_path / "run").train().losses) == 1
+    config = _config(dataset, tmp_path / "run", "steps=4", "model.kernel_size=3")
+    with pytest.raises(TrainingError, match="policy differs from this run's config in kernel_size"):
+        Trainer(config, resume=tmp_path / "run")
+
+
 def test_resuming_with_another_normalisation_is_refused(dataset, tmp_path):
     """The normaliser is fitted from the run's data and settings, so a resume that would
     change it (other data, another ``norm_min_range``) would silently shift every input."""

@@ -9,7 +9,7 @@ full size.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -22,6 +22,20 @@ PolicyKind = Literal["diffusion", "drifting"]
 #: is nearly flat there, a pull of the samples' mean toward the demo that also vanishes at
 #: equilibrium.
 DRIFT_TEMPERATURES = (0.02, 0.05, 0.2, 4.0)
+#: The fields only one policy kind reads (the sampler's for diffusion, the loss's for drifting).
+KIND_ONLY_FIELDS: dict[PolicyKind, frozenset[str]] = {
+    "diffusion": frozenset(
+        {
+            "num_train_timesteps",
+            "beta_schedule",
+            "prediction_type",
+            "clip_sample",
+            "sampler",
+            "num_inference_steps",
+        }
+    ),
+    "drifting": frozenset({"drift_samples", "drift_temperatures", "drift_per_timestep"}),
+}
 #: Diffusion Policy's betas for the linear schedules (squaredcos_cap_v2 ignores them).
 BETA_START, BETA_END = 1e-4, 2e-2
 
@@ -87,6 +101,12 @@ class PolicyConfig(BaseModel):
         if self.horizon % 2 ** (levels - 1):
             raise ValueError(f"horizon {self.horizon} must be divisible by 2^{levels - 1}")
         return self
+
+    def fields_in_use(self) -> dict[str, Any]:
+        """The settings this policy's kind reads: two configs describe the same policy when
+        these agree, whatever the other kind's fields (or their defaults) hold."""
+        unused = set().union(*(f for kind, f in KIND_ONLY_FIELDS.items() if kind != self.kind))
+        return self.model_dump(exclude=unused)
 
     @property
     def low_dim_size(self) -> int:

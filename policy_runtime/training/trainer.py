@@ -239,11 +239,15 @@ class Trainer:
                 f"{directory}: checkpoint holds a {header['kind']!r} policy; this run trains "
                 f"{self.config.policy!r}"
             )
-        # Compared as validated configs: a field added since (with its default) is no change.
-        if PolicyConfig.model_validate(header["policy"]) != self.data.policy_config:
+        # Compared as validated configs: a field added since (with its default) is no change,
+        # nor is one only the other policy kind reads.
+        saved_policy = PolicyConfig.model_validate(header["policy"]).fields_in_use()
+        run_policy = self.data.policy_config.fields_in_use()
+        differing = sorted(k for k in saved_policy if saved_policy[k] != run_policy[k])
+        if differing:
             raise TrainingError(
-                f"{directory}: the checkpoint's policy (keys, shapes, network) differs from "
-                "this run's config"
+                f"{directory}: the checkpoint's policy differs from this run's config in "
+                f"{', '.join(differing)}"
             )
         from safetensors.torch import load_file
 
