@@ -9,6 +9,9 @@ one (an env, a policy) costs far more than an episode's set-up.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Protocol, TypeVar
@@ -43,17 +46,32 @@ def ordered_results(
         return
     context = multiprocessing.get_context("spawn")  # EGL contexts do not survive a fork
     with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_process_init, initargs=(worker_class, config)
+        workers,
+        mp_context=context,
+        initializer=_process_init,
+        initargs=(worker_class, config, os.getpid()),
     ) as pool:
         yield from _windowed(seeds, lambda seed: pool.submit(_process_run, seed), 2 * workers)
 
 
 _PROCESS_WORKER: Any = None
+#: How often a worker process checks that the process that started it is still alive.
+PARENT_POLL_S = 0.5
 
 
-def _process_init(worker_class: Callable[[Any], Any], config: Any) -> None:
+def _process_init(worker_class: Callable[[Any], Any], config: Any, parent_pid: int) -> None:
     global _PROCESS_WORKER
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     _PROCESS_WORKER = worker_class(config)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this worker once its parent is gone. A killed parent (SIGKILL, OOM) never tells its
+    pool, and a worker blocked on the pool's queue or deep in an episode would otherwise run on
+    holding its CPU, GPU context and memory."""
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
 
 
 def _process_run(seed: int) -> Any:
