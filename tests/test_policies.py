@@ -258,7 +258,7 @@ def test_drifting_per_timestep_loss_and_state_dict_round_trip(normalizer):
     assert torch.isfinite(loss) and loss.requires_grad
     forces = {f"force_rms/{t:g}" for t in config.drift_temperatures}
     assert forces == {"force_rms/0.02", "force_rms/0.05", "force_rms/0.2", "force_rms/4"}
-    assert set(policy.last_info) == {"scale", *forces}
+    assert set(policy.last_info) == {"distance_scale", *forces}
     clone = make_policy(config, normalizer)
     clone.load_state_dict(policy.state_dict(), strict=True)
     noise = torch.randn(B, H, DA)

@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from policy_runtime.normalization import AffineMap  # noqa: E402
+from policy_runtime.policies.config import DRIFT_TEMPERATURES  # noqa: E402
 from policy_runtime.training.checkpoint import load_policy  # noqa: E402
 from policy_runtime.training.config import load_config  # noqa: E402
 from policy_runtime.training.trainer import Trainer, TrainingError  # noqa: E402
@@ -74,7 +75,9 @@ def test_a_short_diffusion_run_on_generated_demos_lowers_the_loss(dataset, tmp_p
 def test_a_short_drifting_run_moves_its_chunks_toward_the_demos(dataset, tmp_path):
     """The drifting loss is a normalised force (it does not fall as it learns), so progress is
     measured where it matters: generated chunks against the demonstrated ones."""
-    config = _config(dataset, tmp_path / "run", "steps=150", "lr=1e-3", policy="drifting")
+    config = _config(
+        dataset, tmp_path / "run", "steps=150", "lr=1e-3", "checkpoint_every=50", policy="drifting"
+    )
     trainer = Trainer(config)
     batch = trainer.data.train.sample_batch(np.arange(0, len(trainer.data.train), 7))
     obs = {k: torch.from_numpy(batch[k]) for k in OBS}
@@ -95,6 +98,16 @@ def test_a_short_drifting_run_moves_its_chunks_toward_the_demos(dataset, tmp_pat
     before = error()
     trainer.train()
     assert error() < 0.7 * before
+    # What the run logs as its progress: the held-out episode's error, with the per-temperature
+    # force beside it.
+    checkpoints = tmp_path / "run" / "checkpoints"
+    metrics = [
+        json.loads((checkpoints / f"step_{step:08d}" / "config.json").read_text())["metrics"]
+        for step in (50, 100, 150)
+    ]
+    held_out = [m["val_action_mse"] for m in metrics]
+    assert held_out[2] < held_out[1] < held_out[0] and held_out[2] < 0.85 * held_out[0]
+    assert {f"force_rms/{t:g}" for t in DRIFT_TEMPERATURES} <= set(metrics[0])
 
 
 def test_resume_gives_exactly_the_same_losses(dataset, tmp_path):

@@ -26,6 +26,8 @@ class Policy(nn.Module, abc.ABC):
             raise ValueError(f"config is for a {config.kind!r} policy, not {self.kind!r}")
         self.config = config
         self.normalizer = normalizer
+        #: Detached diagnostics of the last ``compute_loss`` (name -> scalar), logged in training.
+        self.last_info: dict[str, torch.Tensor] = {}
 
     @abc.abstractmethod
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -29,9 +29,10 @@ GENERATOR_TIMESTEP = 0
 class DriftingPolicy(Policy):
     """``obs_encoder`` -> global conditioning; ``model`` maps noise to a normalised chunk.
 
-    After ``compute_loss``, ``last_info`` holds the loss's detached diagnostics (``scale`` and the
-    per-temperature raw force RMS ``force_rms/<R>``, which falls as training converges while
-    the loss itself stays near a constant because of the force rescaling).
+    After ``compute_loss``, ``last_info`` holds the loss's detached diagnostics
+    (``distance_scale`` and the per-temperature raw force RMS ``force_rms/<R>``, which falls as
+    training converges while the loss itself stays near a constant because of the force
+    rescaling).
     """
 
     kind: ClassVar[PolicyKind] = "drifting"
@@ -40,7 +41,6 @@ class DriftingPolicy(Policy):
         super().__init__(config, normalizer)
         self.obs_encoder = ObservationEncoder(config, normalizer)
         self.model = build_unet(config, self.obs_encoder.output_dim)
-        self.last_info: dict[str, torch.Tensor] = {}
 
     def _condition(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         device = next(self.model.parameters()).device

@@ -110,7 +110,7 @@ def _drift(
     dist[..., :g] += SELF_MASK * torch.eye(g, device=gen.device, dtype=gen.dtype)
     gen_n, targets_n = gen / input_scale, targets / input_scale
 
-    info = {"scale": scale.mean()}
+    info = {"distance_scale": scale.mean()}
     total = torch.zeros_like(gen_n)
     for temperature in temperatures:
         logits = -dist / temperature
@@ -144,7 +144,7 @@ def drift_field(
     """The force on each generated sample, (B, G, S), in normalised-sample units, and info.
 
     ``rescale`` False skips the per-temperature unit-RMS rescaling, so the magnitude shows how
-    far the generated set is from equilibrium. ``info``: ``scale`` (mean distance) and
+    far the generated set is from equilibrium. ``info``: ``distance_scale`` (mean distance) and
     ``force_rms/<R>`` (each temperature's RMS before rescaling).
     """
     _check(generated, positives, temperatures)

@@ -8,10 +8,11 @@ state is all that is needed for a resumed run to see the same batches.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,17 +112,21 @@ class Trainer:
                 self.step += 1
                 result.losses.append(loss)
                 metrics = {"loss": loss, "lr": float(self.lr_scheduler.get_last_lr()[0])}
-                if self.step % config.log_every == 0 or self.step == config.steps:
+                at_end = self.step == config.steps
+                at_checkpoint = self.step % config.checkpoint_every == 0 or at_end
+                if self.step % config.log_every == 0 or at_end:
+                    metrics.update(self._loss_diagnostics())
                     if self.data.val is not None:
                         metrics["val_loss"] = self._val_loss()
                         result.val_losses[self.step] = metrics["val_loss"]
+                if at_checkpoint and self.data.val is not None:
+                    metrics["val_action_mse"] = self._val_action_mse()
                     if writer is not None:
                         for name, value in metrics.items():
                             writer.add_scalar(f"train/{name}", value, self.step)
                 if progress is not None and self.is_main:
                     progress(self.step, metrics)
-                at_end = self.step == config.steps
-                if self.is_main and (self.step % config.checkpoint_every == 0 or at_end):
+                if self.is_main and at_checkpoint:
                     result.checkpoints.append(self._checkpoint(metrics, evaluator, writer))
         finally:
             if writer is not None:
@@ -150,20 +155,56 @@ class Trainer:
         self.ema.step(self.policy.parameters())
         return value
 
+    def _loss_diagnostics(self) -> dict[str, float]:
+        """The last training batch's loss diagnostics (the drifting force per temperature)."""
+        module = self.model.module if self.world > 1 else self.model
+        assert isinstance(module, Policy)
+        return {name: float(value) for name, value in module.last_info.items()}
+
+    @contextlib.contextmanager
+    def _validation(self) -> Iterator[np.random.Generator]:
+        """EMA weights in ``ema_policy``, fixed validation draws, and the training run's torch
+        noise left as it was (so logging does not change what the run learns)."""
+        self.ema.copy_to(self.ema_policy.parameters())
+        cpu_state = torch.get_rng_state()
+        torch.manual_seed(self.config.seed)
+        try:
+            yield np.random.default_rng([self.config.seed, 7])
+        finally:
+            torch.set_rng_state(cpu_state)
+
     @torch.no_grad()
     def _val_loss(self, batches: int = 4) -> float:
         assert self.data.val is not None
-        self.ema.copy_to(self.ema_policy.parameters())
-        generator = np.random.default_rng([self.config.seed, 7])
-        cpu_state = torch.get_rng_state()
-        torch.manual_seed(self.config.seed)
-        losses = []
-        for _ in range(batches):
-            ids = generator.integers(len(self.data.val), size=self.config.batch_size)
-            batch = to_torch(self.data.val.sample_batch(ids), self.device)
-            losses.append(float(self.ema_policy.compute_loss(batch)))
-        torch.set_rng_state(cpu_state)  # validation must not change the training run's noise
+        with self._validation() as draws:
+            losses = []
+            for _ in range(batches):
+                ids = draws.integers(len(self.data.val), size=self.config.batch_size)
+                batch = to_torch(self.data.val.sample_batch(ids), self.device)
+                losses.append(float(self.ema_policy.compute_loss(batch)))
         return float(np.mean(losses))
+
+    @torch.no_grad()
+    def _val_action_mse(self) -> float:
+        """Mean squared error, in the normalised [-1, 1] action space, between the EMA policy's
+        sampled chunk and the demonstrated one on a validation batch (Diffusion Policy's
+        ``action_mse_error``). Unlike the loss it reads the same for both policy kinds: a
+        drifting loss stays near a constant by design, so this is its progress measure."""
+        assert self.data.val is not None
+        policy = self.ema_policy
+        config = policy.config
+        with self._validation() as draws:
+            ids = draws.integers(len(self.data.val), size=self.config.batch_size)
+            batch = to_torch(self.data.val.sample_batch(ids), self.device)
+            keys = [*config.obs_keys, *config.image_keys]
+            obs = {k: batch[k][:, : config.n_obs_steps] for k in keys}
+            generator = torch.Generator(self.device).manual_seed(self.config.seed)
+            predicted = policy.predict_action(obs, generator=generator)["action_pred"]
+            key = config.action_key
+            error = policy.normalizer.normalize(key, predicted) - policy.normalizer.normalize(
+                key, batch[key]
+            )
+        return float(error.square().mean())
 
     def _checkpoint(
         self,
