@@ -10,6 +10,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from tensorboard.backend.event_processing.event_accumulator import (  # noqa: E402
+    EventAccumulator,
+)
+
 from policy_runtime.normalization import AffineMap  # noqa: E402
 from policy_runtime.policies.config import DRIFT_TEMPERATURES  # noqa: E402
 from policy_runtime.training.checkpoint import load_policy  # noqa: E402
@@ -108,6 +112,11 @@ def test_a_short_drifting_run_moves_its_chunks_toward_the_demos(dataset, tmp_pat
     held_out = [m["val_action_mse"] for m in metrics]
     assert held_out[2] < held_out[1] < held_out[0] and held_out[2] < 0.85 * held_out[0]
     assert {f"force_rms/{t:g}" for t in DRIFT_TEMPERATURES} <= set(metrics[0])
+    events = EventAccumulator(str(tmp_path / "run" / "tb"))
+    events.Reload()
+    logged = {tag: len(events.Scalars(tag)) for tag in events.Tags()["scalars"]}
+    assert logged["train/loss"] == logged["train/force_rms/0.02"] == 150 // 5  # every log_every
+    assert logged["train/val_action_mse"] == 3  # every checkpoint
 
 
 def test_resume_gives_exactly_the_same_losses(dataset, tmp_path):

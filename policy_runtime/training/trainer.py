@@ -112,15 +112,16 @@ class Trainer:
                 self.step += 1
                 result.losses.append(loss)
                 metrics = {"loss": loss, "lr": float(self.lr_scheduler.get_last_lr()[0])}
-                at_end = self.step == config.steps
-                at_checkpoint = self.step % config.checkpoint_every == 0 or at_end
-                if self.step % config.log_every == 0 or at_end:
+                at_checkpoint = (
+                    self.step % config.checkpoint_every == 0 or self.step == config.steps
+                )
+                if self.step % config.log_every == 0 or at_checkpoint:
                     metrics.update(self._loss_diagnostics())
                     if self.data.val is not None:
                         metrics["val_loss"] = self._val_loss()
                         result.val_losses[self.step] = metrics["val_loss"]
-                if at_checkpoint and self.data.val is not None:
-                    metrics["val_action_mse"] = self._val_action_mse()
+                        if at_checkpoint:
+                            metrics["val_action_mse"] = self._val_action_mse()
                     if writer is not None:
                         for name, value in metrics.items():
                             writer.add_scalar(f"train/{name}", value, self.step)
