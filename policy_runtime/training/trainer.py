@@ -24,6 +24,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from policy_runtime.policies import PolicyConfig, make_policy
 from policy_runtime.policies.base import Policy
+from policy_runtime.policies.diffusion import normalized_action_chunk
 from policy_runtime.training.checkpoint import (
     TrainState,
     load_normalizer,
@@ -158,9 +159,7 @@ class Trainer:
 
     def _loss_diagnostics(self) -> dict[str, float]:
         """The last training batch's loss diagnostics (the drifting force per temperature)."""
-        module = self.model.module if self.world > 1 else self.model
-        assert isinstance(module, Policy)
-        return {name: float(value) for name, value in module.last_info.items()}
+        return {name: float(value) for name, value in self.policy.last_info.items()}
 
     @contextlib.contextmanager
     def _validation(self) -> Iterator[np.random.Generator]:
@@ -201,10 +200,8 @@ class Trainer:
             obs = {k: batch[k][:, : config.n_obs_steps] for k in keys}
             generator = torch.Generator(self.device).manual_seed(self.config.seed)
             predicted = policy.predict_action(obs, generator=generator)["action_pred"]
-            key = config.action_key
-            error = policy.normalizer.normalize(key, predicted) - policy.normalizer.normalize(
-                key, batch[key]
-            )
+            demo = normalized_action_chunk(config, policy.normalizer, batch)
+            error = policy.normalizer.normalize(config.action_key, predicted) - demo
         return float(error.square().mean())
 
     def _checkpoint(
