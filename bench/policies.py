@@ -54,6 +54,12 @@ def overrides(policy: str, steps: int, batch_size: int) -> list[str]:
         "checkpoint_every=1000",
         "warmup_steps=200",
     ]
+    if policy == "diffusion":
+        # Predicting the clean chunk instead of the noise (the Diffusion Policy setting) is what
+        # a CPU budget needs on this data: at 30000 steps x 128, 71.5% success over the 200
+        # episodes against 54.5% (first-action error 4.0 vs 4.5 mm; at 1500 steps of batch 64,
+        # 19 vs 102 mm). The sampler code is the same for both targets.
+        settings.append("model.prediction_type=sample")
     return settings
 
 
