@@ -23,7 +23,7 @@ import policy_runtime.evaluation.evaluate as evaluate_module
 from policy_runtime.cli.main import app
 from policy_runtime.evaluation import run_policy_episode, wilson_interval
 from policy_runtime.evaluation.evaluate import EvalConfig, evaluate
-from policy_runtime.evaluation.sweep import parse_sweep
+from policy_runtime.evaluation.sweep import parse_sweep, run_sweep
 from policy_runtime.inference.runtime import PolicyRuntime
 from policy_runtime.inference.specs import specs_from_config
 from policy_runtime.normalization import AffineMap, Normalizer
@@ -470,6 +470,13 @@ def test_cli_evaluates_a_checkpoint_and_a_sweep_writes_csv_json_png(tmp_path: Pa
             "multiples of 16",
         ),
         (["--policy", "{tmp}/ckpt", "--task", "pick_place", "--domain-rand", "fog"], "['fog']"),
+        (
+            [
+                *("--policy", "{tmp}/ckpt", "--task", "pick_place"),
+                *("--execution-horizon", "3", "--sweep", "execution_horizon=2,4"),
+            ],
+            "--sweep execution_horizon=... and --execution-horizon exclude each other",
+        ),
     ],
 )
 def test_cli_bad_input_fails_naming_it_and_writes_nothing(tmp_path: Path, args, message):
@@ -488,8 +495,20 @@ def test_cli_bad_input_fails_naming_it_and_writes_nothing(tmp_path: Path, args, 
     assert sorted(tmp_path.rglob("*")) == before
 
 
+def test_an_execution_horizon_sweep_runs_each_horizon_on_the_same_seeds(tmp_path: Path):
+    out = tmp_path / "sweep"
+    result = run_sweep(_config(tmp_path, out=out, episodes=1), parse_sweep("execution_horizon=2,4"))
+    assert [row["execution_horizon"] for row in result.rows()] == [2, 4]
+    for horizon, calls in ((2, 8), (4, 4)):
+        log = json.loads((out / f"execution_horizon_{horizon}" / "eval_log.json").read_text())
+        assert log["config"]["execution_horizon"] == horizon
+        assert log["episodes"][0]["seed"] == 100_000
+        assert log["episodes"][0]["policy_calls"] == calls
+
+
 def test_parse_sweep():
     assert parse_sweep("inference_steps=1,2,4").values == (1, 2, 4)
+    assert parse_sweep("execution_horizon=4,8").name == "execution_horizon"
     for bad in ("inference_steps", "inference_steps=0,1", "inference_steps=2,2", "lr=1,2"):
         with pytest.raises(ValueError, match="--sweep"):
             parse_sweep(bad)
@@ -541,6 +560,26 @@ def test_engine_replace_without_latency_is_the_synchronous_receding_horizon(tmp_
     np.testing.assert_allclose(
         matrix_from_rot6d(ours[:, 3:9]), matrix_from_rot6d(reference[:, 3:9]), atol=1e-6
     )
+
+
+@pytest.mark.parametrize("execution", ["sync", "replace"])
+def test_execution_horizon_sets_the_actions_run_per_chunk(tmp_path: Path, execution: str):
+    """16 steps of a policy whose chunks hold 7 actions (horizon 8, 2 observations) and that
+    executes 4: 4 chunks by default, 8 at a horizon of 2, 3 at the whole chunk, and past the
+    chunk's end is refused before an episode runs."""
+    calls = {
+        horizon: evaluate(
+            _config(tmp_path, out=None, episodes=1, execution=execution, execution_horizon=horizon)
+        ).records[0]
+        for horizon in (None, 2, 7)
+    }
+    assert {h: r.policy_calls for h, r in calls.items()} == {None: 4, 2: 8, 7: 3}
+    assert all(r.steps == 16 for r in calls.values())
+    with pytest.raises(ValueError, match="execution horizon 8: the policy's chunks hold 7"):
+        evaluate(_config(tmp_path, execution=execution, execution_horizon=8))
+    assert not (tmp_path / "eval").exists()
+    with pytest.raises(ValueError, match="execution_horizon must be >= 1"):
+        _config(tmp_path, execution_horizon=0)
 
 
 def test_latency_makes_the_engine_drop_late_actions_and_request_early(tmp_path: Path):

@@ -31,6 +31,8 @@ EPILOG = (
     "--out eval/drawer\n\n"
     "  prt eval --task push_t --policy runs/dp --episodes 50 "
     "--sweep inference_steps=1,2,4,8,16,100\n\n"
+    "  prt eval --task push_t --policy runs/dp --episodes 50 "
+    "--sweep execution_horizon=4,8,12,15\n\n"
     "  prt eval --task pick_place --policy ckpt/ --episodes 1000 --ray-address auto "
     "--workers 16\n\n"
     "  prt eval --task push_t --policy bundles/dp --execution rtc --latency-ms 250"
@@ -65,9 +67,20 @@ def eval_policy(
     inference_steps: Annotated[
         int | None, typer.Option(min=1, help="Override the sampler's denoising steps.")
     ] = None,
+    execution_horizon: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Actions executed per chunk before re-planning (default: the policy's "
+            "n_action_steps).",
+        ),
+    ] = None,
     sweep: Annotated[
         str | None,
-        typer.Option(help="Evaluate once per value on the same seeds: inference_steps=1,2,4,..."),
+        typer.Option(
+            help="Evaluate once per value on the same seeds: inference_steps=1,2,4,... or "
+            "execution_horizon=2,4,8,..."
+        ),
     ] = None,
     max_steps: Annotated[
         int | None, typer.Option(min=1, help="End episodes after this many steps.")
@@ -96,9 +109,11 @@ def eval_policy(
     from sim_bridge.randomization import parse_factors
 
     try:
-        if sweep is not None and inference_steps is not None:
-            raise ValueError("--sweep inference_steps=... and --inference-steps exclude each other")
         sweep_spec = parse_sweep(sweep) if sweep is not None else None
+        fixed = {"inference_steps": inference_steps, "execution_horizon": execution_horizon}
+        if sweep_spec is not None and fixed[sweep_spec.name] is not None:
+            option = "--" + sweep_spec.name.replace("_", "-")
+            raise ValueError(f"--sweep {sweep_spec.name}=... and {option} exclude each other")
         size = parse_size("--video-size", video_size)
         config = EvalConfig(
             policy=policy,
@@ -118,6 +133,7 @@ def eval_policy(
             torch_threads=torch_threads,
             execution=execution,  # type: ignore[arg-type]  # EvalConfig checks the name
             inference_latency_s=latency_ms / 1000.0,
+            execution_horizon=execution_horizon,
         )
         check_config(config)
         if sweep_spec is not None:

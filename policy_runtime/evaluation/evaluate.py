@@ -163,6 +163,10 @@ class EvalConfig:
     #: engine); and the simulated inference latency, from an observation to its chunk.
     execution: ExecutionChoice = "replace"
     inference_latency_s: float = 0.0
+    #: Actions executed from each chunk before the next observation is acted on (Diffusion
+    #: Policy's action horizon ``T_a``); None: the policy's ``n_action_steps``. At most the
+    #: chunk's length (``horizon - n_obs_steps + 1``).
+    execution_horizon: int | None = None
     #: torch intra-op threads in every worker (None: torch's default, all cores). One thread
     #: by default: batch-one inference gains little from more, parallel workers use the cores,
     #: and torch's numbers can depend on the thread count (conv layers do), so the default gives
@@ -185,6 +189,7 @@ class EvalConfig:
             "videos": (self.videos, 0),
             "inference_steps": (self.inference_steps, 1),
             "max_steps": (self.max_steps, 1),
+            "execution_horizon": (self.execution_horizon, 1),
             "torch_threads": (self.torch_threads, 1),
         }
         if self.execution not in EXECUTION_MODES:
@@ -219,6 +224,7 @@ class EvalConfig:
             "max_steps": self.max_steps,
             "execution": self.execution,
             "inference_latency_s": self.inference_latency_s,
+            "execution_horizon": self.execution_horizon,
             "torch_threads": self.torch_threads,
             "videos": self.videos,
             "video_camera": self.video_camera,
@@ -416,7 +422,15 @@ class EvalWorker:
         return self._envs[variant]
 
     def check(self) -> None:
-        """Fail early on a policy that does not fit the task (keys, camera)."""
+        """Fail early on a policy that does not fit the task (keys, camera) or the execution
+        horizon."""
+        runtime = self.runtime
+        if (self.config.execution_horizon or 0) > runtime.chunk_length:
+            raise ValueError(
+                f"execution horizon {self.config.execution_horizon}: the policy's chunks hold "
+                f"{runtime.chunk_length} actions (horizon {runtime.specs.action.horizon}, "
+                f"n_obs_steps {runtime.n_obs_steps}); pick at most {runtime.chunk_length}"
+            )
         env = self.env(self.config.start_seed)
         obs = env.reset(self.config.start_seed)
         missing = [key for key in self.keys if key not in obs]
@@ -438,7 +452,7 @@ class EvalWorker:
                 self.policy_fn,
                 seed,
                 n_obs_steps=self.runtime.n_obs_steps,
-                n_action_steps=self.runtime.specs.action.n_action_steps,
+                n_action_steps=config.execution_horizon or self.runtime.specs.action.n_action_steps,
                 keys=self.keys,
                 video_camera=config.video_camera if filmed else None,
                 video_size=config.video_size,

@@ -1,7 +1,9 @@
-"""One evaluation per value of a setting, on the same seeds: ``inference_steps=1,2,4,8,16,100``.
+"""One evaluation per value of a setting, on the same seeds: ``inference_steps=1,2,4,8,16,100``
+or ``execution_horizon=1,2,4,8,15``.
 
-Like the inference-steps study of Diffusion Policy's rollout experiments: success rate (with its
-Wilson interval) and mean score against the number of denoising steps. Each value's run lives
+Like the studies of Diffusion Policy's rollout experiments (denoising steps; action horizon, the
+actions executed per chunk): success rate (with its Wilson interval) and mean score against the
+value. Each value's run lives
 in ``<out>/<name>_<value>/`` (its own ``eval_log.json`` and videos); the sweep writes
 ``sweep.csv``, ``sweep.json`` and ``sweep.png`` (success vs value, log-x) into ``<out>``.
 """
@@ -19,7 +21,7 @@ from typing import Any
 from policy_runtime.evaluation.evaluate import EpisodeRecord, EvalConfig, EvalReport, evaluate
 
 #: Settings a sweep can vary (EvalConfig fields).
-SWEEPABLE = ("inference_steps",)
+SWEEPABLE = ("inference_steps", "execution_horizon")
 CSV_FILE, JSON_FILE, PLOT_FILE = "sweep.csv", "sweep.json", "sweep.png"
 
 
@@ -99,8 +101,8 @@ def run_sweep(
     out = config.out
     result = SweepReport(sweep)
     for value in sweep.values:
-        assert sweep.name == "inference_steps", sweep.name
-        run = dataclasses.replace(config, out=out / f"{sweep.name}_{value}", inference_steps=value)
+        setting: dict[str, Any] = {sweep.name: value}
+        run = dataclasses.replace(config, out=out / f"{sweep.name}_{value}", **setting)
 
         def progress(record: EpisodeRecord, done: int, value: int = value) -> None:
             if on_episode is not None:

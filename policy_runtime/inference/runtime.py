@@ -69,6 +69,11 @@ class PolicyRuntime(abc.ABC):
         return self.specs.obs.n_obs_steps
 
     @property
+    def chunk_length(self) -> int:
+        """Actions ``predict`` returns: the predicted horizon from the newest observation on."""
+        return self.specs.action.horizon - self.n_obs_steps + 1
+
+    @property
     def obs_keys(self) -> list[str]:
         return [k.key for k in self.specs.obs.keys]
 
@@ -144,7 +149,7 @@ class PolicyRuntime(abc.ABC):
         """The prefix on the predicted horizon, normalised: (target (H, Da), weights (H,))."""
         spec = self.specs.action
         start = self.n_obs_steps - 1
-        n = spec.horizon - start
+        n = self.chunk_length
         actions = np.asarray(prefix.actions, np.float32)
         weights = np.asarray(prefix.weights, np.float32)
         if actions.ndim != 2 or actions.shape[1] != spec.dim or weights.shape != actions.shape[:1]:
