@@ -60,6 +60,7 @@ def make_loop(
     action_space: Literal["ee", "joint"] = "joint",
     *,
     watchdog: WatchdogConfig | None = None,
+    max_tracking_error_rad: float = 0.2,
     **limits: Any,
 ) -> ControlLoop:
     return ControlLoop(
@@ -68,6 +69,7 @@ def make_loop(
         safety=SafetyFilter(SafetyLimits(**limits)),
         watchdog=Watchdog(watchdog),
         period_s=DT,
+        max_tracking_error_rad=max_tracking_error_rad,
     )
 
 
@@ -77,13 +79,18 @@ def feed(loop: ControlLoop, t: float) -> None:
     loop.watchdog.chunk_received(t)
 
 
-def run(loop: ControlLoop, ticks: range, fresh: bool = True) -> list[JointCommand]:
+def run(
+    loop: ControlLoop, ticks: range, fresh: bool = True, follows: bool = True
+) -> list[JointCommand]:
+    """Tick at ``k * DT``; the measured joints are those last commanded (an arm that follows
+    its commands), or stay where the arm is (``follows=False``: an arm that is blocked)."""
     commands = []
     for k in ticks:
         t = k * DT
         if fresh:
             feed(loop, t)
-        commands.append(loop.tick(t, HOME_Q))
+        last = loop.last_command if follows else None
+        commands.append(loop.tick(t, HOME_Q if last is None else last.q))
     return commands
 
 
@@ -450,6 +457,39 @@ def test_estop_latches_decelerates_and_needs_a_reset_after_release():
     assert not any(c.hold for c in after)
     np.testing.assert_allclose([c.velocity[0] for c in after], [0.1, 0.2, 0.3], atol=1e-9)
     assert loop.hold_counts["estop"] == 12
+
+
+def test_an_arm_that_stops_following_latches_a_hold_until_reset():
+    """At 0.5 rad/s the commands run 0.2 rad ahead of a blocked arm in 0.4 s (plus the ramp):
+    the loop then holds, decelerating its commands, and keeps holding after the arm follows
+    again; a reset restarts from where the arm is."""
+    loop = make_loop(moving_joint_target(0.5), max_tracking_error_rad=0.2)
+    run(loop, range(1, 11))  # following, up to 0.05 rad from home
+    blocked = loop.last_command
+    assert blocked is not None
+    stuck = blocked.q
+    commands = []
+    for k in range(11, 80):
+        feed(loop, k * DT)
+        commands.append(loop.tick(k * DT, stuck))
+    first = next(i for i, c in enumerate(commands) if c.hold)
+    gap = commands[first - 1].q - stuck
+    assert 0.19 < np.abs(gap).max() <= 0.2 + 1e-9  # the last command still within the bound
+    assert all(c.hold and c.reasons == ("tracking_error",) for c in commands[first:])
+    np.testing.assert_allclose(  # decelerating from 0.5 rad/s at the acceleration limit
+        [c.velocity[0] for c in commands[first : first + 6]], [0.4, 0.3, 0.2, 0.1, 0, 0], atol=1e-9
+    )
+    latched = run(loop, range(80, 85))  # the arm follows again: still held
+    assert all(c.hold and c.reasons == ("tracking_error",) for c in latched)
+    assert loop.hold_counts["tracking_error"] == len(commands) - first + 5
+    loop.reset()
+    resumed = run(loop, range(85, 90), follows=False)
+    assert not any(c.hold for c in resumed)
+    np.testing.assert_allclose(resumed[0].q, HOME_Q + np.eye(6)[0] * 0.1 * DT, atol=1e-12)
+    with pytest.raises(ValueError, match="q_measured must be 6 finite"):
+        loop.tick(0.9, np.full(6, np.nan))
+    with pytest.raises(ValueError, match="max_tracking_error_rad"):
+        make_loop(moving_joint_target(0.5), max_tracking_error_rad=0.0)
 
 
 def test_a_tick_that_does_not_advance_repeats_the_last_command():

@@ -4,6 +4,10 @@ The ROS 2 executor node and the simulation call :meth:`ControlLoop.tick` at the 
 (125 Hz on a CB3 UR5, 500 Hz on an e-series) with the time and the measured joints, and stream
 the returned :class:`JointCommand` to the position controller. Per tick:
 
+0. the measured joints must be following the commands: a gap of more than
+   ``max_tracking_error_rad`` on any joint means the arm is not executing them (blocked, in a
+   protective stop, a driver that stopped forwarding, the speed slider turned down under a
+   position stream), and it latches a hold until :meth:`ControlLoop.reset`;
 1. the watchdog decides whether to hold (stale or missing data, a latched e-stop);
 2. the engine gives the action-space target for this tick, or None (nothing valid to command);
 3. for end-effector actions, the safety filter checks the TCP target, then IK turns it into
@@ -15,10 +19,10 @@ Any "no" along the way is a hold: the commanded velocity ramps to zero at the ac
 limit, so the arm is at rest :attr:`JointCommand.stop_time_s` later, and it stays there until
 a valid target comes again, which it then approaches within the velocity and acceleration
 limits. The loop keeps the *commanded* state (position, velocity, gripper) itself: it is
-what the limits must be continuous with; the measured joints only seed it on the first tick
-(and after :meth:`ControlLoop.reset`). Each command is taken to execute over one controller
-period ``period_s``, whatever the jitter of the calls: a late tick must not license a longer
-step.
+what the limits must be continuous with; the measured joints seed it on the first tick (and
+after :meth:`ControlLoop.reset`) and are otherwise only checked against it. Each command is
+taken to execute over one controller period ``period_s``, whatever the jitter of the calls: a
+late tick must not license a longer step.
 """
 
 from __future__ import annotations
@@ -37,8 +41,11 @@ from policy_runtime.robots.ur5 import CB3_CONTROL_HZ
 __all__ = ["HOLD_REASONS", "CommandSource", "ControlLoop", "HoldReason", "JointCommand"]
 
 #: Why a tick holds: the watchdog's reasons, a refused command, an IK failure, no target from
-#: the engine, or a tick whose time did not advance past the previous one.
-HoldReason = Literal[WatchdogReason, Refusal, IkFailure, "no_command", "time_not_advancing"]
+#: the engine, a tick whose time did not advance past the previous one, or an arm that does not
+#: follow the commands.
+HoldReason = Literal[
+    WatchdogReason, Refusal, IkFailure, "no_command", "time_not_advancing", "tracking_error"
+]
 HOLD_REASONS: tuple[HoldReason, ...] = get_args(HoldReason)
 
 
@@ -76,7 +83,9 @@ class ControlLoop:
     ``action_space`` is the policy's action representation: ``"ee"`` (10-D TCP action) or
     ``"joint"`` (6 joints + optional gripper). ``kinematics`` maps TCP targets to joints and
     gives the TCP of joint commands for the workspace check (UR5 with the default tool offset
-    when None).
+    when None). ``max_tracking_error_rad`` bounds how far any measured joint may be from the
+    last command: 0.2 rad is ~0.13 s of lag at the default pi/2 rad/s, several times what a
+    UR5 streaming positions lags, and ~10 cm at the TCP.
     """
 
     def __init__(
@@ -88,25 +97,33 @@ class ControlLoop:
         watchdog: Watchdog | None = None,
         kinematics: EeToJoint | None = None,
         period_s: float = 1.0 / CB3_CONTROL_HZ,
+        max_tracking_error_rad: float = 0.2,
     ) -> None:
         if action_space not in ("ee", "joint"):
             raise ValueError(f"action_space must be 'ee' or 'joint', got {action_space!r}")
         if not (np.isfinite(period_s) and period_s > 0.0):
             raise ValueError(f"period_s must be a positive number of seconds, got {period_s}")
+        if not (np.isfinite(max_tracking_error_rad) and max_tracking_error_rad > 0.0):
+            raise ValueError(
+                f"max_tracking_error_rad must be a positive angle, got {max_tracking_error_rad}"
+            )
         self.engine = engine
         self.action_space = action_space
         self.safety = safety or SafetyFilter()
         self.watchdog = watchdog or Watchdog()
         self.kinematics = kinematics or EeToJoint()
         self.period_s = float(period_s)
+        self.max_tracking_error_rad = float(max_tracking_error_rad)
         #: Ticks held, by reason, since construction.
         self.hold_counts: dict[HoldReason, int] = dict.fromkeys(HOLD_REASONS, 0)
         self.reset()
 
     def reset(self) -> None:
         """Forget the commanded state: the next tick starts again from the measured joints,
-        at rest (e.g. after the robot was moved by hand, or a program restart on the robot)."""
+        at rest (e.g. after the robot was moved by hand, or a program restart on the robot).
+        Also the only way out of a tracking-error hold, once its cause is cleared."""
         self._started = False
+        self._tracking_lost = False
         self._q = np.zeros(6)
         self._v = np.zeros(6)
         self._gripper: float | None = None
@@ -115,21 +132,31 @@ class ControlLoop:
         self._ee_target: np.ndarray | None = None
         self._last: JointCommand | None = None
 
+    @property
+    def last_command(self) -> JointCommand | None:
+        """The command of the latest tick (None before the first and after a reset)."""
+        return self._last
+
     def tick(self, t: float, q_measured: np.ndarray) -> JointCommand:
-        """The command for controller time ``t``; ``q_measured`` (6,) seeds the first tick."""
+        """The command for controller time ``t``; ``q_measured`` (6,) are the joints now: they
+        seed the first tick and must stay within ``max_tracking_error_rad`` of the commands."""
         t = float(t)
         if not np.isfinite(t):
             raise ValueError(f"t must be finite, got {t}")
+        q_measured = np.asarray(q_measured, dtype=np.float64)
+        if q_measured.shape != (6,) or not np.all(np.isfinite(q_measured)):
+            raise ValueError(f"q_measured must be 6 finite joint positions, got {q_measured}")
         if not self._started:
-            q_measured = np.asarray(q_measured, dtype=np.float64)
-            if q_measured.shape != (6,) or not np.all(np.isfinite(q_measured)):
-                raise ValueError(f"q_measured must be 6 finite joint positions, got {q_measured}")
             self._q, self._started = q_measured.copy(), True
         elif self._last is not None and t <= self._last.t:
             # Same or earlier time: the previous command is still the right one; never advance.
             self._count(("time_not_advancing",))
             return replace(self._last, hold=True, reasons=("time_not_advancing",))
 
+        if np.max(np.abs(q_measured - self._q)) > self.max_tracking_error_rad:
+            self._tracking_lost = True
+        if self._tracking_lost:
+            return self._hold(t, ("tracking_error",), ())
         status = self.watchdog.check(t)
         if status.hold:
             return self._hold(t, status.reasons, ())
