@@ -3,9 +3,9 @@ or ``execution_horizon=1,2,4,8,15``.
 
 Like the studies of Diffusion Policy's rollout experiments (denoising steps; action horizon, the
 actions executed per chunk): success rate (with its Wilson interval) and mean score against the
-value. Each value's run lives
-in ``<out>/<name>_<value>/`` (its own ``eval_log.json`` and videos); the sweep writes
-``sweep.csv``, ``sweep.json`` and ``sweep.png`` (success vs value, log-x) into ``<out>``.
+value. Each value's run lives in ``<out>/<name>_<value>/`` (its own ``eval_log.json`` and
+videos); the sweep writes ``sweep.csv``, ``sweep.json`` and ``sweep.png`` (success vs value,
+log-x) into ``<out>``.
 """
 
 from __future__ import annotations

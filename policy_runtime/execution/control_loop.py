@@ -84,8 +84,8 @@ class ControlLoop:
     ``"joint"`` (6 joints + optional gripper). ``kinematics`` maps TCP targets to joints and
     gives the TCP of joint commands for the workspace check (UR5 with the default tool offset
     when None). ``max_tracking_error_rad`` bounds how far any measured joint may be from the
-    last command: 0.2 rad is ~0.13 s of lag at the default pi/2 rad/s, several times what a
-    UR5 streaming positions lags, and ~10 cm at the TCP.
+    last command: 0.2 rad is ~0.13 s behind at the default pi/2 rad/s, ~10 cm at the TCP of
+    an arm reaching 0.5 m.
     """
 
     def __init__(
