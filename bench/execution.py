@@ -51,7 +51,7 @@ from policy_runtime.execution import (
     MonotonicClock,
     Trajectory,
 )
-from policy_runtime.inference.chunk import ActionChunk
+from policy_runtime.chunk import ActionChunk
 
 POLICY_DT = 0.1  # Diffusion Policy's real UR5 setup: 10 Hz, H 16, Ta 8
 HORIZON, N_ACTION = 16, 8

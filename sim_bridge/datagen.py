@@ -191,6 +191,8 @@ def build_schema(config: DatagenConfig, sample: dict[str, np.ndarray]) -> Datase
         keys=keys,
         episode_keys=EPISODE_KEYS,
         control_hz=config.policy_hz,
+        # The recorded command of a step is the target the env reached at the step's end.
+        action_offset_steps=1,
         robot="ur5",
         task=config.task,
         source="scripted expert (sim_bridge)",

@@ -1,20 +1,28 @@
 """A task in the UR5 cell, stepped at the policy rate: ``make_env("push_t").reset(seed=0)``.
 
-``step(action)`` advances one policy period (``1 / policy_hz``, rounded to the controller's
-tick grid: at 10 Hz on a 125 Hz UR5 it alternates 12 and 13 ticks). The action is either an
-end-effector target (TCP position + 6D rotation + gripper opening, in ``base_link``) turned into
-joints by the analytic IK nearest to the current command, or a joint target (6 joints +
-gripper). Like a robot driver fed at a low rate, the commanded joints are interpolated linearly
-from the previous command over the controller ticks of the period, and the change per period is
-limited to the UR5's joint speed, so no action teleports the arm.
+A policy period (``1 / policy_hz``) is a whole number of controller ticks on the controller's
+grid: at 10 Hz on a 125 Hz UR5 it alternates 12 and 13. Two ways through one:
 
-Every step records the command in both forms (``action_ee`` and ``action_joint``), so a dataset
-can train either kind of policy.
+* ``step(action)``, the scripted experts' way: the action is either an end-effector target (TCP
+  position + 6D rotation + gripper opening, in ``base_link``) turned into joints by the analytic
+  IK nearest to the current command, or a joint target (6 joints + gripper); the commanded
+  joints are interpolated linearly from the previous command over the period's ticks, so the
+  target is reached at the period's end.
+* ``step_controlled(controller)``, the deployed stack's way: ``controller(t, q_measured)`` gives
+  the joint command of every tick, as the ROS 2 executor gives the real driver's position
+  controller, and the cell applies it for that tick.
+
+Either way the cell applies what it is commanded, like the real controller: the simulation has
+no limiter of its own (limits are the execution stack's job, :mod:`policy_runtime.execution`,
+which evaluation runs in the loop); the servos' own dynamics and the actuators' joint ranges are
+all that stand between a command and the arm. Every step records the command in both forms
+(``action_ee`` and ``action_joint``), so a dataset can train either kind of policy.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -22,7 +30,7 @@ import mujoco
 import numpy as np
 
 from policy_runtime.robots.poses import EE_ACTION_DIM, ee_action_to_pose, pose_to_ee_action
-from policy_runtime.robots.ur5 import UR5_POSITION_LIMITS, UR5_VELOCITY_LIMITS, forward_kinematics
+from policy_runtime.robots.ur5 import forward_kinematics
 from policy_runtime.robots.ur5_ik import inverse_kinematics
 from sim_bridge.cell import CellOptions, Ur5Cell
 from sim_bridge.randomization import DomainRandomizer, EpisodeLatency, parse_factors
@@ -30,8 +38,10 @@ from sim_bridge.tasks import Task, make_task
 from sim_bridge.tcp import TCP_TO_TOOL0, TOOL0_TO_TCP
 
 JOINT_ACTION_DIM = 7
-_LOWER = np.array([lo for lo, _ in UR5_POSITION_LIMITS])
-_UPPER = np.array([hi for _, hi in UR5_POSITION_LIMITS])
+#: ``controller(t, q_measured) -> (q_command, gripper)`` of :meth:`SimEnv.step_controlled`:
+#: the tick's time and measured joints in, the joint command (6,) and gripper opening (None:
+#: keep the last) out; None keeps the last command.
+TickController = Callable[[float, np.ndarray], "tuple[np.ndarray, float | None] | None"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,8 @@ class SimEnv:
         )
         self.latency = EpisodeLatency(self.options.obs_delay_steps, self.options.action_latency_s)
         self._observations: deque[dict[str, np.ndarray]] = deque()
+        #: Commands on their way to the controller (action latency), oldest first.
+        self._in_transit: deque[tuple[np.ndarray, float]] = deque()
 
     @property
     def model(self) -> mujoco.MjModel:
@@ -119,6 +131,7 @@ class SimEnv:
         self.task.reset(self, rng)
         mujoco.mj_forward(self.model, self.data)
         self._q_cmd, self._gripper_cmd = q0.copy(), 1.0
+        self._in_transit.clear()
         self._record_command()
         self.steps = 0
         self.ik_failures = 0
@@ -126,7 +139,7 @@ class SimEnv:
         return self._delayed_observation()
 
     def step(self, action: np.ndarray) -> dict[str, np.ndarray]:
-        """Apply one action for one policy period and return the observation after it."""
+        """Move to one action over one policy period and return the observation after it."""
         action = np.asarray(action, dtype=np.float64)
         if not np.isfinite(action).all():
             raise ValueError(f"action contains NaN or inf: {action}")
@@ -139,23 +152,44 @@ class SimEnv:
                     f"a joint action has shape ({JOINT_ACTION_DIM},), got {action.shape}"
                 )
             q_target, gripper = action[:6], float(action[6])
-        max_delta = np.array(UR5_VELOCITY_LIMITS) * self.policy_period_s
-        q_start = self._q_cmd
-        q_goal = q_start + np.clip(
-            np.clip(q_target, _LOWER, _UPPER) - q_start, -max_delta, max_delta
-        )
-        gripper = float(np.clip(gripper, 0.0, 1.0))
-        # Controller ticks up to the next policy instant: 12 or 13 at 10 Hz on a 125 Hz UR5.
+        q_start, ticks = self._q_cmd, self._ticks_this_step()
+        for tick in range(1, ticks + 1):
+            self._command_tick(q_start + (q_target - q_start) * tick / ticks, gripper)
+        return self._end_step()
+
+    def step_controlled(self, controller: TickController) -> dict[str, np.ndarray]:
+        """One policy period driven tick by tick by ``controller`` (see :data:`TickController`),
+        as the real position controller is driven; returns the observation after it."""
+        for _ in range(self._ticks_this_step()):
+            command = controller(self.time, self.cell.joint_positions)
+            if command is None:
+                self._command_tick(self._q_cmd, self._gripper_cmd)
+            else:
+                q, gripper = command
+                self._command_tick(q, self._gripper_cmd if gripper is None else gripper)
+        return self._end_step()
+
+    def _ticks_this_step(self) -> int:
+        """Controller ticks up to the next policy instant: 12 or 13 at 10 Hz on a 125 Hz UR5."""
         ratio = self._ticks_per_policy_step
-        ticks = int(np.floor((self.steps + 1) * ratio + 1e-9) - np.floor(self.steps * ratio + 1e-9))
-        # Action latency: the controller keeps the old command for the first ticks.
-        late = min(ticks - 1, round(self.latency.action_latency_s * self.options.cell.control_hz))
-        for _ in range(late):
-            self.cell.step(q_start, self._gripper_cmd)
-        moving = ticks - late
-        for tick in range(1, moving + 1):
-            self.cell.step(q_start + (q_goal - q_start) * tick / moving, gripper)
-        self._q_cmd, self._gripper_cmd = q_goal, gripper
+        return int(np.floor((self.steps + 1) * ratio + 1e-9) - np.floor(self.steps * ratio + 1e-9))
+
+    def _command_tick(self, q: np.ndarray, gripper: float) -> None:
+        """Command ``q`` and ``gripper`` for one controller tick. With an action latency the
+        controller acts on the command sent that many ticks earlier (the previous one before
+        any was sent): a delay line, as a network and a driver are."""
+        q = np.asarray(q, dtype=np.float64)
+        if q.shape != (6,) or not np.all(np.isfinite(q)) or not np.isfinite(gripper):
+            raise ValueError(f"a joint command is 6 finite positions and a gripper, got {q}")
+        late = round(self.latency.action_latency_s * self.options.cell.control_hz)
+        if not self._in_transit:
+            self._in_transit.extend([(self._q_cmd, self._gripper_cmd)] * late)
+        self._q_cmd, self._gripper_cmd = q.copy(), float(np.clip(gripper, 0.0, 1.0))
+        self._in_transit.append((self._q_cmd, self._gripper_cmd))
+        applied = self._in_transit.popleft()
+        self.cell.step(*applied)
+
+    def _end_step(self) -> dict[str, np.ndarray]:
         self._record_command()
         self.steps += 1
         return self._delayed_observation()

@@ -9,11 +9,13 @@ rounding. No test sleeps: time is a FakeClock.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from policy_runtime.chunk import ActionChunk
 from policy_runtime.execution import (
     ExecutionConfig,
     ExecutionEngine,
@@ -25,7 +27,6 @@ from policy_runtime.execution import (
     quaternion_from_matrix,
     rtc_prefix_weights,
 )
-from policy_runtime.inference.chunk import ActionChunk
 from policy_runtime.robots.poses import matrix_from_rot6d, rot6d_from_matrix
 
 DT = 0.125
@@ -347,8 +348,8 @@ def test_requests_keep_the_plan_alive_with_one_in_flight(mode, overrides, contro
     """A policy answering with varying latency, ticked at the controller rate for 20 s."""
     latencies = [0.15, 0.23, 0.18, 0.2]
     worst = max(latencies)
-    engine, clock = make(mode, controller_hz=controller_hz, request_margin_s=0.01, **overrides)
-    period = engine.config.controller_period
+    engine, clock = make(mode, request_margin_s=0.01, **overrides)
+    period = 1.0 / controller_hz
     pending: tuple[float, float] | None = None  # (t_obs, arrival)
     requests: list[float] = []
     leads: list[float] = []
@@ -555,13 +556,43 @@ def test_config_rejects_unknown_fields_and_cubic_poses():
         ExecutionConfig(aggregate_old_weight=1.5)
 
 
-def test_submit_rejects_bad_chunks():
+@pytest.mark.parametrize(
+    ("actions", "detail"),
+    [
+        (np.zeros((8, 10)), r"actions must be \(n, 7\) for action_space='joint', got \(8, 10\)"),
+        (np.zeros((2, 8, 7)), r"actions must be \(n, 7\).*got \(2, 8, 7\)"),
+        (np.where(np.eye(8, 7) > 0, np.nan, 0.0), r"actions\[0, 0\] is nan"),
+        (np.full((8, 7), np.inf), r"actions\[0, 0\] is inf"),
+    ],
+)
+def test_bad_chunks_are_refused_without_raising_and_end_the_request(actions, detail):
+    """A bad chunk is counted and reported; the request it answered is over, so the next
+    request starts at once (not after ``request_timeout_s``) and a good chunk is taken."""
     engine, clock = make()
     clock.set(1.0)
-    with pytest.raises(ValueError, match=r"chunk.actions must be \(n, 7\)"):
-        engine.submit(ActionChunk.from_actions(np.zeros((8, 10)), 4, DT), 0.9)
-    with pytest.raises(ValueError, match="single chunk"):
-        engine.submit(ActionChunk.from_actions(np.zeros((2, 8, 7)), 4, DT), 0.9)
+    engine.request_started(0.9)
+    chunk = ActionChunk(actions, np.arange(actions.shape[-2]) * DT, 4, DT)
+    report = engine.submit(chunk, 0.9)
+    assert report.status == "invalid" and re.search(detail, report.detail)
+    assert engine.stats.invalid_chunks == 1 and engine.plan is None
+    assert engine.should_request(1.0)
+    engine.request_started(1.0)
+    assert engine.submit(joint_chunk(list(range(8))), 1.0).accepted
+
+
+def test_bad_stamps_and_rotations_are_refused():
+    engine, clock = make()
+    clock.set(1.0)
+    stamps = np.array([0.0, 0.1, 0.1, 0.3])
+    report = engine.submit(ActionChunk(np.zeros((4, 7)), stamps, 2, DT), 0.9)
+    assert report.status == "invalid" and report.detail == "stamps must be finite and increasing"
+    assert engine.submit(joint_chunk([0.0] * 4), float("nan")).detail == "t_obs is nan"
+    ee_engine, ee_clock = make(action_space="ee")
+    ee_clock.set(1.0)
+    degenerate = np.zeros((4, 10))
+    degenerate[:, 3] = 1.0  # the second row of the 6D rotation is zero
+    report = ee_engine.submit(ActionChunk.from_actions(degenerate, 2, DT), 0.9)
+    assert report.status == "invalid" and report.detail == "actions[0] has no valid rotation"
     with pytest.raises(ValueError, match="mode='rtc'"):
         engine.rtc_prefix(1.0)
 

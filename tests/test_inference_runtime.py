@@ -176,7 +176,11 @@ def test_chunks_are_stamped_from_the_newest_observation_and_batches_match_single
     noise = np.random.default_rng(2).standard_normal((3, 16, 10)).astype(np.float32)
     batch = policy.predict(obs, noise=noise)
     assert batch.actions.shape == (3, 15, 10) and batch.n_action_steps == 8
-    np.testing.assert_allclose(batch.stamps, np.arange(15) * 0.1)
+    # Simulated demonstrations record the target reached at the end of each step, and the
+    # bundle carries that timing: the action aligned with the newest observation is due 0.1 s
+    # after it.
+    assert policy.specs.action.offset_steps == 1
+    np.testing.assert_allclose(batch.stamps, np.arange(1, 16) * 0.1)
     for i in range(3):
         single = policy.predict({k: v[i] for k, v in obs.items()}, noise=noise[i])
         np.testing.assert_allclose(single.actions, batch.actions[i], atol=1e-5)

@@ -35,7 +35,9 @@ EPILOG = (
     "--sweep execution_horizon=4,8,12,15\n\n"
     "  prt eval --task pick_place --policy ckpt/ --episodes 1000 --ray-address auto "
     "--workers 16\n\n"
-    "  prt eval --task push_t --policy bundles/dp --execution rtc --latency-ms 250"
+    "  prt eval --task push_t --policy bundles/dp --execution rtc --latency-ms 250\n\n"
+    "  prt eval --task push_t --policy bundles/dp --executor-config config/executor_ur5e.yaml\n\n"
+    "  prt eval --task push_t --policy bundles/dp --no-safety   # the engine alone, to compare"
 )
 
 
@@ -102,6 +104,21 @@ def eval_policy(
     latency_ms: Annotated[
         float, typer.Option(min=0, help="Simulated inference latency, observation to chunk.")
     ] = 0.0,
+    safety: Annotated[
+        bool,
+        typer.Option(
+            help="Run the deployed stack (supervisor, watchdog, IK, safety filter) at the "
+            "controller rate, as on the robot; --no-safety feeds the engine's targets to the "
+            "simulated controller directly."
+        ),
+    ] = True,
+    executor_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="Executor config (YAML) with the limits, watchdog and controller rate to run "
+            "(default: a UR5 CB3 at 125 Hz, config/executor_ur5.yaml)."
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a policy in simulation: success rate with a Wilson 95% interval, mean score."""
     from policy_runtime.evaluation.evaluate import EvalConfig, check_config, evaluate
@@ -134,6 +151,8 @@ def eval_policy(
             execution=execution,  # type: ignore[arg-type]  # EvalConfig checks the name
             inference_latency_s=latency_ms / 1000.0,
             execution_horizon=execution_horizon,
+            safety=safety,
+            executor_config=executor_config,
         )
         check_config(config)
         if sweep_spec is not None:
@@ -193,14 +212,17 @@ def _print_table(task: str, rows: list[tuple[str, EvalReport]], wall_s: float) -
     table = Table(title=f"{task}: {rows[0][1].config.policy}")
     if sweep:
         table.add_column("setting")
-    for column in ("success", "95% interval", "mean score", "episodes", "wall (s)"):
+    columns = ("success", "95% interval", "mean score", "interventions/ep", "episodes", "wall (s)")
+    for column in columns:
         table.add_column(column, justify="right")
     for label, report in rows:
         low, high = report.interval
+        summary = report.summary()
         cells = [
             f"{report.success_rate:.1%} ({report.successes}/{report.episodes})",
             f"[{low:.1%}, {high:.1%}]",
             f"{report.mean_score:.3f}",
+            f"{summary['interventions_per_episode']:.1f}" if report.config.safety else "-",
             str(report.episodes),
             f"{report.wall_time_s:.1f}",
         ]

@@ -70,6 +70,12 @@ class DatasetSchema(BaseModel):
     #: ``meta/<key>`` arrays of length n_episodes and committed with the episode.
     episode_keys: dict[str, FieldSpec] = Field(default_factory=dict)
     control_hz: float = Field(gt=0)
+    #: When the action recorded with step ``t``'s observation is due, in steps after it: 0 when
+    #: it is the command sent at that observation (a teleop recorder, Diffusion Policy's real
+    #: data), 1 when it is the target reached at the end of the step (simulated demonstrations:
+    #: the env moves to the action over the step). Policies carry it to the robot, where the
+    #: execution engine schedules each predicted action at the time the data meant.
+    action_offset_steps: int = Field(default=0, ge=0)
     robot: str = ""
     task: str = ""
     source: str = ""

@@ -7,6 +7,12 @@ and the main process collects them strictly in seed order, so ``eval_log.json`` 
 whatever the number of workers (torch's numbers can depend on its thread count, which
 ``torch_threads`` pins in every worker).
 
+Chunks run through the deployed execution stack by default (engine, supervisor, watchdog, IK,
+safety filter, at the controller rate inside the simulation: see
+:mod:`policy_runtime.evaluation.rollout`), with the limits of an executor config
+(:class:`~policy_runtime.execution.ExecutorConfig`, the defaults unless ``executor_config``
+names a file), and each episode reports what the stack did (interventions, holds).
+
 Policies come from loaders keyed by what the path holds (:data:`LOADERS`): a training
 checkpoint (``config.json`` + ``model.safetensors``, or a run directory) through the torch
 backend, or an exported bundle (``manifest.json``, or a ``.zip``) on onnxruntime; both behind
@@ -29,10 +35,10 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
+from policy_runtime.chunk import ChunkPrefix
 from policy_runtime.evaluation.rollout import run_policy_episode
 from policy_runtime.evaluation.stats import wilson_interval
-from policy_runtime.execution import ExecutionConfig
-from policy_runtime.inference.chunk import ChunkPrefix
+from policy_runtime.execution import ExecutorConfig
 from policy_runtime.inference.manifest import MANIFEST_FILE
 from policy_runtime.inference.runtime import PolicyRuntime
 from policy_runtime.inference.specs import PolicySpecs
@@ -167,6 +173,12 @@ class EvalConfig:
     #: Policy's action horizon ``T_a``); None: the policy's ``n_action_steps``. At most the
     #: chunk's length (``horizon - n_obs_steps + 1``).
     execution_horizon: int | None = None
+    #: Run the deployed stack (supervisor, watchdog, IK, safety filter) between the engine and
+    #: the cell; False feeds the engine's targets to the cell directly (engine modes only).
+    safety: bool = True
+    #: The executor config (YAML) whose limits, watchdog and controller rate the stack runs
+    #: with; None: the defaults (``config/executor_ur5.yaml``, a CB3 at 125 Hz).
+    executor_config: Path | None = None
     #: torch intra-op threads in every worker (None: torch's default, all cores). One thread
     #: by default: batch-one inference gains little from more, parallel workers use the cores,
     #: and torch's numbers can depend on the thread count (conv layers do), so the default gives
@@ -182,6 +194,8 @@ class EvalConfig:
         object.__setattr__(self, "policy", Path(self.policy))
         if self.out is not None:
             object.__setattr__(self, "out", Path(self.out))
+        if self.executor_config is not None:
+            object.__setattr__(self, "executor_config", Path(self.executor_config))
         object.__setattr__(self, "domain_rand", parse_factors(self.domain_rand))
         checks = {
             "episodes": (self.episodes, 1),
@@ -209,6 +223,12 @@ class EvalConfig:
                 "(e.g. 240x320)"
             )
 
+    def executor(self) -> ExecutorConfig:
+        """The executor config the stack runs with (the file's, or the defaults)."""
+        if self.executor_config is None:
+            return ExecutorConfig()
+        return ExecutorConfig.load(self.executor_config)
+
     def summary(self) -> dict[str, Any]:
         """What the run measures (the log's ``config``): no worker count, no output path."""
         loader = self.loader
@@ -225,6 +245,8 @@ class EvalConfig:
             "execution": self.execution,
             "inference_latency_s": self.inference_latency_s,
             "execution_horizon": self.execution_horizon,
+            "safety": self.safety and self.execution != "sync",
+            "executor": self.executor().model_dump(mode="json"),
             "torch_threads": self.torch_threads,
             "videos": self.videos,
             "video_camera": self.video_camera,
@@ -241,6 +263,10 @@ class EpisodeRecord:
     steps: int
     policy_calls: int
     actions_sha256: str
+    #: What the deployed stack did (see :class:`~policy_runtime.evaluation.rollout.
+    #: PolicyEpisodeResult`); empty without it.
+    interventions: dict[str, int] = field(default_factory=dict)
+    holds: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -280,8 +306,18 @@ class EvalReport:
     def mean_score(self) -> float:
         return float(np.mean([r.score for r in self.records])) if self.records else 0.0
 
+    def totals(self, field_name: str) -> dict[str, int]:
+        """``interventions`` or ``holds`` summed over the episodes, by reason."""
+        totals: dict[str, int] = {}
+        for record in self.records:
+            for reason, count in getattr(record, field_name).items():
+                totals[reason] = totals.get(reason, 0) + count
+        return dict(sorted(totals.items()))
+
     def summary(self) -> dict[str, Any]:
         low, high = self.interval
+        interventions = self.totals("interventions")
+        n = max(self.episodes, 1)
         return {
             "episodes": self.episodes,
             "successes": self.successes,
@@ -289,6 +325,10 @@ class EvalReport:
             "success_interval_95": [low, high],
             "mean_score": self.mean_score,
             "mean_steps": float(np.mean([r.steps for r in self.records])) if self.records else 0,
+            "interventions_per_episode": sum(interventions.values()) / n,
+            "episodes_with_interventions": sum(bool(r.interventions) for r in self.records),
+            "interventions": interventions,
+            "holds": self.totals("holds"),
         }
 
     def log(self) -> dict[str, Any]:
@@ -320,6 +360,8 @@ class EvalReport:
                     "steps": r.steps,
                     "policy_calls": r.policy_calls,
                     "actions_sha256": r.actions_sha256,
+                    "interventions": r.interventions,
+                    "holds": r.holds,
                 }
                 for r in self.records
             ],
@@ -389,19 +431,17 @@ class EvalWorker:
         loader = config.loader or load_runtime
         self.runtime = loader(config.policy)
         self.policy_fn = RuntimePolicyFn(self.runtime, config.inference_steps)
+        executor = config.executor()
         self.options = env_options(self.runtime.specs)
+        self.options["control_hz"] = executor.loop.controller_hz
         self.keys = tuple(self.runtime.obs_keys)
         mode = config.execution
         self.execution = (
             None
             if mode == "sync"
-            else ExecutionConfig(
-                mode=mode,
-                action_space=self.options["action_space"],
-                # Sim steps land exactly on the policy grid: nothing is late by a margin.
-                latency_margin_s=0.0,
-            )
+            else executor.execution_for(self.options["action_space"], mode=mode)
         )
+        self.executor = executor if config.safety and mode != "sync" else None
         self._envs: dict[str, SimEnv] = {}
         task = make_task(config.task, None if config.variant == "all" else config.variant)
         self._variants = task.variants if config.variant == "all" else (task.variant,)
@@ -458,7 +498,9 @@ class EvalWorker:
                 video_size=config.video_size,
                 max_steps=config.max_steps,
                 execution=self.execution,
+                executor=self.executor,
                 inference_latency_s=config.inference_latency_s,
+                action_offset_steps=self.runtime.specs.action.offset_steps,
             )
         record = EpisodeRecord(
             seed=seed,
@@ -468,6 +510,8 @@ class EvalWorker:
             steps=result.steps,
             policy_calls=result.policy_calls,
             actions_sha256=result.actions_sha256,
+            interventions=result.interventions,
+            holds=result.holds,
         )
         return EvaluatedEpisode(record, result.frames)
 
@@ -490,6 +534,7 @@ def check_config(config: EvalConfig) -> None:
     elif not config.policy.exists():
         raise ValueError(f"--policy {config.policy}: no such file or directory")
     make_task(config.task, None if config.variant == "all" else config.variant)
+    config.executor()  # a bad executor config fails here, naming the file and the field
     if config.out is not None and config.out.exists() and not config.out.is_dir():
         raise ValueError(f"--out {config.out}: exists and is not a directory")
     if config.videos and config.out is not None:

@@ -4,17 +4,25 @@
   chunking), drops stale actions, times the next request and interpolates at the controller rate.
 - :class:`Trajectory` interpolates stamped waypoints (linear / cubic joints, SLERP poses).
 - :class:`Clock` is injected: :class:`MonotonicClock` in a process, :class:`FakeClock` in tests.
-- :class:`ControlLoop` turns the engine's target into a joint command every tick: watchdog
-  (:class:`Watchdog`), end-effector limits, inverse kinematics (:class:`EeToJoint`), joint limits
+- :class:`ControlLoop` turns the engine's target into a joint command every tick and takes the
+  chunks, the e-stop input and the operator's reset: :class:`Supervisor` (running, holding,
+  stopped, resuming), :class:`Watchdog`, :class:`TickTiming` (limits per second of real time),
+  end-effector limits, inverse kinematics (:class:`EeToJoint`), joint limits
   (:class:`SafetyFilter` with :class:`SafetyLimits`); on doubt it decelerates to a hold.
+- :class:`ExecutorConfig` is all of it as one deployment loads it (YAML, pydantic).
+
+Imports neither onnxruntime nor zarr: the chunks it consumes are :class:`ActionChunk`, a plain
+type.
 """
 
+from policy_runtime.chunk import ActionChunk
 from policy_runtime.execution.clock import Clock, FakeClock, MonotonicClock
+from policy_runtime.execution.config import ExecutorConfig
 from policy_runtime.execution.control_loop import (
-    CommandSource,
     ControlLoop,
     HoldReason,
     JointCommand,
+    LoopConfig,
 )
 from policy_runtime.execution.engine import (
     ExecutionConfig,
@@ -50,20 +58,23 @@ from policy_runtime.execution.safety import (
     SafetyFilter,
     SafetyLimits,
 )
+from policy_runtime.execution.supervisor import ResetReport, Supervisor, SupervisorState
+from policy_runtime.execution.timing import TickStats, TickTiming
 from policy_runtime.execution.watchdog import Watchdog, WatchdogConfig, WatchdogStatus
 
 __all__ = [
     "DEFAULT_TOOL0_TO_TCP",
     "JOINT_ACTION_DIM",
+    "ActionChunk",
     "ActionSpace",
     "Clock",
-    "CommandSource",
     "ControlLoop",
     "EeToJoint",
     "ExecutionConfig",
     "ExecutionEngine",
     "ExecutionMode",
     "ExecutionStats",
+    "ExecutorConfig",
     "FakeClock",
     "HoldReason",
     "IkFailure",
@@ -71,14 +82,20 @@ __all__ = [
     "Interpolation",
     "Intervention",
     "JointCommand",
+    "LoopConfig",
     "MonotonicClock",
     "Refusal",
+    "ResetReport",
     "RtcPrefix",
     "SafeEeCommand",
     "SafeJointCommand",
     "SafetyFilter",
     "SafetyLimits",
     "SubmitReport",
+    "Supervisor",
+    "SupervisorState",
+    "TickStats",
+    "TickTiming",
     "Trajectory",
     "Watchdog",
     "WatchdogConfig",

@@ -1,60 +1,144 @@
-"""One controller tick: watchdog, target, kinematics, safety filter -> the joint command to send.
+"""One controller tick: time, measurement, supervisor, target, kinematics, safety -> the command.
 
 The ROS 2 executor node and the simulation call :meth:`ControlLoop.tick` at the controller rate
-(125 Hz on a CB3 UR5, 500 Hz on an e-series) with the time and the measured joints, and stream
-the returned :class:`JointCommand` to the position controller. Per tick:
+(125 Hz on a CB3 UR5, 500 Hz on an e-series) with the time, the measured joints and their
+stamp, and stream the returned :class:`JointCommand` to the position controller; chunks go in
+through :meth:`ControlLoop.submit`, the e-stop input through :meth:`ControlLoop.set_estop`, the
+operator's reset through :meth:`ControlLoop.reset`. Nothing on the per-tick path raises on bad
+input: every bad value holds the arm and is counted by reason (:attr:`ControlLoop.counts`).
 
-0. the measured joints must be following the commands: a gap of more than
-   ``max_tracking_error_rad`` on any joint means the arm is not executing them (blocked, in a
-   protective stop, a driver that stopped forwarding, the speed slider turned down under a
-   position stream), and it latches a hold until :meth:`ControlLoop.reset`;
-1. the watchdog decides whether to hold (stale or missing data, a latched e-stop);
-2. the engine gives the action-space target for this tick, or None (nothing valid to command);
-3. for end-effector actions, the safety filter checks the TCP target, then IK turns it into
-   joints on the branch nearest the previous command;
-4. the safety filter limits the joint command (and, for joint actions, refuses one that takes
-   the TCP further out of the workspace).
+Per tick:
+
+1. **Time.** A time that is not finite, or not after the previous tick, is answered with the
+   previous command. The step's length comes from :class:`~policy_runtime.execution.timing.
+   TickTiming`: the real time since the last command sent, at most one controller period, and a
+   tick too soon after it gets the previous command again (limits hold per second of real time,
+   whatever the tick rate).
+2. **Measurement.** Joints that are not 6 finite numbers hold the arm; their stamp feeds the
+   watchdog, which holds on a frozen feed.
+3. **Supervisor** (:mod:`policy_runtime.execution.supervisor`): the watchdog's reasons and the
+   faults (e-stop input; measured joints more than ``max_tracking_error_rad`` from the commands,
+   i.e. the arm does not execute them) move it between running, holding, stopped and resuming;
+   entering a hold or a stop drops the engine's plan.
+4. **Target.** Running, the engine gives the action-space target for this tick; for
+   end-effector actions the safety filter checks it and IK turns it into joints on the branch
+   nearest the previous command; the safety filter limits the joint command (velocity,
+   acceleration, position limits and the workspace, with the braking envelope).
 
 Any "no" along the way is a hold: the commanded velocity ramps to zero at the acceleration
-limit, so the arm is at rest :attr:`JointCommand.stop_time_s` later, and it stays there until
-a valid target comes again, which it then approaches within the velocity and acceleration
-limits. The loop keeps the *commanded* state (position, velocity, gripper) itself: it is
-what the limits must be continuous with; the measured joints seed it on the first tick (and
-after :meth:`ControlLoop.reset`) and are otherwise only checked against it. Each command is
-taken to execute over one controller period ``period_s``, whatever the jitter of the calls: a
-late tick must not license a longer step.
+limit, so the arm is at rest :attr:`JointCommand.stop_time_s` later.
+
+**Following the measured arm.** The loop keeps the *commanded* state (position, velocity,
+gripper), which the limits must be continuous with, and ties it to the measured joints:
+
+* it starts from them, at rest;
+* at rest in a hold, it re-anchors to them when they are more than ``resync_tolerance_rad``
+  away (the arm was blocked, moved by hand, or a driver dropped commands), so it never streams
+  commands away from where the arm is;
+* a fault of tracking re-anchors at once (the arm is not executing the commands, so decelerating
+  them means nothing), and a resume starts exactly from the measured joints;
+* while running, a gap larger than the servo lag explains (``resync_tolerance_rad +
+  servo_lag_s * |v|`` per joint, the UR driver's ``servoj`` lookahead plus a cycle of
+  measurement delay) holds: the loop stops, re-anchors and goes on from where the arm is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol, get_args
+from typing import Literal, get_args
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
+from policy_runtime.chunk import ActionChunk
+from policy_runtime.execution.engine import (
+    TIME_EPS,
+    ExecutionEngine,
+    SubmitReport,
+    SubmitStatus,
+)
 from policy_runtime.execution.kinematics import EeToJoint, IkFailure
 from policy_runtime.execution.safety import Intervention, Refusal, SafeJointCommand, SafetyFilter
-from policy_runtime.execution.watchdog import Watchdog, WatchdogReason
-from policy_runtime.robots.poses import EE_ACTION_DIM
-from policy_runtime.robots.ur5 import CB3_CONTROL_HZ
+from policy_runtime.execution.supervisor import ResetReport, Supervisor, SupervisorState
+from policy_runtime.execution.timing import TickStats, TickTiming
+from policy_runtime.execution.watchdog import (
+    INPUT_REASONS,
+    PLAN_REASONS,
+    Watchdog,
+    WatchdogReason,
+)
+from policy_runtime.robots.poses import EE_ACTION_DIM, matrix_from_rot6d
+from policy_runtime.robots.ur5 import CB3_CONTROL_HZ, JOINT_NAMES
 
-__all__ = ["HOLD_REASONS", "CommandSource", "ControlLoop", "HoldReason", "JointCommand"]
+__all__ = [
+    "HOLD_REASONS",
+    "ControlLoop",
+    "HoldReason",
+    "JointCommand",
+    "LoopConfig",
+]
 
-#: Why a tick holds: the watchdog's reasons, a refused command, an IK failure, no target from
-#: the engine, a tick whose time did not advance past the previous one, or an arm that does not
-#: follow the commands.
+#: Why a tick holds (or repeats the previous command): the watchdog's reasons, a refused
+#: command, an IK failure, the engine's plan ran out (``no_command``) or gave a target of the
+#: wrong shape (``invalid_target``), measured joints that are no joints
+#: (``invalid_measurement``) or lag more than the servo explains (``tracking_lag``) or than
+#: ``max_tracking_error_rad`` (``tracking_error``, a latched stop), waiting for a fresh chunk
+#: (``resuming``), and the repeats: a time that is not finite (``invalid_time``), not after
+#: the previous tick (``time_not_advancing``) or too soon after the last command
+#: (``tick_too_early``).
 HoldReason = Literal[
-    WatchdogReason, Refusal, IkFailure, "no_command", "time_not_advancing", "tracking_error"
+    WatchdogReason,
+    Refusal,
+    IkFailure,
+    "no_command",
+    "invalid_target",
+    "invalid_measurement",
+    "tracking_lag",
+    "tracking_error",
+    "resuming",
+    "invalid_time",
+    "time_not_advancing",
+    "tick_too_early",
 ]
 HOLD_REASONS: tuple[HoldReason, ...] = get_args(HoldReason)
+#: Counted events that are not per-tick reasons: chunks refused (invalid, while holding, not
+#: fresh, too far from the arm to resume with) and re-anchorings to the measured joints.
+EVENTS = ("invalid_chunk", "chunk_while_holding", "chunk_not_fresh", "chunk_far_from_arm", "resync")
 
 
-class CommandSource(Protocol):
-    """What the loop pulls targets from (the execution engine, or a test stub)."""
+class LoopConfig(BaseModel):
+    """The control loop's settings; the controller period is stated here and nowhere else."""
 
-    def command(self, t: float) -> np.ndarray | None:
-        """The action-space target at controller time ``t``; None when nothing is valid."""
-        ...
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    #: The robot controller's rate: 125 Hz for a CB3 UR5, 500 Hz for an e-series.
+    controller_hz: float = Field(default=CB3_CONTROL_HZ, gt=0.0)
+    #: A tick sooner than this fraction of a period after the last command repeats it.
+    min_tick_fraction: float = Field(default=0.5, gt=0.0, le=1.0)
+    #: The recent median tick interval may differ from the period by this fraction before the
+    #: loop reports that it runs at another rate than the controller.
+    rate_tolerance: float = Field(default=0.1, gt=0.0)
+    rate_window: int = Field(default=250, ge=10)
+    #: A measured joint this far from the command means the arm is not executing the commands
+    #: (blocked, protective stop, a driver that stopped forwarding): a latched stop. 0.2 rad is
+    #: ~0.13 s behind at the default pi/2 rad/s, ~10 cm at the TCP of an arm reaching 0.5 m.
+    max_tracking_error_rad: float = Field(default=0.2, gt=0.0)
+    #: What servo lag cannot explain: a gap over ``resync_tolerance_rad + servo_lag_s * |v|``
+    #: on any joint. The UR driver's ``servoj`` lookahead is 0.03 s by default (range 0.03-0.2),
+    #: and its joint states are a 125 Hz cycle old: 0.1 s covers a lookahead up to ~0.08 s.
+    #: The tolerance is above the simulated servo's static sag (its PD has no integral term).
+    resync_tolerance_rad: float = Field(default=0.02, gt=0.0)
+    servo_lag_s: float = Field(default=0.1, ge=0.0)
+    #: A resume's first action may be this far from the measured arm: joints (rad), or the
+    #: TCP's position (m) and rotation (rad) for end-effector actions.
+    max_resume_joint_rad: float = Field(default=0.2, gt=0.0)
+    max_resume_position_m: float = Field(default=0.05, gt=0.0)
+    max_resume_rotation_rad: float = Field(default=0.3, gt=0.0)
+
+    @property
+    def period_s(self) -> float:
+        return 1.0 / self.controller_hz
 
 
 @dataclass(frozen=True)
@@ -64,7 +148,7 @@ class JointCommand:
     t: float
     #: Joint positions (6,) in rad.
     q: np.ndarray
-    #: The commanded velocity (6,) this position implies (rad/s).
+    #: The commanded velocity (6,): this command's step over the real time since the last one.
     velocity: np.ndarray
     #: Gripper opening in [0, 1]; None until a target has set one (leave the gripper as is).
     gripper: float | None
@@ -75,118 +159,252 @@ class JointCommand:
     interventions: tuple[Intervention, ...]
     #: Seconds a hold from this command takes to reach rest (while holding: the time left).
     stop_time_s: float
+    #: The supervisor's state after this tick.
+    state: SupervisorState
+    #: True when this is the previous command again (a repeat reason says why).
+    repeat: bool = False
 
 
 class ControlLoop:
-    """Composes engine, kinematics, safety filter and watchdog; see the module docs.
-
-    ``action_space`` is the policy's action representation: ``"ee"`` (10-D TCP action) or
-    ``"joint"`` (6 joints + optional gripper). ``kinematics`` maps TCP targets to joints and
-    gives the TCP of joint commands for the workspace check (UR5 with the default tool offset
-    when None). ``max_tracking_error_rad`` bounds how far any measured joint may be from the
-    last command: 0.2 rad is ~0.13 s behind at the default pi/2 rad/s, ~10 cm at the TCP of
-    an arm reaching 0.5 m.
-    """
+    """Engine, supervisor, watchdog, kinematics and safety filter, ticked as one; see the module
+    docs. ``action_space`` is the policy's: ``"ee"`` (10-D TCP action) or ``"joint"`` (6 joints
+    + optional gripper). ``kinematics`` maps TCP targets to joints and gives the TCP of joint
+    commands for the workspace (UR5 with the default tool offset when None)."""
 
     def __init__(
         self,
-        engine: CommandSource,
+        engine: ExecutionEngine,
         action_space: Literal["ee", "joint"],
         *,
+        config: LoopConfig | None = None,
         safety: SafetyFilter | None = None,
         watchdog: Watchdog | None = None,
         kinematics: EeToJoint | None = None,
-        period_s: float = 1.0 / CB3_CONTROL_HZ,
-        max_tracking_error_rad: float = 0.2,
     ) -> None:
         if action_space not in ("ee", "joint"):
             raise ValueError(f"action_space must be 'ee' or 'joint', got {action_space!r}")
-        if not (np.isfinite(period_s) and period_s > 0.0):
-            raise ValueError(f"period_s must be a positive number of seconds, got {period_s}")
-        if not (np.isfinite(max_tracking_error_rad) and max_tracking_error_rad > 0.0):
+        if engine.config.action_space != action_space:
             raise ValueError(
-                f"max_tracking_error_rad must be a positive angle, got {max_tracking_error_rad}"
+                f"the engine plans {engine.config.action_space!r} actions, the loop was given "
+                f"action_space={action_space!r}"
             )
         self.engine = engine
         self.action_space = action_space
+        self.config = config or LoopConfig()
         self.safety = safety or SafetyFilter()
         self.watchdog = watchdog or Watchdog()
         self.kinematics = kinematics or EeToJoint()
-        self.period_s = float(period_s)
-        self.max_tracking_error_rad = float(max_tracking_error_rad)
-        #: Ticks held, by reason, since construction.
-        self.hold_counts: dict[HoldReason, int] = dict.fromkeys(HOLD_REASONS, 0)
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget the commanded state: the next tick starts again from the measured joints,
-        at rest (e.g. after the robot was moved by hand, or a program restart on the robot).
-        Also the only way out of a tracking-error hold, once its cause is cleared."""
-        self._started = False
-        self._tracking_lost = False
-        self._q = np.zeros(6)
+        self.supervisor = Supervisor()
+        self.timing = TickTiming(
+            self.config.period_s,
+            self.config.min_tick_fraction,
+            self.config.rate_tolerance,
+            self.config.rate_window,
+        )
+        #: Ticks by reason (holds and repeats) and events (:data:`EVENTS`), since construction.
+        self.counts: dict[str, int] = dict.fromkeys((*HOLD_REASONS, *EVENTS), 0)
+        self._tcp: Callable[[np.ndarray], np.ndarray] = lambda q: self.kinematics.forward(q)[:3, 3]
+        self._q: np.ndarray | None = None  # commanded joints; None before the first tick
         self._v = np.zeros(6)
         self._gripper: float | None = None
         #: The last end-effector target the safety filter passed; None at the start and after
         #: a hold (the next one is then limited relative to the joint command's TCP).
         self._ee_target: np.ndarray | None = None
+        self._measured: np.ndarray | None = None
         self._last: JointCommand | None = None
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> SupervisorState:
+        return self.supervisor.state
 
     @property
     def last_command(self) -> JointCommand | None:
-        """The command of the latest tick (None before the first and after a reset)."""
+        """The command of the latest tick (None before the first)."""
         return self._last
 
-    def tick(self, t: float, q_measured: np.ndarray) -> JointCommand:
-        """The command for controller time ``t``; ``q_measured`` (6,) are the joints now: they
-        seed the first tick and must stay within ``max_tracking_error_rad`` of the commands."""
+    def tick_stats(self) -> TickStats:
+        return self.timing.stats()
+
+    def observation_received(self, stamp: float) -> None:
+        """An observation stamped ``stamp`` reached the policy side (the watchdog's input)."""
+        self.watchdog.observation_received(stamp)
+
+    def set_estop(self, active: bool) -> None:
+        """The e-stop input's level. Active stops the arm at the next tick and latches until
+        :meth:`reset`."""
+        self.watchdog.set_estop(active)
+
+    def reset(self) -> ResetReport:
+        """The operator's reset after a stop (e-stop, tracking error): refused while the e-stop
+        input is active. The loop then waits for a fresh chunk that starts near the arm."""
+        t = self._last.t if self._last is not None else -np.inf
+        return self.supervisor.reset(t, self.watchdog.estop_active)
+
+    def should_request(self, t: float) -> bool:
+        """Whether to ask the policy for a chunk at ``t`` (then call
+        ``engine.request_started(t)``): the engine wants one and the loop would take it."""
+        return self.supervisor.accepts_chunks and self.engine.should_request(t)
+
+    def submit(self, chunk: ActionChunk, t_obs: float) -> SubmitReport:
+        """Hand over ``chunk``, predicted from observations up to ``t_obs``. Never raises on a
+        bad chunk: it is refused, counted and reported (``status`` and ``detail``), and it ends
+        the request in flight, so the next request need not wait for a timeout.
+
+        Refused: no plan (NaN, wrong shape, ...: a running loop then holds and waits for a fresh
+        chunk); arriving while holding or stopped; while resuming, one observed before the resume
+        began, or whose first action is further from the arm than the ``max_resume_*`` limits.
+        """
+        engine = self.engine
+        now = engine.clock.now()
+        problem = engine.chunk_problem(chunk, t_obs)
+        if problem is not None:
+            report = engine.submit(chunk, t_obs)  # refused, counted, request ended
+            self.counts["invalid_chunk"] += 1
+            if self.supervisor.chunk_failed(now, "invalid_chunk"):
+                engine.reset()
+            return report
+        if not self.supervisor.accepts_chunks:
+            return self._refuse(chunk, t_obs, "holding", "chunk_while_holding", self.state)
+        if self.supervisor.state == "resuming":
+            since = self.supervisor.resume_since
+            if t_obs < since - TIME_EPS:
+                detail = f"observed at {t_obs:.3f} s, before the resume began at {since:.3f} s"
+                return self._refuse(chunk, t_obs, "not_fresh", "chunk_not_fresh", detail)
+            first = engine.first_usable_action(chunk, t_obs)
+            far = None if first is None else self._resume_distance(first)
+            if far is not None:
+                return self._refuse(chunk, t_obs, "far_from_arm", "chunk_far_from_arm", far)
+        report = engine.submit(chunk, t_obs)
+        if report.accepted:
+            self.watchdog.chunk_received(t_obs)
+            if self.supervisor.state == "resuming":
+                self.supervisor.resumed(now)
+                self._anchor_to_measured()
+        return report
+
+    def _refuse(
+        self, chunk: ActionChunk, t_obs: float, status: SubmitStatus, event: str, detail: str
+    ) -> SubmitReport:
+        self.engine.request_ended()
+        self.counts[event] += 1
+        now = self.engine.clock.now()
+        return SubmitReport(status, now, now - t_obs, 0, 0, 0, detail)
+
+    def _resume_distance(self, action: np.ndarray) -> str | None:
+        """Why a resume may not start toward ``action`` (the distance, named), or None."""
+        q = self._measured if self._measured is not None else self._q
+        if q is None:
+            return "no measured joints yet"
+        cfg = self.config
+        if self.action_space == "joint":
+            gap = np.abs(action[:6] - q)
+            worst = int(np.argmax(gap))
+            if gap[worst] > cfg.max_resume_joint_rad:
+                return (
+                    f"the first action is {gap[worst]:.3f} rad from the arm on {JOINT_NAMES[worst]}"
+                    f" (at most {cfg.max_resume_joint_rad} rad)"
+                )
+            return None
+        pose = self.kinematics.forward(q)
+        distance = float(np.linalg.norm(action[:3] - pose[:3, 3]))
+        relative = pose[:3, :3].T @ matrix_from_rot6d(action[3:9])
+        angle = float(np.arccos(np.clip(0.5 * (np.trace(relative) - 1.0), -1.0, 1.0)))
+        if distance > cfg.max_resume_position_m or angle > cfg.max_resume_rotation_rad:
+            return (
+                f"the first action's TCP is {distance:.3f} m and {angle:.3f} rad from the arm's "
+                f"(at most {cfg.max_resume_position_m} m and {cfg.max_resume_rotation_rad} rad)"
+            )
+        return None
+
+    # -- the tick ----------------------------------------------------------------------------
+
+    def tick(self, t: float, q_measured: np.ndarray, q_stamp: float) -> JointCommand | None:
+        """The command for controller time ``t``; ``q_measured`` (6,) are the joints now and
+        ``q_stamp`` their sample's stamp. None only before the first valid measurement (there
+        is nothing safe to command yet)."""
         t = float(t)
         if not np.isfinite(t):
-            raise ValueError(f"t must be finite, got {t}")
-        q_measured = np.asarray(q_measured, dtype=np.float64)
-        if q_measured.shape != (6,) or not np.all(np.isfinite(q_measured)):
-            raise ValueError(f"q_measured must be 6 finite joint positions, got {q_measured}")
-        if not self._started:
-            self._q, self._started = q_measured.copy(), True
-        elif self._last is not None and t <= self._last.t:
-            # Same or earlier time: the previous command is still the right one; never advance.
-            self._count(("time_not_advancing",))
-            return replace(self._last, hold=True, reasons=("time_not_advancing",))
+            return self._repeat("invalid_time")
+        last = self._last
+        if last is not None and t <= last.t:
+            return self._repeat("time_not_advancing")
+        self.timing.observe(t)
+        step = self.timing.step(t)
+        if step is None:
+            return self._repeat("tick_too_early")
+        h, elapsed = step
 
-        if np.max(np.abs(q_measured - self._q)) > self.max_tracking_error_rad:
-            self._tracking_lost = True
-        if self._tracking_lost:
-            return self._hold(t, ("tracking_error",), ())
+        measured = _measurement(q_measured, q_stamp)
+        if measured is not None:
+            self.watchdog.joint_state_received(q_stamp, t)
+            self._measured = measured
+        if self._q is None:
+            if measured is None:
+                self._count(("invalid_measurement",))
+                return None
+            self._q = measured.copy()
+
         status = self.watchdog.check(t)
-        if status.hold:
-            return self._hold(t, status.reasons, ())
-        action = self.engine.command(t)
-        if action is None:
-            return self._hold(t, ("no_command",), ())
-        action = np.asarray(action, dtype=np.float64)
-        if self.action_space == "ee":
-            return self._follow_ee(t, action)
-        if action.shape not in ((6,), (7,)):
-            raise ValueError(f"a joint action has shape (6,) or (7,), got {action.shape}")
-        gripper = float(action[6]) if action.shape == (7,) else None
-        return self._follow_joints(t, action[:6], gripper, ())
+        faults: tuple[str, ...] = ("estop",) if "estop" in status.reasons else ()
+        gap = None
+        if measured is not None:
+            gap = np.abs(measured - self._q)
+            if gap.max() > self.config.max_tracking_error_rad:
+                # The arm does not execute the commands: decelerating them means nothing, so
+                # the commands go to where the arm is, now.
+                faults = (*faults, "tracking_error")
+                self._q, self._v = measured.copy(), np.zeros(6)
+                self._ee_target = None
+                self.counts["resync"] += 1
+        inputs = tuple(r for r in status.reasons if r in INPUT_REASONS)
+        plan = tuple(r for r in status.reasons if r in PLAN_REASONS)
+        if self.supervisor.update(t, faults, inputs, plan):
+            self.engine.reset()
 
-    def _follow_ee(self, t: float, action: np.ndarray) -> JointCommand:
-        if action.shape != (EE_ACTION_DIM,):
-            raise ValueError(
-                f"an end-effector action has shape ({EE_ACTION_DIM},), got {action.shape}"
-            )
+        state = self.supervisor.state
+        invalid: tuple[HoldReason, ...] = ("invalid_measurement",) if measured is None else ()
+        if state == "stopped":
+            transition = self.supervisor.last_transition
+            latched = transition.reasons if transition is not None else ("estop",)
+            return self._hold(t, h, elapsed, (*latched, *invalid))  # type: ignore[arg-type]
+        if state == "holding":
+            return self._hold(t, h, elapsed, (*inputs, *invalid))
+        if state == "resuming":
+            return self._hold(t, h, elapsed, ("resuming", *invalid))
+        if invalid:
+            return self._hold(t, h, elapsed, invalid)
+        lag_bound = self.config.resync_tolerance_rad + self.config.servo_lag_s * np.abs(self._v)
+        if gap is not None and np.any(gap > lag_bound):
+            return self._hold(t, h, elapsed, ("tracking_lag",))
+        target = self.engine.command(t)
+        if target is None:
+            return self._hold(t, h, elapsed, ("no_command",))
+        action = np.asarray(target, dtype=np.float64)
+        if self.action_space == "ee":
+            if action.shape != (EE_ACTION_DIM,):
+                return self._hold(t, h, elapsed, ("invalid_target",))
+            return self._follow_ee(t, h, elapsed, action)
+        if action.shape not in ((6,), (7,)):
+            return self._hold(t, h, elapsed, ("invalid_target",))
+        gripper = float(action[6]) if action.shape == (7,) else None
+        return self._follow_joints(t, h, elapsed, action[:6], gripper, ())
+
+    def _follow_ee(self, t: float, h: float, elapsed: float, action: np.ndarray) -> JointCommand:
+        assert self._q is not None
         previous = self._ee_target
         if previous is None:
             # The previous gripper only shows in a refused command's echo, which is not used.
             previous = self.kinematics.ee_action(self._q, self._gripper or 0.0)
-        ee = self.safety.filter_ee(action, previous, self.period_s)
+        ee = self.safety.filter_ee(action, previous, h)
         if ee.refusal is not None:
-            return self._hold(t, (ee.refusal,), ee.interventions)
+            return self._hold(t, h, elapsed, (ee.refusal,), ee.interventions)
         solution = self.kinematics.solve(ee.action, q_near=self._q)
         if solution.q is None:
-            return self._hold(t, (solution.failure or "invalid_target",), ee.interventions)
-        command = self._follow_joints(t, solution.q, solution.gripper, ee.interventions)
+            reason = solution.failure or "invalid_target"
+            return self._hold(t, h, elapsed, (reason,), ee.interventions)
+        command = self._follow_joints(t, h, elapsed, solution.q, solution.gripper, ee.interventions)
         if not command.hold:
             self._ee_target = ee.action
         return command
@@ -194,62 +412,99 @@ class ControlLoop:
     def _follow_joints(
         self,
         t: float,
+        h: float,
+        elapsed: float,
         q_target: np.ndarray,
         gripper: float | None,
         interventions: tuple[Intervention, ...],
     ) -> JointCommand:
+        assert self._q is not None
         command = self.safety.filter_joints(
-            q_target, self._q, self._v, self.period_s, gripper=gripper
+            q_target, self._q, self._v, h, gripper=gripper, tcp=self._tcp
         )
         interventions += command.interventions
-        if command.refusal is not None:
-            return self._emit(t, command, (command.refusal,), interventions)
-        if self.action_space == "joint" and not self.safety.allows_tcp_motion(
-            self._stop_tcp(self._q, self._v), self._stop_tcp(command.q, command.velocity)
-        ):
-            return self._hold(t, ("workspace_exit",), (*interventions, "workspace_exit"))
-        return self._emit(t, command, (), interventions)
-
-    def _stop_tcp(self, q: np.ndarray, velocity: np.ndarray) -> np.ndarray:
-        """TCP position where a hold from this command would leave the arm: checking it, not
-        the command, keeps the braking distance of a refusal's hold inside the workspace."""
-        stop = self.safety.stopping_point(q, velocity, self.period_s)
-        return self.kinematics.forward(stop)[:3, 3]
+        reasons: tuple[HoldReason, ...] = () if command.refusal is None else (command.refusal,)
+        return self._emit(t, h, elapsed, command, reasons, interventions)
 
     def _hold(
         self,
         t: float,
+        h: float,
+        elapsed: float,
         reasons: tuple[HoldReason, ...],
-        interventions: tuple[Intervention, ...],
+        interventions: tuple[Intervention, ...] = (),
     ) -> JointCommand:
-        command = self.safety.hold(self._q, self._v, self.period_s)
-        return self._emit(t, command, reasons, interventions)
+        assert self._q is not None
+        command = self.safety.hold(self._q, self._v, h)
+        measured = self._measured
+        if (
+            not np.any(command.velocity)
+            and measured is not None
+            and np.max(np.abs(measured - command.q)) > self.config.resync_tolerance_rad
+        ):
+            # At rest, away from the arm: command where the arm is.
+            self.counts["resync"] += 1
+            command = replace(command, q=measured.copy())
+        return self._emit(t, h, elapsed, command, reasons, interventions)
+
+    def _anchor_to_measured(self) -> None:
+        """Resume from the measured joints (at rest, so no step in the commands' velocity)."""
+        if self._measured is not None and not np.any(self._v):
+            self._q = self._measured.copy()
 
     def _emit(
         self,
         t: float,
+        h: float,
+        elapsed: float,
         command: SafeJointCommand,
         reasons: tuple[HoldReason, ...],
         interventions: tuple[Intervention, ...],
     ) -> JointCommand:
-        self._q, self._v = command.q, command.velocity
+        # The velocity state is the real-time one: after a late tick, the step over the time
+        # that actually passed (the next acceleration limit applies from there). A re-anchored
+        # hold is at rest: its velocity is zero, whatever the jump to the measured joints.
+        self._v = command.velocity * (h / elapsed)
         if command.hold:
             self._ee_target = None
+        self._q = command.q
         if command.gripper is not None:
             self._gripper = command.gripper
         self._count(reasons)
+        self.timing.sent(t)
         self._last = JointCommand(
             t=t,
             q=command.q.copy(),
-            velocity=command.velocity.copy(),
+            velocity=self._v.copy(),
             gripper=self._gripper,
             hold=command.hold,
             reasons=reasons,
             interventions=interventions,
-            stop_time_s=self.safety.stopping_time(command.velocity),
+            stop_time_s=self.safety.stopping_time(self._v),
+            state=self.supervisor.state,
         )
         return self._last
 
-    def _count(self, reasons: tuple[HoldReason, ...]) -> None:
+    def _repeat(self, reason: HoldReason) -> JointCommand | None:
+        """The previous command again (None before the first), counted under ``reason``."""
+        self._count((reason,))
+        last = self._last
+        if last is None:
+            return None
+        return replace(last, reasons=(reason,), repeat=True)
+
+    def _count(self, reasons: tuple[str, ...]) -> None:
         for reason in reasons:
-            self.hold_counts[reason] += 1
+            self.counts[reason] += 1
+
+
+def _measurement(q_measured: np.ndarray, q_stamp: float) -> np.ndarray | None:
+    """6 finite joint positions with a finite stamp as float64, or None."""
+    try:
+        q = np.asarray(q_measured, dtype=np.float64)
+        stamp_ok = bool(np.isfinite(float(q_stamp)))
+    except (TypeError, ValueError):
+        return None
+    if q.shape != (6,) or not stamp_ok or not np.all(np.isfinite(q)):
+        return None
+    return q

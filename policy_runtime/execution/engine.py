@@ -4,6 +4,9 @@ The policy predicts chunks of ``H`` actions from observations stamped ``t_obs``;
 due at ``t_obs + i * dt`` (the architecture's time rule). By the time a chunk arrives, inference
 has taken ``now - t_obs`` seconds and its first actions are already in the past. The engine:
 
+0. refuses a chunk that is not a plan (NaN or inf, the wrong shape, a degenerate rotation,
+   stamps that do not increase): it is counted and reported, never raised, and it ends the
+   request in flight like any answer, so the next request need not wait for a timeout;
 1. drops every action due before ``now + latency_margin_s`` (Diffusion Policy's wall-clock
    scheme: never command an action whose stamp has passed) and counts them; a chunk with nothing
    left is reported and ignored, and the robot goes on with the plan it had;
@@ -37,7 +40,9 @@ Modes, one per deployment (``ExecutionConfig.mode``):
   diffusion/flow policies, where ``replace`` would switch to a chunk that disagrees with what the
   robot is already doing. Without guidance it is ``replace`` with a frozen prefix.
 
-numpy only; time comes from the injected :class:`~policy_runtime.execution.clock.Clock`. Not
+numpy only; time comes from the injected :class:`~policy_runtime.execution.clock.Clock`. The
+engine answers ``command(t)`` at any ``t``: the controller rate is the control loop's
+(:class:`~policy_runtime.execution.control_loop.LoopConfig`), stated there once. Not
 thread-safe: call it from one thread, or under one lock. ``command`` costs a few microseconds and
 ``submit`` tens to hundreds (``python -m bench.execution``), less than one 500 Hz tick, so a
 control loop can take a chunk between two ticks.
@@ -54,18 +59,31 @@ from typing import Literal, NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from policy_runtime.chunk import ActionChunk
 from policy_runtime.execution.clock import Clock
 from policy_runtime.execution.interpolation import (
+    ACTION_DIMS,
     ActionSpace,
     Interpolation,
     Trajectory,
     blend_actions,
-    check_actions,
 )
-from policy_runtime.inference.chunk import ActionChunk
+from policy_runtime.robots.poses import valid_rot6d
 
 ExecutionMode = Literal["replace", "temporal_ensemble", "aggregate", "rtc"]
-SubmitStatus = Literal["accepted", "stale", "out_of_order", "future"]
+#: What became of a chunk: the engine's verdicts, then the control loop's (a chunk the
+#: loop's state does not take, one observed before a resume began, one that starts too far from
+#: the arm to resume with).
+SubmitStatus = Literal[
+    "accepted",
+    "stale",
+    "out_of_order",
+    "future",
+    "invalid",
+    "holding",
+    "not_fresh",
+    "far_from_arm",
+]
 
 #: Stamps closer than this are one instant: sums of ``dt`` drift by ~1e-16 s, ticks are >= 1 ms.
 TIME_EPS = 1e-9
@@ -80,8 +98,6 @@ class ExecutionConfig(BaseModel):
     action_space: ActionSpace = "joint"
     #: Between waypoints: ``linear``, or ``cubic`` (C1, joint actions only).
     interpolation: Interpolation = "linear"
-    #: Rate of ``command()`` calls: 125 Hz for a CB3 UR5, 500 Hz for the e-series.
-    controller_hz: float = Field(default=125.0, gt=0)
     #: Actions due before ``now + latency_margin_s`` are dropped (Diffusion Policy uses ~10 ms:
     #: the time from the command to the controller acting on it).
     latency_margin_s: float = Field(default=0.01, ge=0)
@@ -111,17 +127,15 @@ class ExecutionConfig(BaseModel):
             )
         return self
 
-    @property
-    def controller_period(self) -> float:
-        return 1.0 / self.controller_hz
-
 
 @dataclass(frozen=True)
 class SubmitReport:
     """What became of one chunk."""
 
     #: accepted; stale (no action of it was still usable); out_of_order (observed before the
-    #: plan's chunk); future (``t_obs`` after now: the clocks disagree, e.g. a sim reset).
+    #: plan's chunk); future (``t_obs`` after now: the clocks disagree, e.g. a sim reset);
+    #: invalid (not a plan: ``detail`` says why); and the control loop's refusals (see
+    #: :data:`SubmitStatus`).
     status: SubmitStatus
     #: Engine clock when it arrived.
     arrival: float
@@ -133,6 +147,8 @@ class SubmitReport:
     rtc_skipped: int
     #: Actions of the chunk that entered the plan.
     used: int
+    #: Why a chunk was refused, in words (names the field, the distance, ...); "" otherwise.
+    detail: str = ""
 
     @property
     def accepted(self) -> bool:
@@ -148,6 +164,8 @@ class ExecutionStats:
     stale_chunks: int = 0
     out_of_order_chunks: int = 0
     future_chunks: int = 0
+    #: Chunks refused as no plan at all (NaN/inf, wrong shape, bad rotation or stamps).
+    invalid_chunks: int = 0
     stale_actions_dropped: int = 0
     rtc_actions_skipped: int = 0
     #: Times the plan ran out (``command`` returned None after a plan): the robot idled.
@@ -163,11 +181,12 @@ class RtcPrefix:
     """What a real-time-chunking sampler needs to guide the chunk predicted from ``t_obs``."""
 
     t_obs: float
-    #: Y (H, D): the plan at ``t_obs + i * dt``, held at its last value past its end.
+    #: Y (H, D): the plan at the chunk's due times ``t_obs + (i + offset) * dt``, held at its
+    #: last value past its end.
     actions: np.ndarray
     #: W (H,): 1 for ``i < d``, decaying to 0 at ``H - s``, 0 after (:func:`rtc_prefix_weights`).
     weights: np.ndarray
-    #: d: steps that will have executed when the chunk arrives (from the max recent delay).
+    #: d: actions of the chunk that will be due before it arrives (from the max recent delay).
     delay_steps: int
     #: s: steps of the new grid past the end of the plan (the plan has no action for them).
     execution_horizon: int
@@ -200,8 +219,13 @@ class _ChunkInfo(NamedTuple):
 
     t_obs: float
     dt: float
-    horizon: int
+    #: The chunk's stamps (seconds after ``t_obs``): where the next chunk's grid lies.
+    stamps: np.ndarray
     execute_steps: int
+
+    @property
+    def horizon(self) -> int:
+        return len(self.stamps)
 
 
 class ExecutionEngine:
@@ -220,6 +244,10 @@ class ExecutionEngine:
         self._in_flight_since: float | None = None
         #: RTC: (t_obs, d) of the last prefix handed out, so the chunk skips the d it was told.
         self._rtc_issued: tuple[float, int] | None = None
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
 
     @property
     def plan(self) -> Trajectory | None:
@@ -249,18 +277,48 @@ class ExecutionEngine:
         self._in_flight_since = None
         self._rtc_issued = None
 
+    def chunk_problem(self, chunk: ActionChunk, t_obs: float) -> str | None:
+        """Why ``chunk`` (observed at ``t_obs``) is no plan at all, or None when it is one."""
+        space = self.config.action_space
+        actions, stamps = np.asarray(chunk.actions), np.asarray(chunk.stamps)
+        if not math.isfinite(t_obs):
+            return f"t_obs is {t_obs}"
+        if actions.ndim != 2 or actions.shape[1] != ACTION_DIMS[space]:
+            return (
+                f"actions must be (n, {ACTION_DIMS[space]}) for action_space={space!r}, "
+                f"got {actions.shape}"
+            )
+        if not np.all(np.isfinite(actions)):
+            bad = np.argwhere(~np.isfinite(actions))[0]
+            return f"actions[{bad[0]}, {bad[1]}] is {actions[bad[0], bad[1]]}"
+        if not (np.all(np.isfinite(stamps)) and np.all(np.diff(stamps) > 0)):
+            return "stamps must be finite and increasing"
+        if space == "ee" and not np.all(valid_rot6d(actions[:, 3:9])):
+            return f"actions[{int(np.argmin(valid_rot6d(actions[:, 3:9])))}] has no valid rotation"
+        return None
+
+    def first_usable_action(self, chunk: ActionChunk, t_obs: float) -> np.ndarray | None:
+        """The action of a valid ``chunk`` that would be executed first if it were submitted
+        now: the first one due at or after ``now + latency_margin_s`` (None: all stale)."""
+        due = chunk.absolute_stamps(t_obs)
+        fresh = np.flatnonzero(due >= self._clock.now() + self.config.latency_margin_s - TIME_EPS)
+        return np.asarray(chunk.actions[fresh[0]], dtype=np.float64) if len(fresh) else None
+
     def submit(self, chunk: ActionChunk, t_obs: float) -> SubmitReport:
         """Merge ``chunk``, predicted from observations whose newest stamp is ``t_obs``.
 
-        Ends the request in flight, whatever becomes of the chunk.
+        Ends the request in flight, whatever becomes of the chunk; never raises on a bad chunk
+        (it is refused as ``invalid``, with the reason in ``detail``).
         """
         cfg = self.config
-        if chunk.batched:
-            raise ValueError("chunk must be a single chunk (n, action_dim); take one with .item(i)")
-        actions = check_actions(chunk.actions, cfg.action_space, "chunk.actions")
         now = self._clock.now()
-        delay = now - t_obs
         self._in_flight_since = None
+        problem = self.chunk_problem(chunk, t_obs)
+        if problem is not None:
+            self._count(invalid_chunks=1)
+            return SubmitReport("invalid", now, now - t_obs, 0, 0, 0, detail=problem)
+        actions = np.asarray(chunk.actions, dtype=np.float64)
+        delay = now - t_obs
         if delay < -TIME_EPS:  # not a latency: the stamps and the engine use different clocks
             self._count(future_chunks=1)
             return SubmitReport("future", now, delay, 0, 0, 0)
@@ -268,7 +326,7 @@ class ExecutionEngine:
             # A lost request's late answer, or a clock that jumped back: no latency to learn.
             self._count(out_of_order_chunks=1)
             return SubmitReport("out_of_order", now, delay, 0, 0, 0)
-        rtc_delay = self._rtc_delay_for(t_obs, chunk.dt)  # before this delay joins the history
+        rtc_delay = self._rtc_delay_for(t_obs, chunk)  # before this delay joins the history
         self._delays.append(delay)
 
         due = chunk.absolute_stamps(t_obs)
@@ -292,7 +350,7 @@ class ExecutionEngine:
         values = self._merge(times, new)
         self._plan = self._splice(now, times, values, keep_old=cfg.mode == "rtc")
         execute = min(cfg.execution_horizon or chunk.n_action_steps, len(due))
-        self._last = _ChunkInfo(t_obs, chunk.dt, len(due), execute)
+        self._last = _ChunkInfo(t_obs, chunk.dt, np.asarray(chunk.stamps, np.float64), execute)
         self._ran_out = False
         self._rtc_issued = None
         self._count(chunks_accepted=1, stale_actions_dropped=n_stale, rtc_actions_skipped=n_skipped)
@@ -322,9 +380,9 @@ class ExecutionEngine:
         plan, last = self._plan, self._last
         if plan is None or last is None:
             return None
-        grid = t_obs + np.arange(last.horizon) * last.dt
+        grid = t_obs + last.stamps
         s = last.horizon - int(np.count_nonzero(grid <= plan.end + TIME_EPS))
-        d = self._delay_steps(last.dt)
+        d = self._delay_steps(last.dt, float(last.stamps[0]))
         self._rtc_issued = (t_obs, d)
         return RtcPrefix(t_obs, plan.sample(grid), rtc_prefix_weights(d, s, last.horizon), d, s)
 
@@ -356,6 +414,11 @@ class ExecutionEngine:
             return False
         return t >= self.next_request_time()
 
+    def request_ended(self) -> None:
+        """The request in flight was answered by a chunk that never reached :meth:`submit`
+        (the control loop refused it): another may start at once."""
+        self._in_flight_since = None
+
     def request_started(self, t: float) -> None:
         """Record a request started at ``t``; the next :meth:`submit` ends it."""
         since = self._in_flight_since
@@ -375,18 +438,20 @@ class ExecutionEngine:
             return 0.0
         return float(np.quantile(np.asarray(self._delays), self.config.request_latency_quantile))
 
-    def _delay_steps(self, dt: float) -> int:
-        """RTC's d: policy steps from the observation to the first action still usable on arrival,
-        from the max recent delay (conservative) plus the latency margin."""
+    def _delay_steps(self, dt: float, first_due: float) -> int:
+        """RTC's d: actions of a chunk (the first due ``first_due`` after its observation) that
+        fall before the first one still usable on arrival, from the max recent delay
+        (conservative) plus the latency margin."""
         if not self._delays:
             return 0
-        return math.ceil((max(self._delays) + self.config.latency_margin_s) / dt - TIME_EPS)
+        late = max(self._delays) + self.config.latency_margin_s - first_due
+        return max(0, math.ceil(late / dt - TIME_EPS))
 
-    def _rtc_delay_for(self, t_obs: float, dt: float) -> int:
+    def _rtc_delay_for(self, t_obs: float, chunk: ActionChunk) -> int:
         issued = self._rtc_issued
         if issued is not None and abs(issued[0] - t_obs) <= TIME_EPS:
             return issued[1]
-        return self._delay_steps(dt)
+        return self._delay_steps(chunk.dt, float(chunk.stamps[0]))
 
     def _merge(self, times: np.ndarray, new: np.ndarray) -> np.ndarray:
         """The plan's values at ``times`` (the new chunk's used stamps), per mode."""

@@ -7,8 +7,7 @@ Two kinds of rule, on purpose:
   asks a bit too much still moves, just more slowly or less far.
 * **Refusals** reject a command that means something is wrong: NaN/inf anywhere, a degenerate
   rotation, a jump beyond the largest plausible step (a target 1 m away is a bug or a
-  corrupted message, not something to approach at the speed limit), and, for joint-space
-  commands, a move that takes the tool further out of the workspace. A refused command is
+  corrupted message, not something to approach at the speed limit). A refused command is
   replaced by a *hold*: the commanded velocity ramps to zero at the acceleration limit, from
   wherever the robot is, rather than stopping dead (which the hardware cannot do either).
 
@@ -19,20 +18,39 @@ acceleration limit (the exact discrete-time braking curve), so the command never
 current target. A target may stop dead at any tick (a workspace clamp, the end of a chunk,
 a refused command), and the only way never to overshoot one is to be able to stop there: the
 price is a lag behind a moving target of ``v^2 / (2 a) - v dt / 2`` per joint (10 mrad at
-0.5 rad/s, 10 rad/s^2, 125 Hz), which a larger acceleration limit shrinks. Every intervention
-is counted by reason (:attr:`SafetyFilter.counts`) and reported with the command. numpy only:
-this runs at the controller rate (125 or 500 Hz).
+0.5 rad/s, 10 rad/s^2, 125 Hz), which a larger acceleration limit shrinks.
+
+**The braking envelope.** A hold can begin at any tick, and it decelerates all joints together
+along their current direction (see :meth:`SafetyFilter.hold`), which for a joint that is not the
+slowest to stop is a longer path than its own braking curve. So every joint command is also
+checked at its *stopping point*, where a hold begun from it would come to rest: that point must
+lie inside the joint position limits and keep the TCP inside the workspace box (or, for an arm
+that starts outside either, no further out than the previous command's stopping point). When
+the command would break that, the filter brakes earlier: it takes the largest step between the
+hold's own next step (which always keeps the stopping point) and the command, so the arm slows
+down as it nears a limit instead of being clipped to a stop at it. A joint-space command cannot
+be clamped into a Cartesian box, and this is how it is kept inside one: it slows and stops at
+the boundary; moving back in, or along it, stays allowed.
+
+Every intervention is counted by reason (:attr:`SafetyFilter.counts`) and reported with the
+command. numpy only: this runs at the controller rate (125 or 500 Hz).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from policy_runtime.robots.poses import EE_ACTION_DIM, matrix_from_rot6d, rot6d_from_matrix
+from policy_runtime.robots.poses import (
+    EE_ACTION_DIM,
+    matrix_from_rot6d,
+    rot6d_from_matrix,
+    valid_rot6d,
+)
 from policy_runtime.robots.ur5 import UR5_POSITION_LIMITS, UR5_VELOCITY_LIMITS
 
 __all__ = [
@@ -48,7 +66,7 @@ __all__ = [
 ]
 
 #: Reasons a command is refused (replaced by a hold).
-Refusal = Literal["non_finite", "invalid_rotation", "joint_jump", "ee_jump", "workspace_exit"]
+Refusal = Literal["non_finite", "invalid_rotation", "joint_jump", "ee_jump"]
 #: Reasons a command is changed but still executed.
 Clamp = Literal[
     "position_limit",
@@ -62,14 +80,17 @@ Clamp = Literal[
 Intervention = Literal[Refusal, Clamp]
 #: Every intervention, in a fixed order (the keys of :attr:`SafetyFilter.counts`).
 INTERVENTIONS: tuple[Intervention, ...] = get_args(Intervention)
+#: The TCP position (3,) in ``base_link`` of joint positions (6,): what the workspace check of
+#: joint commands needs from the arm's kinematics.
+TcpPosition = Callable[[np.ndarray], np.ndarray]
+#: Halvings of the search for the largest step that keeps the braking envelope (2^-10 of the
+#: step: finer than any limit is stated).
+_ENVELOPE_BISECTIONS = 10
 
 #: Default joint acceleration limit (rad/s^2, every joint), also the deceleration of a hold: a
 #: UR5 at the default velocity fraction (pi / 2 rad/s) stops in 0.16 s, and a 10 Hz policy's
 #: velocity changes of a few tenths of rad/s between waypoints are followed within 30 ms.
 DEFAULT_JOINT_ACCELERATION = 10.0
-#: A 6D rotation whose rows are shorter than this, or closer than this to parallel (sine of
-#: the angle between them), does not define a rotation: Gram-Schmidt would amplify noise.
-_DEGENERATE_ROT6D = 1e-6
 
 
 class SafetyLimits(BaseModel):
@@ -178,13 +199,7 @@ def _check_dt(dt: float) -> float:
 
 def _rotation(rot6d: np.ndarray) -> np.ndarray | None:
     """The rotation a 6D encoding stands for, or None if its rows do not define one."""
-    a1, a2 = rot6d[:3], rot6d[3:]
-    n1, n2 = np.linalg.norm(a1), np.linalg.norm(a2)
-    if min(n1, n2) < _DEGENERATE_ROT6D or np.linalg.norm(np.cross(a1, a2)) < (
-        _DEGENERATE_ROT6D * n1 * n2
-    ):
-        return None
-    return matrix_from_rot6d(rot6d)
+    return matrix_from_rot6d(rot6d) if valid_rot6d(rot6d) else None
 
 
 def _rotation_log(rotation: np.ndarray) -> tuple[np.ndarray, float]:
@@ -337,20 +352,6 @@ class SafetyFilter:
         position = np.asarray(position, dtype=np.float64)
         return float(np.linalg.norm(position - np.clip(position, self._box_lo, self._box_hi)))
 
-    def allows_tcp_motion(self, position_prev: np.ndarray, position: np.ndarray) -> bool:
-        """Whether a joint command may move the TCP from ``position_prev`` to ``position``:
-        refused (and counted as ``workspace_exit``) when it ends further outside the box than
-        it started. Joint-space commands cannot be clamped into a Cartesian box, but they can
-        be stopped from leaving it; moving back in, or along the outside, stays allowed so an
-        arm that starts outside can recover. Pass the TCP at each command's
-        :meth:`stopping_point`, not at the command itself, and the hold that a refusal
-        starts also ends inside.
-        """
-        if self.workspace_distance(position) > self.workspace_distance(position_prev):
-            self._report(["workspace_exit"])
-            return False
-        return True
-
     # -- joints --------------------------------------------------------------------------
 
     def filter_joints(
@@ -361,6 +362,7 @@ class SafetyFilter:
         dt: float,
         *,
         gripper: float | None = None,
+        tcp: TcpPosition | None = None,
     ) -> SafeJointCommand:
         """The joint command to send ``dt`` after the previous one (``q_prev``, sent with
         velocity ``v_prev``), heading for the target ``q_cmd``.
@@ -369,9 +371,12 @@ class SafetyFilter:
         ``max_joint_jump_rad`` from ``q_prev`` on any joint. Otherwise: the target is clamped
         to the position limits; the velocity toward it is capped so every joint could still
         brake to a stop at it, then scaled into the velocity limits, and its change from
-        ``v_prev`` scaled into the acceleration limits (both uniformly, keeping direction).
-        ``acceleration_limit`` is reported when that last scaling acts; the braking cap is how
-        the filter follows any target, and acts on every tick of a motion, so it is not.
+        ``v_prev`` scaled into the acceleration limits (both uniformly, keeping direction);
+        then the braking envelope (module docs) keeps the command's stopping point inside the
+        position limits and, given ``tcp`` (the arm's kinematics), the TCP's inside the
+        workspace box. ``acceleration_limit`` is reported when that scaling acts; the braking
+        cap is how the filter follows any target, and acts on every tick of a motion, so it is
+        not; the envelope reports ``position_limit`` or ``workspace``.
         """
         q_cmd = _vector(q_cmd, 6, "q_cmd", finite=False)
         q_prev = _vector(q_prev, 6, "q_prev", finite=True)
@@ -400,13 +405,14 @@ class SafetyFilter:
         if accel_scale < 1.0:
             reasons.append("acceleration_limit")
             velocity = v_prev + accel_scale * change
-        if brake_scale == speed_scale == accel_scale == 1.0:
+        velocity, envelope = self._braking_envelope(q_prev, v_prev, velocity, dt, tcp)
+        for reason in envelope:
+            if reason not in reasons:
+                reasons.append(reason)
+        if brake_scale == speed_scale == accel_scale == 1.0 and not envelope:
             q_safe = target  # exactly, without the round-off of q_prev + gap
         else:
-            q = q_prev + velocity * dt
-            q_safe = np.clip(q, self._lower, self._upper)
-            if np.any(q_safe != q) and "position_limit" not in reasons:
-                reasons.append("position_limit")
+            q_safe = q_prev + velocity * dt
 
         grip = gripper
         if gripper is not None:
@@ -422,6 +428,61 @@ class SafetyFilter:
             interventions=self._report(reasons),
         )
 
+    def _braking_envelope(
+        self,
+        q_prev: np.ndarray,
+        v_prev: np.ndarray,
+        velocity: np.ndarray,
+        dt: float,
+        tcp: TcpPosition | None,
+    ) -> tuple[np.ndarray, list[Intervention]]:
+        """``velocity``, or the largest step toward it from the hold's next velocity, such that
+        the stopping point stays inside the limits (see the module docs); and which limit
+        made it brake. The hold's own step keeps the previous command's stopping point, so it
+        is always allowed: that is the fallback, and the search's lower end."""
+        stop_prev = self.stopping_point(q_prev, v_prev)
+        joint_allowance = np.maximum(self._outside(q_prev), self._outside(stop_prev)) + 1e-12
+        tcp_allowance = (
+            0.0
+            if tcp is None
+            else max(self.workspace_distance(tcp(q_prev)), self.workspace_distance(tcp(stop_prev)))
+            + 1e-12
+        )
+
+        def violates(v: np.ndarray) -> list[Intervention]:
+            stop = self.stopping_point(q_prev + v * dt, v)
+            broken: list[Intervention] = []
+            if np.any(self._outside(stop) > joint_allowance):
+                broken.append("position_limit")
+            if tcp is not None and self.workspace_distance(tcp(stop)) > tcp_allowance:
+                broken.append("workspace")
+            return broken
+
+        broken = violates(velocity)
+        if not broken:
+            return velocity, []
+        v_hold = self._hold_velocity(v_prev, dt)
+        low, high = 0.0, 1.0
+        for _ in range(_ENVELOPE_BISECTIONS):
+            middle = 0.5 * (low + high)
+            if violates(v_hold + middle * (velocity - v_hold)):
+                high = middle
+            else:
+                low = middle
+        return v_hold + low * (velocity - v_hold), broken
+
+    def _outside(self, q: np.ndarray) -> np.ndarray:
+        """How far (rad) each joint of ``q`` lies outside its position limits; 0 inside."""
+        return np.maximum(np.maximum(self._lower - q, q - self._upper), 0.0)
+
+    def _hold_velocity(self, v_prev: np.ndarray, dt: float) -> np.ndarray:
+        """The next velocity of the hold ramp from ``v_prev``: ``a dt`` closer to rest for the
+        joint that needs longest, the others in proportion (the direction is kept)."""
+        remaining = self.stopping_time(v_prev)
+        if remaining <= dt:
+            return np.zeros(6)
+        return v_prev * (1.0 - dt / remaining)
+
     def _refuse_joints(
         self, q_prev: np.ndarray, v_prev: np.ndarray, dt: float, reason: Refusal
     ) -> SafeJointCommand:
@@ -429,31 +490,29 @@ class SafetyFilter:
         return replace(held, refusal=reason, interventions=self._report([reason]))
 
     def hold(self, q_prev: np.ndarray, v_prev: np.ndarray, dt: float) -> SafeJointCommand:
-        """One tick of bringing the arm to rest: the velocity ramps linearly to zero, all joints
-        together (the path keeps its direction), at the acceleration limit of the joint that
-        needs longest. At rest it stays put. Standstill is reached :meth:`stopping_time` after
-        the hold begins, rounded up to a whole tick.
+        """One tick of ``dt`` bringing the arm to rest: the velocity ramps linearly to zero, all
+        joints together (the path keeps its direction), at the acceleration limit of the joint
+        that needs longest. At rest it stays put. Standstill is reached :meth:`stopping_time`
+        after the hold begins, rounded up to a whole tick. Never clipped to the position
+        limits: the braking envelope of :meth:`filter_joints` starts braking early enough that
+        the ramp ends inside them (a clip would be a stop with no deceleration at all).
         """
         q_prev = _vector(q_prev, 6, "q_prev", finite=True)
         v_prev = _vector(v_prev, 6, "v_prev", finite=True)
-        dt = _check_dt(dt)
-        remaining = self.stopping_time(v_prev)
-        velocity = v_prev * max(0.0, 1.0 - dt / remaining) if remaining > 0.0 else np.zeros(6)
-        q = np.clip(q_prev + velocity * dt, self._lower, self._upper)
+        velocity = self._hold_velocity(v_prev, _check_dt(dt))
+        q = q_prev + velocity * dt
         return SafeJointCommand(
             q, (q - q_prev) / dt, None, hold=True, refusal=None, interventions=()
         )
 
-    def stopping_point(self, q: np.ndarray, velocity: np.ndarray, dt: float) -> np.ndarray:
+    def stopping_point(self, q: np.ndarray, velocity: np.ndarray) -> np.ndarray:
         """Where a :meth:`hold` starting after command ``q`` (sent with ``velocity``) comes to
-        rest: the ramp's steps ``v (1 - k dt / T) dt`` summed over the K = ceil(T / dt) - 1
-        ticks that still move, ``T`` the :meth:`stopping_time` (position limits aside)."""
+        rest, at the latest: ``q + v T / 2``, ``T`` the :meth:`stopping_time`. The ramp's
+        ticks move at its velocity at each tick's end, so whatever the ticks' lengths it
+        covers at most the continuous ramp's distance; and each step of the ramp brings this
+        point no further, which is what lets the braking envelope fall back on it."""
         q = _vector(q, 6, "q", finite=True)
-        time = self.stopping_time(velocity)
-        ticks = max(0, int(np.ceil(time / _check_dt(dt) - 1e-9)) - 1)
-        if ticks == 0:
-            return q
-        return q + velocity * dt * (ticks - dt / time * ticks * (ticks + 1) / 2)
+        return q + velocity * (0.5 * self.stopping_time(velocity))
 
     def stopping_time(self, velocity: np.ndarray) -> float:
         """Seconds a hold needs to bring joint velocities ``velocity`` to zero:

@@ -1,21 +1,23 @@
-"""Decides when the robot must hold: stale data, no data yet, a software e-stop.
+"""Decides when the robot must hold: stale data, no data yet, a frozen joint-state feed, the
+e-stop input.
 
-A policy acting on an old observation, or an executor running out an old chunk, moves the arm
-blind; the watchdog notices and says *hold*. It only decides: the control loop turns a hold
-into a deceleration ramp (:meth:`~policy_runtime.execution.safety.SafetyFilter.hold`), so
-the command comes to rest ``max_j |v_j| / a_j`` (rounded up to a whole tick) after the last
-command before the hold.
+A policy acting on an old observation, an executor running out an old chunk, or a loop that
+checks its commands against joint states that stopped coming moves the arm blind; the watchdog
+notices and says *hold*, naming the reason. It only decides: the supervisor
+(:mod:`policy_runtime.execution.supervisor`) turns an e-stop into a latched stop and staleness
+into a hold that lasts while the data is stale, and the control loop decelerates the arm
+(:meth:`~policy_runtime.execution.safety.SafetyFilter.hold`).
 
-* Staleness clears by itself: a hold for stale data ends on the first tick at which data
-  fresher than the threshold has arrived (``*_received``), and never earlier.
-* The e-stop latches: once its input has been active, the hold stays until :meth:`reset`, and
-  :meth:`reset` is refused while the input is still active, so releasing a button alone never
-  restarts the arm.
+* Observations and chunks are judged by their stamps: the newest *received* stamp counts, not
+  the largest (when the clock jumps back, a sim reset, old stamps would otherwise look like the
+  future for ever), and a stamp ahead of ``t`` by more than ``max_future_s`` means the clocks
+  disagree, which is a hold too.
+* Joint states are judged by when their stamp last *changed*, on the loop's own clock: a driver
+  that keeps publishing one old sample, or a subscriber that keeps handing over the last message
+  it got, is as frozen as one that went silent, and this needs no agreement between the
+  driver's clock and the loop's.
 
-Stamps and ``t`` are seconds on one clock (ROS time; see the architecture's time rules). The
-newest *received* stamp counts, not the largest: when the clock jumps back (a sim reset), the
-old stamps would otherwise look like the future for ever. A stamp ahead of ``t`` by more than
-``max_future_s`` means the clocks disagree, which is a hold too.
+Stamps and ``t`` are seconds on one clock (ROS time; see the architecture's time rules).
 """
 
 from __future__ import annotations
@@ -26,14 +28,36 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Watchdog", "WatchdogConfig", "WatchdogReason", "WatchdogState", "WatchdogStatus"]
+__all__ = [
+    "INPUT_REASONS",
+    "PLAN_REASONS",
+    "Watchdog",
+    "WatchdogConfig",
+    "WatchdogReason",
+    "WatchdogStatus",
+]
 
 WatchdogReason = Literal[
-    "estop", "no_observation", "observation_stale", "no_chunk", "chunk_stale", "stamp_in_future"
+    "estop",
+    "no_observation",
+    "observation_stale",
+    "no_joint_states",
+    "joint_states_stale",
+    "stamp_in_future",
+    "no_chunk",
+    "chunk_stale",
 ]
-#: ``running``: commands flow; ``holding``: stale or missing data (clears on fresh data);
-#: ``estop``: latched until :meth:`Watchdog.reset`.
-WatchdogState = Literal["running", "holding", "estop"]
+#: The reasons that hold until the data is fresh again (the chunk's are the plan's concern).
+INPUT_REASONS: frozenset[WatchdogReason] = frozenset(
+    {
+        "no_observation",
+        "observation_stale",
+        "no_joint_states",
+        "joint_states_stale",
+        "stamp_in_future",
+    }
+)
+PLAN_REASONS: frozenset[WatchdogReason] = frozenset({"no_chunk", "chunk_stale"})
 
 
 class WatchdogConfig(BaseModel):
@@ -49,20 +73,25 @@ class WatchdogConfig(BaseModel):
     #: How far a stamp may lie ahead of ``t`` (clock jitter between processes) before it counts
     #: as a clock mismatch.
     max_future_s: float = Field(default=0.05, ge=0.0)
+    #: The joint-state stamp may stay unchanged this long (loop time): six missed samples of
+    #: the UR driver's 125 Hz, and more than its ``robot_receive_timeout`` (0.04 s), after which
+    #: the robot program itself would stop.
+    max_joint_state_age_s: float = Field(default=0.05, gt=0.0)
 
 
 @dataclass(frozen=True)
 class WatchdogStatus:
-    state: WatchdogState
-    #: Every reason that holds the robot now (empty while running).
+    #: Every reason that holds the robot now (empty: all fresh).
     reasons: tuple[WatchdogReason, ...]
     #: ``t`` minus the newest stamp; None before the first one arrived.
     observation_age_s: float | None
     chunk_age_s: float | None
+    #: Loop time since the joint-state stamp last changed; None before the first.
+    joint_state_age_s: float | None
 
     @property
     def hold(self) -> bool:
-        return self.state != "running"
+        return bool(self.reasons)
 
 
 class Watchdog:
@@ -72,8 +101,9 @@ class Watchdog:
         self.config = config or WatchdogConfig()
         self._observation_stamp: float | None = None
         self._chunk_stamp: float | None = None
+        self._joint_stamp: float | None = None
+        self._joint_changed_at: float | None = None
         self._estop_input = False
-        self._estop_latched = False
         #: Stamps ignored because they were NaN or inf (a corrupt message must not count as
         #: fresh data, and must not crash the caller's callback either).
         self.rejected_stamps = 0
@@ -88,6 +118,12 @@ class Watchdog:
         if self._accept(stamp):
             self._chunk_stamp = float(stamp)
 
+    def joint_state_received(self, stamp: float, t: float) -> None:
+        """The loop got a joint-state sample stamped ``stamp`` at loop time ``t``."""
+        if self._accept(stamp) and stamp != self._joint_stamp:
+            self._joint_stamp = float(stamp)
+            self._joint_changed_at = float(t)
+
     def _accept(self, stamp: float) -> bool:
         if math.isfinite(stamp):
             return True
@@ -95,31 +131,16 @@ class Watchdog:
         return False
 
     def set_estop(self, active: bool) -> None:
-        """The e-stop input's current level; active latches a hold."""
+        """The e-stop input's current level (the supervisor latches it)."""
         self._estop_input = bool(active)
-        self._estop_latched = self._estop_latched or self._estop_input
 
     @property
     def estop_active(self) -> bool:
         return self._estop_input
 
-    @property
-    def estop_latched(self) -> bool:
-        return self._estop_latched
-
-    def reset(self) -> bool:
-        """Clear a latched e-stop. Refused (returns False) while the input is still active;
-        True otherwise. Staleness is not reset: it follows the data."""
-        if self._estop_input:
-            return False
-        self._estop_latched = False
-        return True
-
     def check(self, t: float) -> WatchdogStatus:
-        """The state at time ``t``: running, or holding and why."""
-        if not math.isfinite(t):
-            raise ValueError(f"t must be finite, got {t}")
-        reasons: list[WatchdogReason] = ["estop"] if self._estop_latched else []
+        """Every reason to hold at (finite) time ``t``."""
+        reasons: list[WatchdogReason] = ["estop"] if self._estop_input else []
         observation_age = self._age(
             t,
             self._observation_stamp,
@@ -127,13 +148,15 @@ class Watchdog:
             reasons,
             ("no_observation", "observation_stale"),
         )
+        joint_age = None if self._joint_changed_at is None else t - self._joint_changed_at
+        if joint_age is None:
+            reasons.append("no_joint_states")
+        elif joint_age > self.config.max_joint_state_age_s:
+            reasons.append("joint_states_stale")
         chunk_age = self._age(
             t, self._chunk_stamp, self.config.max_chunk_age_s, reasons, ("no_chunk", "chunk_stale")
         )
-        state: WatchdogState = (
-            "estop" if self._estop_latched else ("holding" if reasons else "running")
-        )
-        return WatchdogStatus(state, tuple(reasons), observation_age, chunk_age)
+        return WatchdogStatus(tuple(reasons), observation_age, chunk_age, joint_age)
 
     def _age(
         self,

@@ -7,7 +7,7 @@ behind the same interface (imports torch).
 
 from __future__ import annotations
 
-from policy_runtime.inference.chunk import ActionChunk
+from policy_runtime.chunk import ActionChunk
 from policy_runtime.inference.manifest import BundleError, Manifest
 from policy_runtime.inference.providers import RuntimeOptions, choose_providers
 from policy_runtime.inference.runtime import (

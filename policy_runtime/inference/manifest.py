@@ -89,6 +89,9 @@ class ActionSpec(_Strict):
     #: Predicted horizon H; the runtime returns its steps from ``n_obs_steps - 1`` on.
     horizon: int = Field(gt=0)
     n_action_steps: int = Field(gt=0)
+    #: Returned action ``i`` is due ``(i + offset_steps) / control_hz`` after the newest
+    #: observation (the training data's ``action_offset_steps``; absent in older bundles: 0).
+    offset_steps: int = Field(default=0, ge=0)
     #: ``ee``: position (3, m) + 6D rotation + gripper opening in base_link; ``joint``: six joint
     #: positions (rad) + gripper; ``other``: anything else (a foreign dataset's actions).
     representation: Literal["ee", "joint", "other"]

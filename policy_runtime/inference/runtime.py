@@ -21,7 +21,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 import onnxruntime as ort
 
-from policy_runtime.inference.chunk import ActionChunk, ChunkPrefix
+from policy_runtime.chunk import ActionChunk, ChunkPrefix
 from policy_runtime.inference.manifest import (
     BundleError,
     BundleFiles,
@@ -95,7 +95,8 @@ class PolicyRuntime(abc.ABC):
         (computed in float32), images must be uint8. ``noise`` ``([B,] H, Da)`` fixes the
         sampler's start; otherwise it is drawn from ``rng`` (a fresh default generator if None),
         as is DDPM's per-step noise. Returns unnormalised actions from the newest observation
-        to the end of the horizon, stamped ``i / control_hz`` after it.
+        to the end of the horizon, stamped ``(i + offset_steps) / control_hz`` after it (the
+        manifest's ``action.offset_steps``).
 
         ``prefix`` (real-time chunking, e.g. the engine's ``rtc_prefix``): a diffusion sampler
         is guided toward the committed actions at every step (x0-space inpainting with the
@@ -130,6 +131,7 @@ class PolicyRuntime(abc.ABC):
             actions[0] if unbatched else actions,
             spec.n_action_steps,
             1.0 / self.specs.control_hz,
+            spec.offset_steps,
         )
 
     @abc.abstractmethod

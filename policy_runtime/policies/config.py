@@ -59,6 +59,9 @@ class PolicyConfig(BaseModel):
     #: Actions per second (the dataset's ``control_hz``): action ``i`` of a chunk is due
     #: ``i / control_hz`` after the observation it is aligned with.
     control_hz: float = Field(default=10.0, gt=0)
+    #: Steps after that time that action ``i`` is due: ``(i + action_offset_steps) /
+    #: control_hz`` (the dataset's ``action_offset_steps``).
+    action_offset_steps: int = Field(default=0, ge=0)
 
     down_dims: tuple[int, ...] = (64, 128, 256)
     kernel_size: int = 5

@@ -32,6 +32,23 @@ def matrix_from_rot6d(rot6d: np.ndarray) -> np.ndarray:
     return np.stack([b1, b2, b3], axis=-2)
 
 
+#: A 6D rotation whose rows are shorter than this, or closer than this to parallel (sine of the
+#: angle between them), does not define a rotation: Gram-Schmidt would amplify noise.
+DEGENERATE_ROT6D = 1e-6
+
+
+def valid_rot6d(rot6d: np.ndarray) -> np.ndarray:
+    """(..., 6) -> (...) bool: whether each 6D encoding defines a rotation (finite rows, neither
+    near zero nor near parallel), i.e. whether :func:`matrix_from_rot6d` is well conditioned."""
+    rot6d = np.asarray(rot6d, dtype=np.float64)
+    a1, a2 = rot6d[..., :3], rot6d[..., 3:]
+    with np.errstate(invalid="ignore", over="ignore"):
+        n1, n2 = np.linalg.norm(a1, axis=-1), np.linalg.norm(a2, axis=-1)
+        sine = np.linalg.norm(np.cross(a1, a2), axis=-1)
+        ok = (np.minimum(n1, n2) >= DEGENERATE_ROT6D) & (sine >= DEGENERATE_ROT6D * n1 * n2)
+    return ok & np.all(np.isfinite(rot6d), axis=-1)
+
+
 def pose_to_ee_action(pose: np.ndarray, gripper: float) -> np.ndarray:
     """4x4 pose + gripper opening -> (10,) float32 action."""
     return np.concatenate(

@@ -77,6 +77,7 @@ def prepare(config: TrainConfig) -> TrainingData:
         n_action_steps=config.n_action_steps,
         # Diffusion Policy's stores carry no schema; its PushT and real-robot data run at 10 Hz.
         control_hz=ds.schema.control_hz if ds.schema is not None else 10.0,
+        action_offset_steps=ds.schema.action_offset_steps if ds.schema is not None else 0,
         **config.model.as_policy_fields(),
     )
     val_mask = split_episodes(ds.n_episodes, config.val_ratio, config.seed)

@@ -1,12 +1,19 @@
 """An action chunk as the runtime hands it to the execution engine: actions with their stamps.
 
+A plain type (numpy only) in a module of its own: the inference runtime makes chunks and the
+execution engine consumes them, and neither needs the other's dependencies for it.
+
 The architecture's time rule: a chunk predicted from observations whose newest stamp is
 ``t_obs`` has action ``i`` due at ``t_obs + (i + offset) * dt``. The runtime keeps the part of the
 predicted horizon that starts at the newest observation (index ``n_obs_steps - 1`` of the
-prediction, Diffusion Policy's alignment), so here ``offset = 0`` and ``stamps[i] = i * dt``:
-``actions[0]`` is due at ``t_obs`` itself. The engine decides which of them are still in the
-future when the chunk arrives; ``n_action_steps`` is what the policy was trained to execute
-before re-planning, and the rest of the horizon is there for blending and real-time chunking.
+prediction, Diffusion Policy's alignment), and ``offset`` is the data's own timing
+(``action_offset_steps`` of the dataset, carried by the bundle): 0 when an action was recorded as
+the command sent at its step's observation (a teleop recorder, Diffusion Policy's real data), 1
+when it was recorded as the target reached at the end of the step (this project's simulated
+demonstrations: the env moves to the action over the step). The engine decides which actions
+are still in the future when the chunk arrives; ``n_action_steps`` is what the policy was
+trained to execute before re-planning, and the rest of the horizon is there for blending and
+real-time chunking.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ class ChunkPrefix(Protocol):
     """Actions already committed for the chunk about to be predicted (real-time chunking).
 
     ``actions`` ``(n, action_dim)`` unnormalised and ``weights`` ``(n,)`` in [0, 1], both on the
-    chunk's own grid (``i = 0`` due at the newest observation, like :class:`ActionChunk`):
+    chunk's own grid (``i`` due at the chunk's ``stamps[i]``, like :class:`ActionChunk`):
     ``weights[i] = 1`` where the new chunk must continue the committed plan (it executes during
     inference anyway), decaying to 0 where the policy is free.
     :class:`policy_runtime.execution.RtcPrefix` is one.
@@ -62,10 +69,14 @@ class ActionChunk:
             raise ValueError(f"dt must be > 0, got {self.dt}")
 
     @classmethod
-    def from_actions(cls, actions: np.ndarray, n_action_steps: int, dt: float) -> ActionChunk:
-        """Stamp ``actions`` at ``0, dt, 2 dt, ...`` after the newest observation."""
-        n = actions.shape[-2]
-        return cls(actions, np.arange(n, dtype=np.float64) * dt, n_action_steps, dt)
+    def from_actions(
+        cls, actions: np.ndarray, n_action_steps: int, dt: float, offset_steps: int = 0
+    ) -> ActionChunk:
+        """Stamp ``actions`` at ``(i + offset_steps) * dt`` after the newest observation."""
+        if offset_steps < 0:
+            raise ValueError(f"offset_steps must be >= 0, got {offset_steps}")
+        stamps = (np.arange(actions.shape[-2], dtype=np.float64) + offset_steps) * dt
+        return cls(actions, stamps, n_action_steps, dt)
 
     @property
     def batched(self) -> bool:
