@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: Times closer than this are one instant (sums of periods drift by ~1e-16 s).
+_TIME_EPS = 1e-9
 #: Ticks between two checks of the median interval (and the fewest intervals a check needs).
 _RATE_CHECK_EVERY = 10
 
@@ -103,7 +105,7 @@ class TickTiming:
         if self._last_sent is None:
             return self.period_s, self.period_s
         elapsed = t - self._last_sent
-        if elapsed < self.min_tick_fraction * self.period_s:
+        if elapsed < self.min_tick_fraction * self.period_s - _TIME_EPS:
             self._early += 1
             return None
         return min(elapsed, self.period_s), elapsed

@@ -1,0 +1,488 @@
+"""The control loop of policy_runtime.execution: real-time step limits, the supervisor, following
+the measured arm, and every bad input held and counted, never raised.
+
+Deterministic: a fake clock, nothing sleeps. The loop runs a 100 Hz controller (DT = 10 ms)
+with the default limits (v = pi/2 rad/s, a = 10 rad/s^2: the velocity changes by at most
+a DT = 0.1 rad/s per full tick); every expected number is worked out in the comments. Chunks
+go through the real engine: a straight line on the shoulder pan, offset 0 (action 0 due at the
+observation), so the target at ``t`` is ``start + speed * (t - t_obs)``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from policy_runtime.execution import (
+    ActionChunk,
+    ControlLoop,
+    ExecutorConfig,
+    FakeClock,
+    JointCommand,
+    LoopConfig,
+    SafetyLimits,
+    Supervisor,
+    WatchdogConfig,
+)
+from policy_runtime.execution.kinematics import EeToJoint
+from policy_runtime.robots.poses import rot6d_from_matrix
+
+DT = 0.01
+V_MAX = np.pi / 2
+ACCEL = 10.0
+A_DT = ACCEL * DT
+HOME_Q = np.array([0.0, -1.9, 1.9, -1.571, -1.571, 0.0])
+PAN = np.eye(6)[0]
+SLACK = 1e-9
+REPO = Path(__file__).resolve().parents[1]
+
+
+def line(speed: float, start: np.ndarray = HOME_Q, seconds: float = 20.0) -> np.ndarray:
+    """Joint actions (n, 7) every 0.1 s: the shoulder pan moving at ``speed`` rad/s, gripper 0.5."""
+    steps = np.arange(int(seconds / 0.1) + 1)[:, None]
+    return np.hstack([start + speed * 0.1 * steps * PAN, np.full((len(steps), 1), 0.5)])
+
+
+def chunk(actions: np.ndarray) -> ActionChunk:
+    return ActionChunk.from_actions(np.asarray(actions, dtype=np.float64), 8, 0.1)
+
+
+#: A workspace box the shoulder pan's lines stay inside (the default box is the table cell's,
+#: which a pan of ~0.7 rad leaves: its own tests are the end-effector ones below).
+WIDE_BOX = {"workspace_min_m": (-2.0, -2.0, -2.0), "workspace_max_m": (2.0, 2.0, 2.0)}
+
+
+class Rig:
+    """A loop on a fake clock and an arm that follows its commands exactly (unless told)."""
+
+    def __init__(
+        self,
+        action_space: str = "joint",
+        *,
+        loop: dict[str, Any] | None = None,
+        limits: dict[str, Any] | None = None,
+        watchdog: dict[str, Any] | None = None,
+    ) -> None:
+        self.clock = FakeClock(0.0)
+        config = ExecutorConfig(
+            # No latency margin: a chunk's action 0, due at its observation, is the first
+            # target, so the target is exactly the line from the start.
+            execution={"latency_margin_s": 0.0},
+            loop=LoopConfig(controller_hz=1.0 / DT, **(loop or {})),
+            limits=SafetyLimits(**(WIDE_BOX if limits is None else limits)),
+            # Long chunks in these tests: the plan's age is tested on its own.
+            watchdog=WatchdogConfig(**{"max_chunk_age_s": 100.0, **(watchdog or {})}),
+        )
+        self.loop: ControlLoop = config.build(self.clock, action_space)  # type: ignore[arg-type]
+        self.q = HOME_Q.copy()  # the measured arm
+        self.blocked = False
+
+    def tick(self, t: float, *, observe: bool = True, **measurement: Any) -> JointCommand | None:
+        """A tick at ``t`` with a fresh observation; the measured joints are the arm's (or
+        ``q=``, with ``stamp=``); an unblocked arm then moves to the command."""
+        if math.isfinite(t) and t > self.clock.now():
+            self.clock.set(t)
+        if observe and math.isfinite(t):
+            self.loop.observation_received(t)
+        q = measurement.get("q", self.q)
+        command = self.loop.tick(t, q, measurement.get("stamp", t))
+        if command is not None and not self.blocked and "q" not in measurement:
+            self.q = command.q.copy()
+        return command
+
+    def run(self, ticks: range | list[float], **kwargs: Any) -> list[JointCommand]:
+        times = [k * DT for k in ticks] if isinstance(ticks, range) else ticks
+        commands = [self.tick(t, **kwargs) for t in times]
+        assert all(c is not None for c in commands)
+        return commands  # type: ignore[return-value]
+
+    def start(self, speed: float = 0.5) -> None:
+        """First tick (at rest, waiting for a chunk), then a chunk observed at 0 is taken."""
+        first = self.tick(0.0)
+        assert first is not None and first.reasons == ("resuming",) and first.state == "resuming"
+        report = self.loop.submit(chunk(line(speed)), 0.0)
+        assert report.accepted, report
+        assert self.loop.state == "running"
+
+
+def real_time_limits(commands: list[JointCommand]) -> tuple[float, float]:
+    """The largest joint speed and acceleration of the commands actually sent (repeats are
+    the same command), per second of real time between them."""
+    sent = [c for c in commands if not c.repeat]
+    t = np.array([c.t for c in sent])
+    q = np.array([c.q for c in sent])
+    velocity = np.diff(q, axis=0) / np.diff(t)[:, None]
+    acceleration = np.diff(velocity, axis=0) / np.diff(t)[1:, None]
+    return float(np.abs(velocity).max()), float(np.abs(acceleration).max())
+
+
+# -- limits per second of real time ----------------------------------------------------------
+
+
+def test_ticks_at_four_times_the_controller_rate_move_no_faster_per_second():
+    """Ticks every 2.5 ms for a 10 ms controller, a target running away at 1.75 rad/s. Granting
+    each call a full period, as the loop did, moves at 4 x pi/2 = 6.3 rad/s. Here a tick less
+    than half a period after the last command repeats it, so a new step goes out every 5 ms,
+    limited over those 5 ms: never faster than pi/2 rad/s nor more than 10 rad/s^2, and the loop
+    reports that it ticks at another rate than the controller's."""
+    rig = Rig()
+    rig.start(speed=1.75)
+    commands = rig.run([k * DT / 4 for k in range(1, 401)])  # 1 s
+    speed, acceleration = real_time_limits(commands)
+    assert speed <= V_MAX * (1 + SLACK) and acceleration <= ACCEL * (1 + SLACK)
+    assert [c.repeat for c in commands[:4]] == [True, False, True, False]
+    assert rig.loop.counts["tick_too_early"] == 200
+    # At the cap for the last half second: pi/2 * 0.5 s of motion, no more.
+    half = commands[199].q[0], commands[-1].q[0]
+    assert half[1] - half[0] == pytest.approx(V_MAX * 0.5, rel=1e-9)
+    stats = rig.loop.tick_stats()
+    assert stats.rate_mismatch and stats.rate_mismatch_ticks > 0
+    assert stats.interval_p50_s == pytest.approx(DT / 4)
+
+    # A burst of 1000 ticks 1 us apart: one step, then the same command 999 times.
+    burst = rig.run([1.01 + k * 1e-6 for k in range(1000)])
+    assert all(c.repeat for c in burst[1:]) and not burst[0].repeat
+    assert np.abs(burst[-1].q - burst[0].q).max() == 0.0
+    assert burst[0].q[0] - commands[-1].q[0] <= V_MAX * DT * (1 + SLACK)
+    speed, acceleration = real_time_limits(commands + burst + rig.run([1.02, 1.03]))
+    assert speed <= V_MAX * (1 + SLACK) and acceleration <= ACCEL * (1 + SLACK)
+
+
+def test_a_late_tick_never_licenses_a_longer_step():
+    """At the pi/2 rad/s cap, a tick 5 periods late steps pi/2 * 10 ms = 15.7 mrad, not 5 times
+    that; the real speed over those 50 ms was pi/10, so the next tick accelerates from there:
+    (pi/10 + 0.1) rad/s * 10 ms = 4.14 mrad."""
+    rig = Rig()
+    rig.start(speed=1.75)
+    commands = rig.run(range(1, 101))
+    assert commands[-1].velocity[0] == pytest.approx(V_MAX)
+    late = rig.tick(1.05)
+    assert late is not None
+    assert late.q[0] - commands[-1].q[0] == pytest.approx(V_MAX * DT, rel=1e-9)
+    assert late.velocity[0] == pytest.approx(V_MAX / 5, rel=1e-9)
+    following = rig.tick(1.06)
+    assert following is not None
+    assert following.q[0] - late.q[0] == pytest.approx((np.pi / 10 + A_DT) * DT, rel=1e-9)
+    assert rig.loop.tick_stats().late_ticks == 1
+
+
+# -- following the measured arm -----------------------------------------------------------
+
+
+def test_a_gap_the_servo_lag_cannot_explain_holds_re_anchors_and_goes_on():
+    """At 0.5 rad/s the servo lag explains 0.02 + 0.1 * 0.5 = 0.07 rad. The arm is knocked
+    0.1 rad back and stays there: the loop holds (no latch), decelerates from 0.5 rad/s to rest
+    in 5 ticks, re-anchors to the arm and follows the plan again from there, without a new
+    chunk, starting from rest."""
+    rig = Rig()
+    rig.start(speed=0.5)
+    rig.run(range(1, 51))
+    knocked = rig.q - 0.1 * PAN
+    rig.q, rig.blocked = knocked, True
+    holding = rig.run(range(51, 56))
+    assert all(c.hold and c.reasons == ("tracking_lag",) for c in holding)
+    np.testing.assert_allclose([c.velocity[0] for c in holding], [0.4, 0.3, 0.2, 0.1, 0.0])
+    np.testing.assert_array_equal(holding[-1].q, knocked)  # at rest: commands where the arm is
+    assert rig.loop.counts["resync"] == 1 and rig.loop.state == "running"
+    rig.blocked = False
+    resumed = rig.run(range(56, 60))
+    assert not any(c.hold for c in resumed)
+    assert resumed[0].q[0] - knocked[0] == pytest.approx(A_DT * DT)  # from rest at the arm
+
+
+def test_after_a_tracking_error_the_commands_stay_with_the_arm_and_resume_from_it():
+    """The measured joints jump 0.25 rad away (a protective stop moved the arm back, a driver
+    reporting another arm): a latched stop. Its commands are the measured joints on every
+    tick, never 0.2 rad off them; once the driver follows again and the operator resets, a
+    fresh chunk starts one acceleration step from the measured joints."""
+    rig = Rig()
+    rig.start(speed=0.5)
+    rig.run(range(1, 31))
+    away = rig.q - 0.25 * PAN
+    rig.q, rig.blocked = away, True
+    stopped = rig.run(range(31, 60))
+    assert all(c.state == "stopped" and c.reasons == ("tracking_error",) for c in stopped)
+    assert all(np.array_equal(c.q, away) for c in stopped)
+    assert rig.loop.engine.plan is None  # the plan was dropped
+    rig.blocked = False  # the driver follows again: still stopped (latched)
+    assert rig.run(range(60, 63))[-1].state == "stopped"
+    assert rig.loop.reset().ok
+    report = rig.loop.submit(chunk(line(0.5, start=away)), 0.62)
+    assert report.accepted and rig.loop.state == "running"
+    first = rig.tick(0.63)
+    assert first is not None and not first.hold
+    assert np.abs(first.q - away).max() <= V_MAX * DT
+    assert first.q[0] - away[0] == pytest.approx(A_DT * DT)
+
+
+# -- the supervisor -----------------------------------------------------------------------
+
+
+def test_estop_reset_and_resume_from_the_measured_pose():
+    """E-stop mid-motion at 0.5 rad/s: the commands decelerate by 0.1 rad/s a tick to rest and
+    the plan is dropped. A reset is refused while the input is active; releasing it keeps the
+    stop latched; after the reset, nothing moves until a fresh chunk (observed after the reset)
+    that starts near the arm, and the motion then starts from the measured joints."""
+    rig = Rig()
+    rig.start(speed=0.5)
+    rig.run(range(1, 31))
+    rig.loop.set_estop(True)
+    stopping = rig.run(range(31, 40))
+    assert all(c.state == "stopped" and c.reasons == ("estop",) for c in stopping)
+    np.testing.assert_allclose(
+        [c.velocity[0] for c in stopping[:6]], [0.4, 0.3, 0.2, 0.1, 0.0, 0.0], atol=1e-9
+    )
+    assert rig.loop.engine.plan is None
+    refused = rig.loop.reset()
+    assert not refused.ok and "e-stop input is still active" in refused.reason
+    rig.loop.set_estop(False)
+    latched = rig.run(range(40, 43))
+    assert all(c.state == "stopped" for c in latched)
+    at_rest = latched[-1].q
+
+    assert rig.loop.reset().ok and rig.loop.state == "resuming"
+    # The operator nudged the arm 1 cm while it was stopped (less than the re-sync tolerance).
+    rig.q, rig.blocked = at_rest + 0.01 * PAN, True
+    waiting = rig.run(range(43, 50))
+    assert all(c.hold and c.reasons == ("resuming",) for c in waiting)
+    assert all(np.array_equal(c.q, at_rest) for c in waiting)  # no motion without a chunk
+    stale = rig.loop.submit(chunk(line(0.5, start=rig.q)), 0.41)
+    assert stale.status == "not_fresh" and "before the resume began" in stale.detail
+    far = rig.loop.submit(chunk(line(0.5, start=rig.q + 0.5 * PAN)), 0.49)
+    assert far.status == "far_from_arm"
+    assert "0.500 rad from the arm on shoulder_pan_joint" in far.detail
+    assert rig.loop.engine.should_request(0.49)  # each refusal ended its request
+    assert rig.loop.submit(chunk(line(0.5, start=rig.q)), 0.49).accepted
+    rig.blocked = False
+    first = rig.tick(0.50)
+    assert first is not None and not first.hold and first.state == "running"
+    # From the measured joints at rest: one tick at 0.1 rad/s.
+    np.testing.assert_allclose(first.q, at_rest + 0.01 * PAN + A_DT * DT * PAN, atol=1e-12)
+    counts = rig.loop.counts
+    assert (counts["chunk_not_fresh"], counts["chunk_far_from_arm"]) == (1, 1)
+    assert rig.loop.supervisor.entries["stopped"] == 1
+
+
+def test_stale_observations_hold_drop_the_plan_and_need_a_fresh_chunk():
+    """Observations stop at t = 0.3; with a 0.305 s limit the first stale tick is t = 0.61. The
+    arm at 0.5 rad/s decelerates to rest in 0.05 s; the plan is dropped, so fresh observations
+    alone do not move it: a chunk observed after they came back does."""
+    rig = Rig(watchdog={"max_observation_age_s": 0.305})
+    rig.start(speed=0.5)
+    rig.run(range(1, 31))
+    quiet = rig.run(range(31, 70), observe=False)
+    by_tick = {round(c.t / DT): c for c in quiet}
+    assert not by_tick[60].hold and by_tick[61].reasons == ("observation_stale",)
+    assert by_tick[61].state == "holding" and rig.loop.engine.plan is None
+    np.testing.assert_allclose(
+        [by_tick[k].velocity[0] for k in range(61, 67)], [0.4, 0.3, 0.2, 0.1, 0.0, 0.0], atol=1e-9
+    )
+    back = rig.run(range(70, 73))
+    assert all(c.reasons == ("resuming",) for c in back)
+    assert rig.loop.submit(chunk(line(0.5, start=rig.q)), 0.72).accepted
+    assert not rig.run(range(73, 75))[-1].hold
+
+
+def test_a_frozen_joint_state_feed_holds_within_its_configured_time():
+    """The driver keeps handing over the sample stamped 0.3 s (or nothing new): with a limit of
+    45 ms the first frozen tick is 0.35 (50 ms on), the loop holds, and a new sample resumes the
+    inputs (then a fresh chunk resumes the motion)."""
+    rig = Rig(watchdog={"max_joint_state_age_s": 0.045})
+    rig.start(speed=0.5)
+    rig.run(range(1, 31))
+    frozen = rig.run(range(31, 40), q=rig.q.copy(), stamp=0.30)
+    by_tick = {round(c.t / DT): c for c in frozen}
+    assert not by_tick[34].hold
+    assert by_tick[35].reasons == ("joint_states_stale",) and by_tick[35].state == "holding"
+    assert rig.loop.counts["joint_states_stale"] == 5
+    assert rig.tick(0.40) is not None and rig.loop.state == "resuming"
+
+
+@pytest.mark.parametrize(
+    ("measurement", "reason"),
+    [
+        ({"q": np.full(6, np.nan)}, "invalid_measurement"),
+        ({"q": np.zeros(5)}, "invalid_measurement"),
+        ({"q": "not joints"}, "invalid_measurement"),
+        ({"stamp": float("nan")}, "invalid_measurement"),
+    ],
+)
+def test_bad_measurements_hold_without_raising(measurement: dict[str, Any], reason: str):
+    rig = Rig()
+    rig.start(speed=0.5)
+    before = rig.run(range(1, 21))[-1]
+    bad = rig.tick(0.21, **measurement)
+    assert bad is not None and bad.hold and bad.reasons == (reason,)
+    assert bad.velocity[0] == pytest.approx(before.velocity[0] - A_DT)  # decelerating
+    assert rig.loop.counts[reason] == 1 and rig.loop.state == "running"
+    assert not rig.run(range(22, 25))[-1].hold  # the next valid sample follows the plan again
+
+
+def test_bad_times_repeat_the_last_command_without_raising():
+    rig = Rig()
+    assert rig.loop.tick(float("nan"), HOME_Q, 0.0) is None  # nothing sent yet: nothing to send
+    rig.start(speed=0.5)
+    last = rig.run(range(1, 5))[-1]
+    for t, reason in ((float("nan"), "invalid_time"), (last.t, "time_not_advancing")):
+        repeat = rig.tick(t)
+        assert repeat is not None and repeat.repeat and repeat.reasons == (reason,)
+        np.testing.assert_array_equal(repeat.q, last.q)
+    assert rig.loop.tick(0.05, HOME_Q, 0.05) is not None
+    assert rig.loop.tick(0.06, HOME_Q, float("inf")) is not None
+    assert rig.loop.counts["invalid_time"] == 2 and rig.loop.counts["time_not_advancing"] == 1
+
+
+@pytest.mark.parametrize(
+    ("actions", "detail"),
+    [
+        (np.where(np.arange(7) == 3, np.nan, line(0.5)[:16]), "actions[0, 3] is nan"),
+        (line(0.5)[:16, :5], "actions must be (n, 7) for action_space='joint', got (16, 5)"),
+    ],
+)
+def test_a_bad_chunk_holds_and_the_next_valid_one_is_taken_at_once(
+    actions: np.ndarray, detail: str
+):
+    """A NaN or wrongly shaped chunk: refused with the reason, the plan dropped, the arm
+    decelerates; the request it answered is over, so the next one starts at once (not after
+    the engine's 1 s request timeout) and a valid chunk resumes the motion."""
+    rig = Rig()
+    rig.start(speed=0.5)
+    rig.run(range(1, 31))
+    rig.loop.engine.request_started(0.30)
+    report = rig.loop.submit(ActionChunk.from_actions(actions, 8, 0.1), 0.30)
+    assert report.status == "invalid" and report.detail == detail
+    assert rig.loop.state == "resuming" and rig.loop.engine.plan is None
+    held = rig.run(range(31, 34))
+    assert all(c.hold and c.reasons == ("resuming",) for c in held)
+    np.testing.assert_allclose([c.velocity[0] for c in held], [0.4, 0.3, 0.2], atol=1e-9)
+    assert rig.loop.should_request(0.33)
+    rig.loop.engine.request_started(0.33)
+    assert rig.loop.submit(chunk(line(0.5, start=rig.q)), 0.33).accepted
+    assert rig.loop.state == "running" and rig.loop.counts["invalid_chunk"] == 1
+
+
+def test_chunks_while_holding_are_refused_and_end_their_request():
+    rig = Rig()
+    rig.start(speed=0.5)
+    rig.loop.set_estop(True)
+    rig.run(range(1, 3))
+    assert not rig.loop.should_request(0.03)  # a stopped loop asks for nothing
+    report = rig.loop.submit(chunk(line(0.5)), 0.02)
+    assert report.status == "holding" and report.detail == "stopped"
+
+
+def test_supervisor_transitions():
+    supervisor = Supervisor()
+    assert supervisor.state == "resuming" and supervisor.resume_since == -math.inf
+    supervisor.resumed(0.1)
+    assert supervisor.state == "running"
+    assert supervisor.update(0.2, (), ("observation_stale",), ()) is True  # drop the plan
+    assert supervisor.state == "holding" and not supervisor.accepts_chunks
+    assert supervisor.update(0.3, (), (), ()) is False
+    assert (supervisor.state, supervisor.resume_since) == ("resuming", 0.3)
+    supervisor.resumed(0.4)
+    assert supervisor.update(0.5, (), (), ("chunk_stale",)) is True
+    assert supervisor.state == "resuming"
+    assert supervisor.update(0.6, ("estop",), (), ()) is True
+    assert supervisor.update(0.7, (), (), ()) is False and supervisor.state == "stopped"
+    assert not supervisor.reset(0.8, estop_active=True).ok
+    assert supervisor.reset(0.8, estop_active=False).ok and supervisor.resume_since == 0.8
+    assert "nothing to reset" in supervisor.reset(0.9, estop_active=False).reason
+    assert supervisor.entries == {"running": 2, "holding": 1, "stopped": 1, "resuming": 3}
+
+
+# -- end effector ---------------------------------------------------------------------------
+
+
+def ee_line(start: np.ndarray, velocity: np.ndarray, seconds: float = 5.0) -> np.ndarray:
+    steps = np.arange(int(seconds / 0.1) + 1)[:, None]
+    positions = start[:3, 3] + 0.1 * steps * velocity
+    rotation = np.tile(rot6d_from_matrix(start[:3, :3]), (len(steps), 1))
+    return np.hstack([positions, rotation, np.zeros((len(steps), 1))])
+
+
+def test_ee_loop_follows_a_line_into_the_table_and_stops_at_the_workspace_floor():
+    """The TCP target goes down at 0.2 m/s, into the table: the loop follows it, trailing by the
+    joints' braking distance (~5 mm), then stops at the floor z = 0.01, never below it; an
+    e-stop 1 cm above the floor stops above it too (the braking envelope checks the hold's
+    stopping point against the box in end-effector mode as well)."""
+    kinematics = EeToJoint()
+    start = kinematics.forward(HOME_Q)  # TCP at (0.35, 0.109, 0.264), pointing down
+    for estop_at in (None, 0.02):
+        rig = Rig("ee", limits={})
+        rig.tick(0.0)
+        actions = ee_line(start, np.array([0.0, 0.0, -0.2]))
+        assert rig.loop.submit(ActionChunk.from_actions(actions, 8, 0.1), 0.0).accepted
+        commands = []
+        for k in range(1, 200):
+            command = rig.tick(k * DT)
+            assert command is not None
+            commands.append(command)
+            if estop_at is not None and kinematics.forward(command.q)[2, 3] < estop_at:
+                rig.loop.set_estop(True)
+        heights = [kinematics.forward(c.q)[2, 3] for c in commands]
+        assert min(heights) >= 0.01 - 1e-6
+        speed, acceleration = real_time_limits(commands)
+        assert speed <= V_MAX * (1 + SLACK) and acceleration <= ACCEL * (1 + SLACK)
+        if estop_at is None:
+            for k in range(20, 60):
+                lag = heights[k] - (start[2, 3] - 0.2 * (k + 1) * DT)
+                assert 0.0 < lag < 0.006
+            assert heights[-1] == pytest.approx(0.01, abs=1e-3)
+            assert "workspace" in commands[-1].interventions and commands[-1].gripper == 0.0
+        else:
+            assert commands[-1].state == "stopped" and not np.any(commands[-1].velocity)
+
+
+def test_ee_jump_and_ik_failure_hold():
+    start = EeToJoint().forward(HOME_Q)
+    rig = Rig("ee", limits={})
+    rig.tick(0.0)
+    actions = ee_line(start, np.zeros(3))
+    jumped = actions.copy()
+    jumped[5:, 2] += 1.0  # the plan jumps 1 m up half a second in
+    assert rig.loop.submit(ActionChunk.from_actions(actions, 8, 0.1), 0.0).accepted
+    assert rig.loop.submit(ActionChunk.from_actions(jumped, 8, 0.1), 0.0).accepted
+    commands = rig.run(range(1, 60))
+    assert any(c.reasons == ("ee_jump",) for c in commands)
+    assert rig.loop.safety.counts["ee_jump"] > 0
+
+    # An elbow limited to +-0.2 rad: no IK branch reaches the home pose inside the limits.
+    limits = ((-6.3, 6.3),) * 2 + ((-0.2, 0.2),) + ((-6.3, 6.3),) * 3
+    clock = FakeClock(0.0)
+    narrow = ExecutorConfig(limits=SafetyLimits(joint_position_limits=limits)).build(
+        clock, "ee", kinematics=EeToJoint(limits=limits)
+    )
+    narrow.observation_received(0.0)
+    narrow.tick(0.0, HOME_Q, 0.0)
+    assert narrow.submit(ActionChunk.from_actions(actions, 8, 0.1), 0.0).accepted
+    clock.set(DT)
+    narrow.observation_received(DT)
+    command = narrow.tick(DT, HOME_Q, DT)
+    assert command is not None and command.reasons == ("outside_joint_limits",)
+
+
+# -- the configuration ----------------------------------------------------------------------
+
+
+def test_the_shipped_executor_configs_state_the_defaults():
+    assert ExecutorConfig.load(REPO / "config" / "executor_ur5.yaml") == ExecutorConfig()
+    e_series = ExecutorConfig.load(REPO / "config" / "executor_ur5e.yaml")
+    assert e_series.loop.controller_hz == 500.0
+    assert e_series.model_copy(update={"loop": LoopConfig()}) == ExecutorConfig()
+
+
+def test_a_bad_executor_config_is_refused_naming_the_file_and_field(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("loop:\n  controller_hz: -125\nlimits:\n  velocity_fraction: 2\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: loop.controller_hz: .*limits.velocity_"):
+        ExecutorConfig.load(bad)
+    with pytest.raises(ValueError, match=r"missing\.yaml"):
+        ExecutorConfig.load(tmp_path / "missing.yaml")
+    bad.write_text("- a list\n")
+    with pytest.raises(ValueError, match="expected a mapping"):
+        ExecutorConfig.load(bad)
