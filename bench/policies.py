@@ -1,15 +1,18 @@
 """Policies on ``push_t`` (low-dim) trained on the scripted expert's demonstrations, in one run:
 diffusion at DDIM 10 steps (goal >= 85% success) and drifting at 1 step (goal >= 80%) over 200
-episodes, the diffusion inference-steps sweep, and training steps/s.
+episodes, each with the deployed execution stack (the robot's limits, supervisor and watchdog at
+the controller rate, ``prt eval``'s default) and without it (the engine's targets straight to
+the simulated controller), the diffusion inference-steps sweep, and training steps/s.
 
     python -m bench.policies [--demos 200] [--steps 84000] [--batch-size 128] [--drift-steps 22000]
         [--drift-batch-size 32] [--episodes 200] [--sweep-episodes 50] [--workdir DIR]
-        [--train-only diffusion|drifting]
+        [--train-only diffusion|drifting] [--only diffusion|drifting]
 
 Everything lands in ``--workdir`` (demos, runs, eval logs, the sweep plot); demos and trained
 runs are reused when present (an unfinished run resumes exactly), and so is a policy's 200-episode
 evaluation while its checkpoint is unchanged, so a rerun only evaluates what changed.
 ``--train-only`` trains one policy and exits: two of them train the policies side by side.
+``--only`` trains (if need be) and evaluates one policy (no sweep without diffusion).
 """
 
 from __future__ import annotations
@@ -109,6 +112,7 @@ def main() -> None:
     parser.add_argument("--sweep-episodes", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--train-only", choices=("diffusion", "drifting"))
+    parser.add_argument("--only", choices=("diffusion", "drifting"))
     parser.add_argument(
         "--workdir", type=Path, default=Path.home() / ".cache" / "policy_runtime" / "bench"
     )
@@ -122,8 +126,8 @@ def main() -> None:
         "diffusion": (args.steps, args.batch_size),
         "drifting": (args.drift_steps, args.drift_batch_size),
     }
-    if args.train_only:
-        budgets = {args.train_only: budgets[args.train_only]}
+    if args.train_only or args.only:
+        budgets = {args.train_only or args.only: budgets[args.train_only or args.only]}
     for policy, (steps, batch) in budgets.items():
         rates[policy] = train(data, args.workdir / f"run_{policy}", policy, steps, batch)
         console.print(
@@ -135,8 +139,10 @@ def main() -> None:
     table = Table(
         "policy",
         "sampler",
+        "execution",
         "success [95% Wilson]",
         "mean coverage",
+        "interventions / episode",
         "goal",
         "train steps/s",
         title=f"push_t low-dim, {args.demos} expert demos, {args.episodes} episodes from seed "
@@ -144,27 +150,35 @@ def main() -> None:
         f"{args.drift_steps} x {args.drift_batch_size})",
     )
     for policy, steps, goal in (("diffusion", 10, 0.85), ("drifting", 1, 0.80)):
-        summary = evaluated(
-            EvalConfig(
-                policy=resolve(args.workdir / f"run_{policy}"),
-                task="push_t",
-                episodes=args.episodes,
-                workers=args.workers,
-                inference_steps=steps if policy == "diffusion" else None,
-                out=args.workdir / f"eval_{policy}",
+        if policy not in budgets:
+            continue
+        for safety in (True, False):
+            summary = evaluated(
+                EvalConfig(
+                    policy=resolve(args.workdir / f"run_{policy}"),
+                    task="push_t",
+                    episodes=args.episodes,
+                    workers=args.workers,
+                    inference_steps=steps if policy == "diffusion" else None,
+                    safety=safety,
+                    out=args.workdir / (f"eval_{policy}" if safety else f"eval_{policy}_no_stack"),
+                )
             )
-        )
-        rate, (low, high) = summary["success_rate"], summary["success_interval_95"]
-        met = "[green]met[/green]" if rate >= goal else "[red]missed[/red]"
-        table.add_row(
-            policy,
-            f"DDIM {steps}" if policy == "diffusion" else "1 step",
-            f"{rate:.1%} [{low:.1%}, {high:.1%}]",
-            f"{summary['mean_score']:.3f}",
-            f">= {goal:.0%} ({met})",
-            f"{rates[policy]:.1f}",
-        )
+            rate, (low, high) = summary["success_rate"], summary["success_interval_95"]
+            met = "[green]met[/green]" if rate >= goal else "[red]missed[/red]"
+            table.add_row(
+                policy,
+                f"DDIM {steps}" if policy == "diffusion" else "1 step",
+                "deployed stack" if safety else "engine only",
+                f"{rate:.1%} [{low:.1%}, {high:.1%}]",
+                f"{summary['mean_score']:.3f}",
+                f"{summary['interventions_per_episode']:.1f}" if safety else "-",
+                f">= {goal:.0%} ({met})",
+                f"{rates[policy]:.1f}",
+            )
     console.print(table)
+    if "diffusion" not in budgets:
+        return
 
     sweep = run_sweep(
         EvalConfig(

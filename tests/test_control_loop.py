@@ -11,6 +11,8 @@ observation), so the target at ``t`` is ``start + speed * (t - t_obs)``.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -486,3 +488,15 @@ def test_a_bad_executor_config_is_refused_naming_the_file_and_field(tmp_path: Pa
     bad.write_text("- a list\n")
     with pytest.raises(ValueError, match="expected a mapping"):
         ExecutorConfig.load(bad)
+
+
+def test_the_execution_package_imports_without_onnxruntime_zarr_or_torch():
+    """What a control process needs is numpy and pydantic: the chunks it consumes are a plain
+    type, not the inference runtime's."""
+    code = (
+        "import sys, policy_runtime.execution\n"
+        "heavy = {'onnxruntime', 'zarr', 'torch', 'mujoco', 'rclpy'}\n"
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -607,3 +607,63 @@ def test_latency_makes_the_engine_drop_late_actions_and_request_early(tmp_path: 
         _config(tmp_path, execution="sync", inference_latency_s=0.1)
     with pytest.raises(ValueError, match="execution must be one of"):
         _config(tmp_path, execution="fastest")
+
+
+# --- the deployed stack in the simulation ------------------------------------------------------
+
+
+def _wrist_at_twice_the_limit(safety: bool) -> np.ndarray:
+    """Joint velocities measured in MuJoCo over every controller tick (the joints' travel in
+    the tick over its length: a position servo's speed swings within a tick, which holds one
+    target, so the sampled ``qvel`` alone reads low) of a policy that turns the
+    last wrist joint at twice the velocity limit (pi rad/s: the arm's own maximum, against the
+    default half of it, pi/2). Turning wrist 3 leaves the TCP where it is, so only the joint
+    limits speak. It re-plans every step, so its target stays ~0.3 rad ahead of the arm (within
+    the 0.5 rad jump limit). The first action lies 0.31 rad ahead, past the default resume bound
+    of 0.2 rad (a resume would be refused, as it should for a policy that asks this much from
+    rest): the run allows 0.5."""
+    from policy_runtime.execution import ExecutorConfig, LoopConfig
+    from sim_bridge.env import make_env
+
+    env = make_env("pick_place", cameras=(), action_space="joint")
+    velocities: list[np.ndarray] = []
+    step = env.cell.step
+
+    def measured_step(q: np.ndarray, gripper: float) -> None:
+        before = env.cell.joint_positions
+        step(q, gripper)
+        velocities.append((env.cell.joint_positions - before) / env.cell.control_period_s)
+
+    env.cell.step = measured_step  # type: ignore[method-assign]
+
+    def policy_fn(window: dict[str, np.ndarray]) -> np.ndarray:
+        q = window["joint_pos"][-1].astype(np.float64)
+        turn = 2 * (np.pi / 2) * 0.1 * np.arange(1, 16)[:, None] * np.eye(6)[5]
+        return np.hstack([q + turn, np.ones((15, 1))])
+
+    executor = ExecutorConfig(loop=LoopConfig(max_resume_joint_rad=0.5))
+    run_policy_episode(
+        env,
+        policy_fn,
+        0,
+        n_obs_steps=2,
+        n_action_steps=1,
+        keys=["joint_pos"],
+        max_steps=15,
+        execution=executor.execution_for("joint"),
+        executor=executor if safety else None,
+        action_offset_steps=1,
+    )
+    env.close()
+    return np.array(velocities)
+
+
+def test_a_policy_commanding_twice_the_velocity_limit_is_slowed_to_it_in_mujoco():
+    """With the deployed stack the wrist reaches the limit, pi/2 rad/s, and no more (the
+    position servo follows a ramp at the commanded speed); without it, the simulated controller
+    applies what it is sent and the joint turns at about pi rad/s."""
+    limited = np.abs(_wrist_at_twice_the_limit(safety=True)[:, 5])
+    assert limited.max() <= np.pi / 2 * 1.03
+    assert np.median(limited[60:]) == pytest.approx(np.pi / 2, rel=0.01)
+    unlimited = np.abs(_wrist_at_twice_the_limit(safety=False)[:, 5])
+    assert unlimited.max() > 0.9 * np.pi

@@ -323,7 +323,10 @@ def test_cli_export_prints_parity_and_fails_cleanly(runs, tmp_path):
     assert missing.exit_code == 1 and "neither a checkpoint" in missing.output
 
 
-def test_prt_eval_runs_a_bundle(bundles, tmp_path):
+def test_prt_eval_runs_a_bundle_through_the_deployed_stack_and_reports_it(bundles, tmp_path):
+    """Three training steps make a policy whose actions fall anywhere in the demos' range:
+    the stack refuses to start toward a first action that far from the arm, and the log and
+    the table say so, per episode and in total; without the stack there is nothing to report."""
     result = runner.invoke(
         app,
         [
@@ -333,8 +336,27 @@ def test_prt_eval_runs_a_bundle(bundles, tmp_path):
         env={"COLUMNS": "200"},
     )
     assert result.exit_code == 0, result.output
+    assert "interventions/ep" in result.output
     log = json.loads((tmp_path / "eval" / "eval_log.json").read_text())
     assert log["policy"]["kind"] == "drifting" and log["episodes"][0]["steps"] == 8
+    assert log["config"]["safety"] is True
+    assert log["config"]["executor"]["loop"]["controller_hz"] == 125.0
+    episode = log["episodes"][0]
+    assert set(episode) >= {"interventions", "holds"}
+    assert episode["holds"] == log["summary"]["holds"] and episode["holds"]["resuming"] > 0
+    assert episode["holds"]["chunk_far_from_arm"] > 0
+    off = runner.invoke(
+        app,
+        [
+            *["eval", "--policy", str(bundles["drifting"]), "--task", "pick_place", "--no-safety"],
+            *["--episodes", "1", "--max-steps", "8", "--out", str(tmp_path / "off")],
+        ],
+        env={"COLUMNS": "200"},
+    )
+    assert off.exit_code == 0, off.output
+    off_log = json.loads((tmp_path / "off" / "eval_log.json").read_text())
+    assert off_log["config"]["safety"] is False
+    assert off_log["episodes"][0]["holds"] == {} and off_log["summary"]["interventions"] == {}
 
 
 class _Prefix:

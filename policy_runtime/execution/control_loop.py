@@ -464,7 +464,7 @@ class ControlLoop:
         # The velocity state is the real-time one: after a late tick, the step over the time
         # that actually passed (the next acceleration limit applies from there). A re-anchored
         # hold is at rest: its velocity is zero, whatever the jump to the measured joints.
-        self._v = command.velocity * (h / elapsed)
+        self._v = command.velocity if elapsed - h <= TIME_EPS else command.velocity * (h / elapsed)
         if command.hold:
             self._ee_target = None
         self._q = command.q

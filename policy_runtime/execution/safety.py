@@ -244,6 +244,11 @@ def _braking_speed(distance: np.ndarray, a_dt: np.ndarray, dt: float) -> np.ndar
     return (n + f) * a_dt
 
 
+def _state_key(q: np.ndarray, velocity: np.ndarray, tcp: TcpPosition) -> bytes:
+    """Identifies a commanded state and the kinematics it is measured with (the memo's key)."""
+    return q.tobytes() + velocity.tobytes() + id(tcp).to_bytes(8, "little")
+
+
 def _uniform_scale(values: np.ndarray, caps: np.ndarray) -> float:
     """The largest s <= 1 with |s * values| <= caps elementwise (caps >= 0)."""
     magnitude = np.abs(values)
@@ -256,8 +261,10 @@ def _uniform_scale(values: np.ndarray, caps: np.ndarray) -> float:
 class SafetyFilter:
     """Applies :class:`SafetyLimits` to end-effector and joint commands (see module docs).
 
-    Stateless apart from :attr:`counts`: the caller passes the previous command, so the same
-    filter serves the sim and the real robot, and a restart loses nothing but statistics.
+    Stateless apart from :attr:`counts` (and a one-entry memo of the last command's stopping
+    point in the workspace, which saves a forward kinematics per tick): the caller passes the
+    previous command, so the same filter serves the sim and the real robot, and a restart loses
+    nothing but statistics.
     """
 
     def __init__(self, limits: SafetyLimits | None = None) -> None:
@@ -270,6 +277,9 @@ class SafetyFilter:
         self._box_hi = np.asarray(self.limits.workspace_max_m, dtype=np.float64)
         #: How many commands each intervention has touched since construction / reset_counts().
         self.counts: dict[Intervention, int] = dict.fromkeys(INTERVENTIONS, 0)
+        #: The last joint command's state (q, velocity, kinematics) and how far its stopping
+        #: point's TCP lies outside the box: the next command starts from it, most of the time.
+        self._last_stop: tuple[bytes, float] | None = None
 
     @property
     def velocity_limits(self) -> np.ndarray:
@@ -405,7 +415,7 @@ class SafetyFilter:
         if accel_scale < 1.0:
             reasons.append("acceleration_limit")
             velocity = v_prev + accel_scale * change
-        velocity, envelope = self._braking_envelope(q_prev, v_prev, velocity, dt, tcp)
+        velocity, envelope, outside_tcp = self._braking_envelope(q_prev, v_prev, velocity, dt, tcp)
         for reason in envelope:
             if reason not in reasons:
                 reasons.append(reason)
@@ -419,9 +429,12 @@ class SafetyFilter:
             grip = float(np.clip(gripper, *self.limits.gripper_range))
             if grip != gripper:
                 reasons.append("gripper_range")
+        v_safe = (q_safe - q_prev) / dt
+        if tcp is not None:
+            self._last_stop = (_state_key(q_safe, v_safe, tcp), outside_tcp)
         return SafeJointCommand(
             q_safe,
-            (q_safe - q_prev) / dt,
+            v_safe,
             grip,
             hold=False,
             refusal=None,
@@ -435,41 +448,50 @@ class SafetyFilter:
         velocity: np.ndarray,
         dt: float,
         tcp: TcpPosition | None,
-    ) -> tuple[np.ndarray, list[Intervention]]:
+    ) -> tuple[np.ndarray, list[Intervention], float]:
         """``velocity``, or the largest step toward it from the hold's next velocity, such that
-        the stopping point stays inside the limits (see the module docs); and which limit
-        made it brake. The hold's own step keeps the previous command's stopping point, so it
-        is always allowed: that is the fallback, and the search's lower end."""
+        the stopping point stays inside the limits (see the module docs); which limit made it
+        brake; and how far the chosen stopping point's TCP lies outside the box. The hold's own
+        step keeps the previous command's stopping point, so it is always allowed: that is the
+        fallback, and the search's lower end."""
         stop_prev = self.stopping_point(q_prev, v_prev)
         joint_allowance = np.maximum(self._outside(q_prev), self._outside(stop_prev)) + 1e-12
-        tcp_allowance = (
-            0.0
-            if tcp is None
-            else max(self.workspace_distance(tcp(q_prev)), self.workspace_distance(tcp(stop_prev)))
-            + 1e-12
-        )
+        tcp_allowance = 0.0
+        if tcp is not None:
+            memo = self._last_stop
+            key = _state_key(q_prev, v_prev, tcp)
+            known = memo[1] if memo is not None and memo[0] == key else None
+            if known is None:
+                known = self.workspace_distance(tcp(stop_prev))
+            tcp_allowance = known + 1e-12
+        outside_tcp = 0.0
 
         def violates(v: np.ndarray) -> list[Intervention]:
+            nonlocal outside_tcp
             stop = self.stopping_point(q_prev + v * dt, v)
             broken: list[Intervention] = []
             if np.any(self._outside(stop) > joint_allowance):
                 broken.append("position_limit")
-            if tcp is not None and self.workspace_distance(tcp(stop)) > tcp_allowance:
-                broken.append("workspace")
+            if tcp is not None:
+                outside_tcp = self.workspace_distance(tcp(stop))
+                if outside_tcp > tcp_allowance:
+                    broken.append("workspace")
             return broken
 
         broken = violates(velocity)
-        if not broken:
-            return velocity, []
-        v_hold = self._hold_velocity(v_prev, dt)
-        low, high = 0.0, 1.0
-        for _ in range(_ENVELOPE_BISECTIONS):
-            middle = 0.5 * (low + high)
-            if violates(v_hold + middle * (velocity - v_hold)):
-                high = middle
-            else:
-                low = middle
-        return v_hold + low * (velocity - v_hold), broken
+        chosen = velocity
+        if broken:
+            v_hold = self._hold_velocity(v_prev, dt)
+            low, high = 0.0, 1.0
+            for _ in range(_ENVELOPE_BISECTIONS):
+                middle = 0.5 * (low + high)
+                if violates(v_hold + middle * (velocity - v_hold)):
+                    high = middle
+                else:
+                    low = middle
+            chosen = v_hold + low * (velocity - v_hold)
+            violates(chosen)  # the chosen stopping point's distance, for the memo
+        return chosen, broken, outside_tcp
 
     def _outside(self, q: np.ndarray) -> np.ndarray:
         """How far (rad) each joint of ``q`` lies outside its position limits; 0 inside."""
