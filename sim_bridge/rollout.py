@@ -1,7 +1,8 @@
 """Run one episode with a scripted expert and collect it in the dataset format.
 
 Step t pairs the observation taken before the action with the command actually executed during
-step t (after IK and the speed limit), in both end-effector and joint form; ``timestamp`` is the
+step t (after IK: the target reached at the step's end), in both end-effector and joint form
+(hence the schema's ``action_offset_steps`` of 1); ``timestamp`` is the
 observation's simulated time. This is what ``prt datagen`` writes and ``prt sim`` reports.
 """
 

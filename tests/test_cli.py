@@ -74,7 +74,7 @@ def test_data_info_prints_episodes_keys_shapes_and_compression(tmp_path: Path):
     assert result.exit_code == 0, result.output
     out = result.output
     assert "episodes: 3  steps: 150  length min/median/max 40/50/60" in out
-    assert "task: push_t  robot: ur5  control_hz: 10" in out
+    assert "task: push_t  robot: ur5  control_hz: 10  action offset: 0 step(s)" in out
     assert "(150, 24, 32, 3)" in out and "uint8" in out and "blosc/zstd:3" in out
     lines = {line.split()[1]: line for line in out.splitlines() if line.startswith("│")}
     assert "(150, 7)" in lines["action"] and "float32" in lines["action"]

@@ -47,6 +47,15 @@ def test_store_holds_the_episodes_with_seeds_schema_and_actions(tmp_path: Path):
     episode = ds.episode(0)
     np.testing.assert_array_equal(episode["action"], episode["action_ee"])
     assert episode["action_ee"].shape[1] == 10 and episode["action_joint"].shape[1] == 7
+    # The action recorded with step t's observation is the target the arm reaches at the end
+    # of step t (where step t + 1's observation finds it), not the command at t: the schema
+    # says so, and a policy carries it to the robot.
+    assert ds.schema.action_offset_steps == 1
+    joints, commands = episode["joint_pos"], episode["action_joint"][:, :6]
+    moving = np.abs(np.diff(commands, axis=0)).max(axis=1) > 5e-3
+    reached = np.abs(joints[1:] - commands[:-1]).max(axis=1)[moving]
+    ahead = np.abs(joints[1:] - commands[1:]).max(axis=1)[moving]
+    assert moving.sum() > 10 and np.median(reached) < 0.3 * np.median(ahead)
 
 
 def test_resuming_continues_after_the_last_seed_and_matches_one_run(tmp_path: Path):

@@ -45,7 +45,7 @@ def info(store: Annotated[Path, typer.Argument(help="A .zarr directory or .zarr.
         s = ds.schema
         console.print(
             f"task: {s.task or '-'}  robot: {s.robot or '-'}  control_hz: {s.control_hz:g}"
-            f"  source: {s.source or '-'}"
+            f"  action offset: {s.action_offset_steps} step(s)  source: {s.source or '-'}"
         )
     length_text = (
         f"length min/median/max {lengths.min()}/{int(np.median(lengths))}/{lengths.max()}"
