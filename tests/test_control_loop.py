@@ -68,8 +68,9 @@ class Rig:
         loop: dict[str, Any] | None = None,
         limits: dict[str, Any] | None = None,
         watchdog: dict[str, Any] | None = None,
+        clock: Any = None,
     ) -> None:
-        self.clock = FakeClock(0.0)
+        self.clock = clock or FakeClock(0.0)
         config = ExecutorConfig(
             # No latency margin: a chunk's action 0, due at its observation, is the first
             # target, so the target is exactly the line from the start.
@@ -86,7 +87,7 @@ class Rig:
     def tick(self, t: float, *, observe: bool = True, **measurement: Any) -> JointCommand | None:
         """A tick at ``t`` with a fresh observation; the measured joints are the arm's (or
         ``q=``, with ``stamp=``); an unblocked arm then moves to the command."""
-        if math.isfinite(t) and t > self.clock.now():
+        if math.isfinite(t) and (t > self.clock.now() or not isinstance(self.clock, FakeClock)):
             self.clock.set(t)
         if observe and math.isfinite(t):
             self.loop.observation_received(t)
@@ -155,70 +156,130 @@ def test_ticks_at_four_times_the_controller_rate_move_no_faster_per_second():
 
 
 def test_a_late_tick_never_licenses_a_longer_step():
-    """At the pi/2 rad/s cap, a tick 5 periods late steps pi/2 * 10 ms = 15.7 mrad, not 5 times
-    that; the real speed over those 50 ms was pi/10, so the next tick accelerates from there:
-    (pi/10 + 0.1) rad/s * 10 ms = 4.14 mrad."""
+    """At the pi/2 rad/s cap, a tick 5 periods late: the controller held the last command for
+    4 of those periods, so the arm averaged pi/10 rad/s over them, and the step starts from
+    there: (pi/10 + 0.1) rad/s * 10 ms = 4.14 mrad, where granting the late tick its whole
+    50 ms would have stepped 5 * 15.7 mrad. The next tick accelerates by 0.1 rad/s again."""
     rig = Rig()
     rig.start(speed=1.75)
     commands = rig.run(range(1, 101))
     assert commands[-1].velocity[0] == pytest.approx(V_MAX)
     late = rig.tick(1.05)
-    assert late is not None
-    assert late.q[0] - commands[-1].q[0] == pytest.approx(V_MAX * DT, rel=1e-9)
-    assert late.velocity[0] == pytest.approx(V_MAX / 5, rel=1e-9)
+    assert late is not None and not late.hold
+    assert late.q[0] - commands[-1].q[0] == pytest.approx((np.pi / 10 + A_DT) * DT, rel=1e-9)
     following = rig.tick(1.06)
     assert following is not None
-    assert following.q[0] - late.q[0] == pytest.approx((np.pi / 10 + A_DT) * DT, rel=1e-9)
+    assert following.q[0] - late.q[0] == pytest.approx((np.pi / 10 + 2 * A_DT) * DT, rel=1e-9)
     assert rig.loop.tick_stats().late_ticks == 1
 
 
 # -- following the measured arm -----------------------------------------------------------
 
 
-def test_a_gap_the_servo_lag_cannot_explain_holds_re_anchors_and_goes_on():
+def test_a_gap_the_servo_lag_cannot_explain_holds_re_anchors_and_waits_for_a_fresh_chunk():
     """At 0.5 rad/s the servo lag explains 0.02 + 0.1 * 0.5 = 0.07 rad. The arm is knocked
-    0.1 rad back and stays there: the loop holds (no latch), decelerates from 0.5 rad/s to rest
-    in 5 ticks, re-anchors to the arm and follows the plan again from there, without a new
-    chunk, starting from rest."""
+    0.1 rad back and stays there. The first such sample is not believed (10 rad/s is no arm's
+    motion: more than pi rad/s over 10 ms plus 0.05 rad), the next ones are: the loop holds,
+    decelerating 0.1 rad/s a tick, re-anchors to the arm at rest and drops the plan (following
+    it now would race to catch up); a fresh chunk from where the arm is resumes the motion."""
     rig = Rig()
     rig.start(speed=0.5)
     rig.run(range(1, 51))
     knocked = rig.q - 0.1 * PAN
     rig.q, rig.blocked = knocked, True
     holding = rig.run(range(51, 56))
-    assert all(c.hold and c.reasons == ("tracking_lag",) for c in holding)
+    assert holding[0].reasons == ("invalid_measurement",)
+    assert all(c.hold and c.reasons == ("tracking_lag",) for c in holding[1:])
     np.testing.assert_allclose([c.velocity[0] for c in holding], [0.4, 0.3, 0.2, 0.1, 0.0])
     np.testing.assert_array_equal(holding[-1].q, knocked)  # at rest: commands where the arm is
-    assert rig.loop.counts["resync"] == 1 and rig.loop.state == "running"
+    assert rig.loop.counts["resync"] == 1 and rig.loop.state == "resuming"
+    assert rig.loop.engine.plan is None
     rig.blocked = False
+    assert rig.loop.submit(chunk(line(0.5, start=knocked)), 0.55).accepted
     resumed = rig.run(range(56, 60))
     assert not any(c.hold for c in resumed)
     assert resumed[0].q[0] - knocked[0] == pytest.approx(A_DT * DT)  # from rest at the arm
 
 
-def test_after_a_tracking_error_the_commands_stay_with_the_arm_and_resume_from_it():
-    """The measured joints jump 0.25 rad away (a protective stop moved the arm back, a driver
-    reporting another arm): a latched stop. Its commands are the measured joints on every
-    tick, never 0.2 rad off them; once the driver follows again and the operator resets, a
-    fresh chunk starts one acceleration step from the measured joints."""
+def test_an_arm_that_keeps_lagging_latches_a_stop_and_resumes_from_where_it_is():
+    """A driver that stopped forwarding commands (fresh joint states, an arm that does not move):
+    each fresh chunk sets the commands off again, the gap outgrows what the servo lag explains,
+    the loop holds and re-anchors. The third time within 5 s it latches a tracking stop instead
+    of pushing again; its commands are then the measured joints, and once the driver follows
+    again and the operator resets, a fresh chunk starts one acceleration step from them."""
+    rig = Rig()
+    rig.start(speed=0.5)
+    rig.blocked = True  # the arm stays at home
+    t, k, starts = 0.0, 1, 0
+    while rig.loop.state != "stopped" and k < 300:
+        t = k * DT
+        command = rig.tick(t)
+        assert command is not None
+        assert np.abs(command.q - rig.q).max() < 0.1  # never far ahead of the arm
+        if rig.loop.state == "resuming" and not command.velocity.any():
+            assert rig.loop.submit(chunk(line(0.5, start=rig.q)), t).accepted
+            starts += 1
+        k += 1
+    assert rig.loop.state == "stopped" and starts == 2
+    transition = rig.loop.supervisor.last_transition
+    assert transition is not None and transition.reasons == ("tracking_error",)
+    stopped = rig.run(range(k, k + 20))
+    assert stopped[0].reasons == ("tracking_error",)
+    assert all(np.array_equal(c.q, HOME_Q) and c.state == "stopped" for c in stopped)
+    rig.blocked = False  # the driver follows again: still stopped (latched)
+    assert rig.run(range(k + 20, k + 23))[-1].state == "stopped"
+    assert rig.loop.reset().ok
+    t = (k + 22) * DT
+    assert rig.loop.submit(chunk(line(0.5)), t).accepted
+    first = rig.tick(t + DT)
+    assert first is not None and not first.hold
+    assert np.abs(first.q - HOME_Q).max() <= V_MAX * DT
+    assert first.q[0] - HOME_Q[0] == pytest.approx(A_DT * DT)
+
+
+def test_a_jump_in_the_measured_joints_latches_a_tracking_stop_after_three_samples():
+    """The measured joints jump 0.25 rad away and stay there (a protective stop moved the arm,
+    a driver reporting another arm). The jump itself is not believed (one sample); the next
+    three fresh samples more than 0.2 rad from the commands latch a stop, and from then on the
+    commands are the measured joints, never 0.2 rad off them."""
     rig = Rig()
     rig.start(speed=0.5)
     rig.run(range(1, 31))
     away = rig.q - 0.25 * PAN
     rig.q, rig.blocked = away, True
-    stopped = rig.run(range(31, 60))
-    assert all(c.state == "stopped" and c.reasons == ("tracking_error",) for c in stopped)
-    assert all(np.array_equal(c.q, away) for c in stopped)
-    assert rig.loop.engine.plan is None  # the plan was dropped
-    rig.blocked = False  # the driver follows again: still stopped (latched)
-    assert rig.run(range(60, 63))[-1].state == "stopped"
-    assert rig.loop.reset().ok
-    report = rig.loop.submit(chunk(line(0.5, start=away)), 0.62)
-    assert report.accepted and rig.loop.state == "running"
-    first = rig.tick(0.63)
-    assert first is not None and not first.hold
-    assert np.abs(first.q - away).max() <= V_MAX * DT
-    assert first.q[0] - away[0] == pytest.approx(A_DT * DT)
+    commands = rig.run(range(31, 60))
+    assert commands[0].reasons == ("invalid_measurement",)
+    first_stop = next(i for i, c in enumerate(commands) if c.state == "stopped")
+    assert first_stop == 3 and commands[first_stop].reasons == ("tracking_error",)
+    assert all(np.array_equal(c.q, away) for c in commands[first_stop:])
+    assert rig.loop.engine.plan is None
+
+
+def test_stale_or_corrupt_samples_are_never_commanded():
+    """A frozen feed (the same sample and stamp) while the arm moves on, a NaN feed, and one
+    sample in degrees: the loop holds, decelerating within the limits, and never re-anchors to
+    (or jumps toward) a sample it cannot trust."""
+    for bad in ("frozen", "nan", "degrees"):
+        rig = Rig()
+        rig.start(speed=1.5)
+        moving = rig.run(range(1, 31))
+        q_frozen = rig.q.copy()
+        commands = []
+        for k in range(31, 80):
+            t = k * DT
+            if bad == "frozen":
+                command = rig.tick(t, q=q_frozen, stamp=0.30)
+            elif bad == "nan":
+                command = rig.tick(t, q=np.full(6, np.nan))
+            else:
+                command = rig.tick(t, q=np.degrees(rig.q) if k == 31 else rig.q)
+            assert command is not None
+            rig.q = command.q.copy()  # the arm is where it is commanded
+            commands.append(command)
+        speed, acceleration = real_time_limits(moving + commands)
+        assert speed <= V_MAX * (1 + SLACK) and acceleration <= ACCEL * (1 + SLACK), bad
+        assert rig.loop.counts["resync"] == 0, bad
+        assert np.abs(np.array([c.q for c in commands])).max() < 2 * np.pi, bad
 
 
 # -- the supervisor -----------------------------------------------------------------------
@@ -247,11 +308,11 @@ def test_estop_reset_and_resume_from_the_measured_pose():
     at_rest = latched[-1].q
 
     assert rig.loop.reset().ok and rig.loop.state == "resuming"
-    # The operator nudged the arm 1 cm while it was stopped (less than the re-sync tolerance).
-    rig.q, rig.blocked = at_rest + 0.01 * PAN, True
+    # The operator moved the arm 0.03 rad while it was stopped: at rest, the commands go to it.
+    rig.q, rig.blocked = at_rest + 0.03 * PAN, True
     waiting = rig.run(range(43, 50))
     assert all(c.hold and c.reasons == ("resuming",) for c in waiting)
-    assert all(np.array_equal(c.q, at_rest) for c in waiting)  # no motion without a chunk
+    assert all(np.array_equal(c.q, rig.q) for c in waiting)  # no motion without a chunk
     stale = rig.loop.submit(chunk(line(0.5, start=rig.q)), 0.41)
     assert stale.status == "not_fresh" and "before the resume began" in stale.detail
     far = rig.loop.submit(chunk(line(0.5, start=rig.q + 0.5 * PAN)), 0.49)
@@ -263,7 +324,7 @@ def test_estop_reset_and_resume_from_the_measured_pose():
     first = rig.tick(0.50)
     assert first is not None and not first.hold and first.state == "running"
     # From the measured joints at rest: one tick at 0.1 rad/s.
-    np.testing.assert_allclose(first.q, at_rest + 0.01 * PAN + A_DT * DT * PAN, atol=1e-12)
+    np.testing.assert_allclose(first.q, at_rest + 0.03 * PAN + A_DT * DT * PAN, atol=1e-12)
     counts = rig.loop.counts
     assert (counts["chunk_not_fresh"], counts["chunk_far_from_arm"]) == (1, 1)
     assert rig.loop.supervisor.entries["stopped"] == 1
@@ -365,6 +426,103 @@ def test_a_bad_chunk_holds_and_the_next_valid_one_is_taken_at_once(
     rig.loop.engine.request_started(0.33)
     assert rig.loop.submit(chunk(line(0.5, start=rig.q)), 0.33).accepted
     assert rig.loop.state == "running" and rig.loop.counts["invalid_chunk"] == 1
+
+
+def test_an_estop_pulse_between_two_ticks_still_stops():
+    rig = Rig()
+    rig.start(speed=0.5)
+    rig.run(range(1, 11))
+    rig.loop.set_estop(True)
+    rig.loop.set_estop(False)  # released before the next tick
+    command = rig.tick(0.11)
+    assert command is not None and command.state == "stopped" and command.reasons == ("estop",)
+    assert rig.loop.reset().ok  # released: the reset is taken
+
+
+def test_a_clock_that_stops_brakes_instead_of_freezing_and_a_clock_reset_starts_over():
+    """Repeating the last command for long is a dead stop on the real controller: after two
+    repeats a bad time holds, decelerating a period's worth per tick, and drops the plan. One
+    tick 10^6 s ahead, then the right time again: more than 0.5 s back is a clock reset, and the
+    loop waits for a fresh chunk on the new clock."""
+
+    class SimClock:  # ROS time under /clock: it goes back when the simulation restarts
+        def __init__(self) -> None:
+            self.t = 0.0
+
+        def now(self) -> float:
+            return self.t
+
+        def set(self, t: float) -> None:
+            self.t = t
+
+    rig = Rig(clock=SimClock())
+    rig.start(speed=0.5)
+    rig.run(range(1, 31))
+    bad = [rig.tick(float("nan")) for _ in range(8)]
+    assert [c.repeat for c in bad if c is not None] == [True, True] + [False] * 6
+    np.testing.assert_allclose([c.velocity[0] for c in bad[2:]], [0.4, 0.3, 0.2, 0.1, 0, 0])
+    assert rig.loop.state == "holding" and rig.loop.engine.plan is None
+    assert rig.loop.counts["invalid_time"] == 8
+    resumed = rig.run(range(31, 33))
+    assert rig.loop.state == "resuming" and all(c.reasons == ("resuming",) for c in resumed)
+
+    outlier = rig.tick(1e6)
+    assert outlier is not None and outlier.reasons == ("resuming",)
+    after = rig.tick(0.33)  # the right time: 10^6 s back
+    assert after is not None and after.reasons == ("resuming",) and not after.repeat
+    assert rig.loop.counts["clock_reset"] == 1
+    assert rig.loop.submit(chunk(line(0.5, start=rig.q)), 0.33).accepted
+    assert not rig.run(range(34, 36))[-1].hold
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        (None, HOME_Q, 0.0),
+        ("0.1", HOME_Q, 0.0),
+        (np.array([0.1, 0.2]), HOME_Q, 0.0),
+        (10**400, HOME_Q, 0.0),
+        (complex(1, 1), HOME_Q, 0.0),
+        (0.5, None, 0.5),
+        (0.5, [0.0] * 5, 0.5),
+        (0.5, [10**400] * 6, 0.5),
+        (0.5, ["a"] * 6, 0.5),
+        (0.5, HOME_Q, "0.5"),
+        (0.5, HOME_Q, None),
+        (0.5, HOME_Q, 10**400),
+    ],
+)
+def test_no_input_makes_tick_raise(arguments: tuple[Any, Any, Any]):
+    rig = Rig()
+    rig.start(speed=0.5)
+    rig.run(range(1, 5))
+    rig.loop.observation_received(0.5)
+    command = rig.loop.tick(*arguments)
+    assert command is not None and (command.hold or command.repeat)
+
+
+@pytest.mark.parametrize(
+    ("chunk_", "t_obs"),
+    [
+        (None, 0.05),
+        ("a chunk", 0.05),
+        (ActionChunk(np.array([[None] * 7] * 4), np.arange(4) * 0.1, 2, 0.1), 0.05),
+        (ActionChunk(np.array([["a"] * 7] * 4), np.arange(4) * 0.1, 2, 0.1), 0.05),
+        (ActionChunk(line(0.5)[:4], np.arange(4) * 1e-9, 2, 0.1), 1.7e9),
+        (chunk(line(0.5)), None),
+        (chunk(line(0.5)), "0.05"),
+        (chunk(line(0.5)), 10**400),
+    ],
+)
+def test_no_chunk_makes_submit_raise(chunk_: Any, t_obs: Any):
+    rig = Rig()
+    rig.start(speed=0.5)
+    rig.run(range(1, 5))
+    rig.loop.engine.request_started(0.04)
+    report = rig.loop.submit(chunk_, t_obs)
+    assert report.status == "invalid" and report.detail
+    assert rig.loop.state == "resuming"  # the running plan was dropped for a fresh one
+    assert rig.loop.should_request(0.05)  # the request is over
 
 
 def test_chunks_while_holding_are_refused_and_end_their_request():
@@ -472,6 +630,12 @@ def test_ee_jump_and_ik_failure_hold():
 
 
 def test_the_shipped_executor_configs_state_the_defaults():
+    import yaml
+
+    stated = yaml.safe_load((REPO / "config" / "executor_ur5.yaml").read_text())
+    for section, model in ExecutorConfig.model_fields.items():
+        fields = set(model.annotation.model_fields) - {"action_space"}  # type: ignore[union-attr]
+        assert set(stated[section]) == fields, section  # every setting written out
     assert ExecutorConfig.load(REPO / "config" / "executor_ur5.yaml") == ExecutorConfig()
     e_series = ExecutorConfig.load(REPO / "config" / "executor_ur5e.yaml")
     assert e_series.loop.controller_hz == 500.0

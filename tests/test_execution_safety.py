@@ -366,3 +366,32 @@ def test_joint_commands_slow_and_stop_at_the_workspace_boundary():
 def test_every_intervention_has_a_counter():
     assert set(SafetyFilter().counts) == set(INTERVENTIONS)
     assert len(INTERVENTIONS) == 11
+
+
+def test_the_stopping_point_memo_is_not_shared_between_kinematics():
+    """The filter remembers how far the last command's stopping point lay outside the box, for
+    the kinematics that measured it: another kinematics (a new tool offset) measures afresh."""
+    kinematics = EeToJoint()
+    safety = SafetyFilter()
+    q, v = HOME_Q, np.zeros(6)
+    for k in range(1, 80):  # down toward the floor, at speed
+        target = HOME_Q + np.array([0, min(0.6 * k * DT, 0.9), 0, 0, 0, 0])
+        result = safety.filter_joints(target, q, v, DT, tcp=lambda x: kinematics.forward(x)[:3, 3])
+        q, v = result.q, result.velocity
+
+    def shifted(x: np.ndarray) -> np.ndarray:  # a tool 0.5 m longer: far below the floor
+        return kinematics.forward(x)[:3, 3] - np.array([0.0, 0.0, 0.5])
+
+    safety.filter_joints(q, q, v, DT, tcp=shifted)
+    fresh = SafetyFilter()
+    target = HOME_Q + np.array([0, 0.9, 0, 0, 0, 0])
+    real = lambda x: kinematics.forward(x)[:3, 3]  # noqa: E731
+    remembered = safety.filter_joints(target, q, v, DT, tcp=real)
+    np.testing.assert_array_equal(remembered.q, fresh.filter_joints(target, q, v, DT, tcp=real).q)
+
+
+def test_overflowing_rotations_are_not_rotations():
+    from policy_runtime.robots.poses import valid_rot6d
+
+    assert not valid_rot6d(np.array([1e200, 0, 0, 0, 1e200, 0]))
+    assert valid_rot6d(np.array([1.0, 0, 0, 0, 1.0, 0]))

@@ -9,13 +9,21 @@ input: every bad value holds the arm and is counted by reason (:attr:`ControlLoo
 
 Per tick:
 
-1. **Time.** A time that is not finite, or not after the previous tick, is answered with the
-   previous command. The step's length comes from :class:`~policy_runtime.execution.timing.
-   TickTiming`: the real time since the last command sent, at most one controller period, and a
-   tick too soon after it gets the previous command again (limits hold per second of real time,
-   whatever the tick rate).
-2. **Measurement.** Joints that are not 6 finite numbers hold the arm; their stamp feeds the
-   watchdog, which holds on a frozen feed.
+1. **Time.** A time that is not a finite number, or not after the previous tick, is answered
+   with the previous command, twice at most; if it goes on, the loop holds (decelerating as if
+   each tick were a controller period) and drops the plan, since repeating a command for long
+   stops the arm dead. A time more than ``clock_reset_s`` before the previous one is a clock
+   reset (a simulation restarted): the loop starts over from it and waits for a fresh chunk.
+   The step's length comes from :class:`~policy_runtime.execution.timing.TickTiming`: the real
+   time since the last command sent, at most one controller period, and a tick too soon after
+   it gets the previous command again (limits hold per second of real time, whatever the tick
+   rate). After a late tick the velocity the next step starts from is the real one: the
+   controller held the previous command meanwhile.
+2. **Measurement.** Joints that are not 6 finite numbers, lie beyond any UR joint's range
+   (+-2 pi), or jumped further since the previous sample than the arm can move in that time
+   are no measurement: the arm holds. Only a valid sample of a feed that is not stale is used
+   to check or re-anchor the commands; its stamp feeds the watchdog, which holds on a frozen
+   feed.
 3. **Supervisor** (:mod:`policy_runtime.execution.supervisor`): the watchdog's reasons and the
    faults (e-stop input; measured joints more than ``max_tracking_error_rad`` from the commands,
    i.e. the arm does not execute them) move it between running, holding, stopped and resuming;
@@ -34,16 +42,20 @@ gripper), which the limits must be continuous with, and ties it to the measured 
 * it starts from them, at rest;
 * at rest in a hold, it re-anchors to them when they are more than ``resync_tolerance_rad``
   away (the arm was blocked, moved by hand, or a driver dropped commands), so it never streams
-  commands away from where the arm is;
-* a fault of tracking re-anchors at once (the arm is not executing the commands, so decelerating
-  them means nothing), and a resume starts exactly from the measured joints;
+  commands away from where the arm is (and never re-anchors to a sample that is not fresh);
 * while running, a gap larger than the servo lag explains (``resync_tolerance_rad +
   servo_lag_s * |v|`` per joint, the UR driver's ``servoj`` lookahead plus a cycle of
-  measurement delay) holds: the loop stops, re-anchors and goes on from where the arm is.
+  measurement delay) holds: the loop stops, re-anchors, drops the plan and waits for a fresh
+  chunk that starts near the arm; ``max_lag_resyncs`` of those within ``lag_window_s`` (an arm
+  pushing against something) latch a tracking stop;
+* a gap over ``max_tracking_error_rad`` on ``tracking_error_samples`` fresh samples in a row (the
+  arm is not executing the commands) latches a tracking stop and re-anchors at once:
+  decelerating commands the arm does not follow means nothing.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
@@ -104,7 +116,16 @@ HoldReason = Literal[
 HOLD_REASONS: tuple[HoldReason, ...] = get_args(HoldReason)
 #: Counted events that are not per-tick reasons: chunks refused (invalid, while holding, not
 #: fresh, too far from the arm to resume with) and re-anchorings to the measured joints.
-EVENTS = ("invalid_chunk", "chunk_while_holding", "chunk_not_fresh", "chunk_far_from_arm", "resync")
+EVENTS = (
+    "invalid_chunk",
+    "chunk_while_holding",
+    "chunk_not_fresh",
+    "chunk_far_from_arm",
+    "resync",
+    "clock_reset",
+)
+#: A UR joint's whole range (rad): a sample beyond it (plus the tolerance) is not a UR arm's.
+_UR_JOINT_RANGE = 2.0 * np.pi
 
 
 class LoopConfig(BaseModel):
@@ -124,6 +145,19 @@ class LoopConfig(BaseModel):
     #: (blocked, protective stop, a driver that stopped forwarding): a latched stop. 0.2 rad is
     #: ~0.13 s behind at the default pi/2 rad/s, ~10 cm at the TCP of an arm reaching 0.5 m.
     max_tracking_error_rad: float = Field(default=0.2, gt=0.0)
+    #: ... on this many fresh samples in a row (one corrupt sample is not an arm).
+    tracking_error_samples: int = Field(default=3, ge=1)
+    #: Re-anchorings after a lag this many times within ``lag_window_s``: a latched stop (an
+    #: arm that keeps pushing against something is not to be restarted by itself).
+    max_lag_resyncs: int = Field(default=3, ge=1)
+    lag_window_s: float = Field(default=5.0, gt=0.0)
+    #: A sample may differ from the previous one by the arm's top joint speed over the time
+    #: between them plus this; further is a corrupt sample, not a motion.
+    measurement_tolerance_rad: float = Field(default=0.05, gt=0.0)
+    #: Ticks with a bad time answered with the previous command before the loop holds.
+    max_bad_time_repeats: int = Field(default=2, ge=0)
+    #: A time this far before the previous tick is a clock reset, not a late sample.
+    clock_reset_s: float = Field(default=0.5, gt=0.0)
     #: What servo lag cannot explain: a gap over ``resync_tolerance_rad + servo_lag_s * |v|``
     #: on any joint. The UR driver's ``servoj`` lookahead is 0.03 s by default (range 0.03-0.2),
     #: and its joint states are a 125 Hz cycle old: 0.1 s covers a lookahead up to ~0.08 s.
@@ -203,14 +237,24 @@ class ControlLoop:
         )
         #: Ticks by reason (holds and repeats) and events (:data:`EVENTS`), since construction.
         self.counts: dict[str, int] = dict.fromkeys((*HOLD_REASONS, *EVENTS), 0)
-        self._tcp: Callable[[np.ndarray], np.ndarray] = lambda q: self.kinematics.forward(q)[:3, 3]
+        kinematics_ = self.kinematics  # bound once: the safety filter's memo keys on it
+        self._tcp: Callable[[np.ndarray], np.ndarray] = lambda q: kinematics_.forward(q)[:3, 3]
+        self._arm_speed = np.asarray(self.safety.limits.joint_velocity_limits, dtype=np.float64)
         self._q: np.ndarray | None = None  # commanded joints; None before the first tick
         self._v = np.zeros(6)
         self._gripper: float | None = None
         #: The last end-effector target the safety filter passed; None at the start and after
         #: a hold (the next one is then limited relative to the joint command's TCP).
         self._ee_target: np.ndarray | None = None
-        self._measured: np.ndarray | None = None
+        #: This tick's measured joints when valid and the feed is fresh (None otherwise): the
+        #: only measurement the commands are checked against or re-anchored to.
+        self._fresh: np.ndarray | None = None
+        #: The previous well-formed sample and its loop time (the plausibility check's anchor).
+        self._sample: tuple[np.ndarray, float] | None = None
+        self._tracking_streak = 0
+        self._lag_resyncs: deque[float] = deque()
+        self._time: float | None = None  # the last valid tick time
+        self._bad_times = 0  # consecutive ticks with a bad time
         self._last: JointCommand | None = None
 
     # -- inputs ----------------------------------------------------------------------------
@@ -239,8 +283,12 @@ class ControlLoop:
     def reset(self) -> ResetReport:
         """The operator's reset after a stop (e-stop, tracking error): refused while the e-stop
         input is active. The loop then waits for a fresh chunk that starts near the arm."""
-        t = self._last.t if self._last is not None else -np.inf
-        return self.supervisor.reset(t, self.watchdog.estop_active)
+        t = self._time if self._time is not None else -np.inf
+        report = self.supervisor.reset(t, self.watchdog.estop_active)
+        if report.ok:
+            self._lag_resyncs.clear()
+            self._tracking_streak = 0
+        return report
 
     def should_request(self, t: float) -> bool:
         """Whether to ask the policy for a chunk at ``t`` (then call
@@ -262,9 +310,10 @@ class ControlLoop:
         if problem is not None:
             report = engine.submit(chunk, t_obs)  # refused, counted, request ended
             self.counts["invalid_chunk"] += 1
-            if self.supervisor.chunk_failed(now, "invalid_chunk"):
+            if self.supervisor.drop_plan(now, "invalid_chunk"):
                 engine.reset()
             return report
+        t_obs = float(t_obs)  # a number: chunk_problem checked it
         if not self.supervisor.accepts_chunks:
             return self._refuse(chunk, t_obs, "holding", "chunk_while_holding", self.state)
         if self.supervisor.state == "resuming":
@@ -279,9 +328,7 @@ class ControlLoop:
         report = engine.submit(chunk, t_obs)
         if report.accepted:
             self.watchdog.chunk_received(t_obs)
-            if self.supervisor.state == "resuming":
-                self.supervisor.resumed(now)
-                self._anchor_to_measured()
+            self.supervisor.resumed(now)
         return report
 
     def _refuse(
@@ -294,9 +341,9 @@ class ControlLoop:
 
     def _resume_distance(self, action: np.ndarray) -> str | None:
         """Why a resume may not start toward ``action`` (the distance, named), or None."""
-        q = self._measured if self._measured is not None else self._q
+        q = self._fresh
         if q is None:
-            return "no measured joints yet"
+            return "no fresh measured joints to compare the first action with"
         cfg = self.config
         if self.action_space == "joint":
             gap = np.abs(action[:6] - q)
@@ -323,23 +370,26 @@ class ControlLoop:
     def tick(self, t: float, q_measured: np.ndarray, q_stamp: float) -> JointCommand | None:
         """The command for controller time ``t``; ``q_measured`` (6,) are the joints now and
         ``q_stamp`` their sample's stamp. None only before the first valid measurement (there
-        is nothing safe to command yet)."""
-        t = float(t)
-        if not np.isfinite(t):
-            return self._repeat("invalid_time")
-        last = self._last
-        if last is not None and t <= last.t:
-            return self._repeat("time_not_advancing")
+        is nothing safe to command yet). Never raises on bad input."""
+        cfg = self.config
+        time = _number(t)
+        if time is not None and self._time is not None and time < self._time - cfg.clock_reset_s:
+            self._clock_reset(time)
+        elif time is None or (self._time is not None and time <= self._time):
+            return self._bad_time("invalid_time" if time is None else "time_not_advancing")
+        t = time
+        self._bad_times, self._time = 0, t
         self.timing.observe(t)
         step = self.timing.step(t)
         if step is None:
             return self._repeat("tick_too_early")
         h, elapsed = step
+        if elapsed - h > TIME_EPS:
+            # The controller held the previous command for the time beyond one period: the arm
+            # is slower than that command's velocity, and the next step starts from there.
+            self._v = self._v * (h / elapsed)
 
-        measured = _measurement(q_measured, q_stamp)
-        if measured is not None:
-            self.watchdog.joint_state_received(q_stamp, t)
-            self._measured = measured
+        measured = self._measure(t, q_measured, q_stamp)
         if self._q is None:
             if measured is None:
                 self._count(("invalid_measurement",))
@@ -348,17 +398,22 @@ class ControlLoop:
 
         status = self.watchdog.check(t)
         faults: tuple[str, ...] = ("estop",) if "estop" in status.reasons else ()
-        gap = None
-        if measured is not None:
-            gap = np.abs(measured - self._q)
-            if gap.max() > self.config.max_tracking_error_rad:
-                # The arm does not execute the commands: decelerating them means nothing, so
-                # the commands go to where the arm is, now.
-                faults = (*faults, "tracking_error")
-                self._q, self._v = measured.copy(), np.zeros(6)
-                self._ee_target = None
-                self.counts["resync"] += 1
         inputs = tuple(r for r in status.reasons if r in INPUT_REASONS)
+        feed_fresh = not {"no_joint_states", "joint_states_stale"} & set(status.reasons)
+        self._fresh = measured if feed_fresh else None
+        gap = None if self._fresh is None else np.abs(self._fresh - self._q)
+        self._tracking_streak = (
+            self._tracking_streak + 1
+            if gap is not None and gap.max() > cfg.max_tracking_error_rad
+            else 0
+        )
+        if self._tracking_streak >= cfg.tracking_error_samples and self._fresh is not None:
+            # The arm does not execute the commands: decelerating them means nothing, so the
+            # commands go to where the arm is, now.
+            faults = (*faults, "tracking_error")
+            self._q, self._v, self._ee_target = self._fresh.copy(), np.zeros(6), None
+            self.counts["resync"] += 1
+            self._tracking_streak = 0
         plan = tuple(r for r in status.reasons if r in PLAN_REASONS)
         if self.supervisor.update(t, faults, inputs, plan):
             self.engine.reset()
@@ -368,30 +423,71 @@ class ControlLoop:
         if state == "stopped":
             transition = self.supervisor.last_transition
             latched = transition.reasons if transition is not None else ("estop",)
-            return self._hold(t, h, elapsed, (*latched, *invalid))  # type: ignore[arg-type]
+            return self._hold(t, h, (*latched, *invalid))  # type: ignore[arg-type]
         if state == "holding":
-            return self._hold(t, h, elapsed, (*inputs, *invalid))
+            return self._hold(t, h, (*inputs, *invalid))
         if state == "resuming":
-            return self._hold(t, h, elapsed, ("resuming", *invalid))
+            return self._hold(t, h, ("resuming", *invalid))
         if invalid:
-            return self._hold(t, h, elapsed, invalid)
-        lag_bound = self.config.resync_tolerance_rad + self.config.servo_lag_s * np.abs(self._v)
-        if gap is not None and np.any(gap > lag_bound):
-            return self._hold(t, h, elapsed, ("tracking_lag",))
+            return self._hold(t, h, invalid)
+        lag_bound = cfg.resync_tolerance_rad + cfg.servo_lag_s * np.abs(self._v)
+        if gap is not None and np.any(gap > np.minimum(lag_bound, cfg.max_tracking_error_rad)):
+            return self._hold(t, h, ("tracking_lag",))
         target = self.engine.command(t)
         if target is None:
-            return self._hold(t, h, elapsed, ("no_command",))
+            return self._hold(t, h, ("no_command",))
         action = np.asarray(target, dtype=np.float64)
         if self.action_space == "ee":
             if action.shape != (EE_ACTION_DIM,):
-                return self._hold(t, h, elapsed, ("invalid_target",))
-            return self._follow_ee(t, h, elapsed, action)
+                return self._hold(t, h, ("invalid_target",))
+            return self._follow_ee(t, h, action)
         if action.shape not in ((6,), (7,)):
-            return self._hold(t, h, elapsed, ("invalid_target",))
+            return self._hold(t, h, ("invalid_target",))
         gripper = float(action[6]) if action.shape == (7,) else None
-        return self._follow_joints(t, h, elapsed, action[:6], gripper, ())
+        return self._follow_joints(t, h, action[:6], gripper, ())
 
-    def _follow_ee(self, t: float, h: float, elapsed: float, action: np.ndarray) -> JointCommand:
+    def _measure(self, t: float, q_measured: object, q_stamp: object) -> np.ndarray | None:
+        """This tick's sample as float64 joints when it is one (see the module docs), feeding
+        the watchdog its stamp; None when it is not."""
+        stamp = _number(q_stamp)
+        try:
+            q = np.asarray(q_measured, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        if q.shape != (6,) or stamp is None or not np.all(np.isfinite(q)):
+            return None
+        previous, self._sample = self._sample, (q, t)
+        reach = _UR_JOINT_RANGE + self.config.measurement_tolerance_rad
+        if np.abs(q).max() > reach:
+            return None
+        if previous is not None:
+            allowed = self._arm_speed * (t - previous[1]) + self.config.measurement_tolerance_rad
+            if np.any(np.abs(q - previous[0]) > allowed):
+                return None  # a jump no arm makes: a corrupt sample (or the first after one)
+        self.watchdog.joint_state_received(stamp, t)
+        return q
+
+    def _bad_time(self, reason: HoldReason) -> JointCommand | None:
+        """A tick whose time cannot be used: the previous command again, a few times; after
+        that a hold, each tick taken as a controller period, and the plan dropped."""
+        self._bad_times += 1
+        last = self._last
+        if last is None or self._bad_times <= self.config.max_bad_time_repeats:
+            return self._repeat(reason)
+        if self.supervisor.update(last.t, (), (reason,), ()):
+            self.engine.reset()
+        return self._hold(last.t, self.config.period_s, (reason,))
+
+    def _clock_reset(self, t: float) -> None:
+        """The clock went back (a restarted simulation): start over from ``t``."""
+        self.counts["clock_reset"] += 1
+        self.timing.restart()
+        self._sample = None
+        self._time = None
+        self.supervisor.drop_plan(t, "clock_reset")
+        self.engine.reset()  # a plan on the old clock means nothing, whatever the state
+
+    def _follow_ee(self, t: float, h: float, action: np.ndarray) -> JointCommand:
         assert self._q is not None
         previous = self._ee_target
         if previous is None:
@@ -399,12 +495,12 @@ class ControlLoop:
             previous = self.kinematics.ee_action(self._q, self._gripper or 0.0)
         ee = self.safety.filter_ee(action, previous, h)
         if ee.refusal is not None:
-            return self._hold(t, h, elapsed, (ee.refusal,), ee.interventions)
+            return self._hold(t, h, (ee.refusal,), ee.interventions)
         solution = self.kinematics.solve(ee.action, q_near=self._q)
         if solution.q is None:
             reason = solution.failure or "invalid_target"
-            return self._hold(t, h, elapsed, (reason,), ee.interventions)
-        command = self._follow_joints(t, h, elapsed, solution.q, solution.gripper, ee.interventions)
+            return self._hold(t, h, (reason,), ee.interventions)
+        command = self._follow_joints(t, h, solution.q, solution.gripper, ee.interventions)
         if not command.hold:
             self._ee_target = ee.action
         return command
@@ -413,7 +509,6 @@ class ControlLoop:
         self,
         t: float,
         h: float,
-        elapsed: float,
         q_target: np.ndarray,
         gripper: float | None,
         interventions: tuple[Intervention, ...],
@@ -424,47 +519,53 @@ class ControlLoop:
         )
         interventions += command.interventions
         reasons: tuple[HoldReason, ...] = () if command.refusal is None else (command.refusal,)
-        return self._emit(t, h, elapsed, command, reasons, interventions)
+        return self._emit(t, command, reasons, interventions)
 
     def _hold(
         self,
         t: float,
         h: float,
-        elapsed: float,
         reasons: tuple[HoldReason, ...],
         interventions: tuple[Intervention, ...] = (),
     ) -> JointCommand:
         assert self._q is not None
         command = self.safety.hold(self._q, self._v, h)
-        measured = self._measured
+        fresh = self._fresh
         if (
             not np.any(command.velocity)
-            and measured is not None
-            and np.max(np.abs(measured - command.q)) > self.config.resync_tolerance_rad
+            and fresh is not None
+            and np.max(np.abs(fresh - command.q)) > self.config.resync_tolerance_rad
         ):
             # At rest, away from the arm: command where the arm is.
             self.counts["resync"] += 1
-            command = replace(command, q=measured.copy())
-        return self._emit(t, h, elapsed, command, reasons, interventions)
+            command = replace(command, q=fresh.copy())
+            if "tracking_lag" in reasons:
+                self._lag_resynced(t)
+        return self._emit(t, command, reasons, interventions)
 
-    def _anchor_to_measured(self) -> None:
-        """Resume from the measured joints (at rest, so no step in the commands' velocity)."""
-        if self._measured is not None and not np.any(self._v):
-            self._q = self._measured.copy()
+    def _lag_resynced(self, t: float) -> None:
+        """After a lag the plan is not resumed where it stood (the arm would race to catch
+        up): it is dropped for a fresh chunk; too many such lags in a row latch a stop."""
+        window = self._lag_resyncs
+        window.append(t)
+        while window and window[0] < t - self.config.lag_window_s:
+            window.popleft()
+        if len(window) >= self.config.max_lag_resyncs:
+            window.clear()
+            self.supervisor.update(t, ("tracking_error",), (), ())
+            self.engine.reset()
+        elif self.supervisor.drop_plan(t, "tracking_lag"):
+            self.engine.reset()
 
     def _emit(
         self,
         t: float,
-        h: float,
-        elapsed: float,
         command: SafeJointCommand,
         reasons: tuple[HoldReason, ...],
         interventions: tuple[Intervention, ...],
     ) -> JointCommand:
-        # The velocity state is the real-time one: after a late tick, the step over the time
-        # that actually passed (the next acceleration limit applies from there). A re-anchored
-        # hold is at rest: its velocity is zero, whatever the jump to the measured joints.
-        self._v = command.velocity if elapsed - h <= TIME_EPS else command.velocity * (h / elapsed)
+        # A re-anchored hold is at rest: its velocity is zero, whatever the jump to the arm.
+        self._v = command.velocity
         if command.hold:
             self._ee_target = None
         self._q = command.q
@@ -498,13 +599,12 @@ class ControlLoop:
             self.counts[reason] += 1
 
 
-def _measurement(q_measured: np.ndarray, q_stamp: float) -> np.ndarray | None:
-    """6 finite joint positions with a finite stamp as float64, or None."""
+def _number(value: object) -> float | None:
+    """``value`` as a finite float, or None (whatever it is: NaN, text, None, an array)."""
+    if isinstance(value, (str, bytes)) or (isinstance(value, np.ndarray) and value.ndim > 0):
+        return None
     try:
-        q = np.asarray(q_measured, dtype=np.float64)
-        stamp_ok = bool(np.isfinite(float(q_stamp)))
-    except (TypeError, ValueError):
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
         return None
-    if q.shape != (6,) or not stamp_ok or not np.all(np.isfinite(q)):
-        return None
-    return q
+    return number if np.isfinite(number) else None

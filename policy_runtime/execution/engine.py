@@ -139,7 +139,7 @@ class SubmitReport:
     status: SubmitStatus
     #: Engine clock when it arrived.
     arrival: float
-    #: ``arrival - t_obs``: observation age + inference + transport.
+    #: ``arrival - t_obs``: observation age + inference + transport (NaN for an invalid chunk).
     delay: float
     #: Actions due before ``arrival + latency_margin_s``, dropped.
     stale_dropped: int
@@ -278,11 +278,21 @@ class ExecutionEngine:
         self._rtc_issued = None
 
     def chunk_problem(self, chunk: ActionChunk, t_obs: float) -> str | None:
-        """Why ``chunk`` (observed at ``t_obs``) is no plan at all, or None when it is one."""
+        """Why ``chunk`` (observed at ``t_obs``) is no plan at all, or None when it is one.
+        Anything may come in here (a decoded message): nothing is assumed of its types."""
         space = self.config.action_space
-        actions, stamps = np.asarray(chunk.actions), np.asarray(chunk.stamps)
-        if not math.isfinite(t_obs):
-            return f"t_obs is {t_obs}"
+        if not isinstance(chunk, ActionChunk):
+            return f"not an ActionChunk: {type(chunk).__name__}"
+        if isinstance(t_obs, (str, bytes)):
+            return f"t_obs is {t_obs!r}"
+        try:
+            t = float(t_obs)
+            actions = np.asarray(chunk.actions, dtype=np.float64)
+            stamps = np.asarray(chunk.stamps, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            return "t_obs, actions and stamps must be numbers"
+        if not math.isfinite(t):
+            return f"t_obs is {t}"
         if actions.ndim != 2 or actions.shape[1] != ACTION_DIMS[space]:
             return (
                 f"actions must be (n, {ACTION_DIMS[space]}) for action_space={space!r}, "
@@ -291,7 +301,9 @@ class ExecutionEngine:
         if not np.all(np.isfinite(actions)):
             bad = np.argwhere(~np.isfinite(actions))[0]
             return f"actions[{bad[0]}, {bad[1]}] is {actions[bad[0], bad[1]]}"
-        if not (np.all(np.isfinite(stamps)) and np.all(np.diff(stamps) > 0)):
+        if stamps.shape != (len(actions),) or not (
+            np.all(np.isfinite(stamps)) and np.all(np.diff(t + stamps) > 0)
+        ):
             return "stamps must be finite and increasing"
         if space == "ee" and not np.all(valid_rot6d(actions[:, 3:9])):
             return f"actions[{int(np.argmin(valid_rot6d(actions[:, 3:9])))}] has no valid rotation"
@@ -316,7 +328,8 @@ class ExecutionEngine:
         problem = self.chunk_problem(chunk, t_obs)
         if problem is not None:
             self._count(invalid_chunks=1)
-            return SubmitReport("invalid", now, now - t_obs, 0, 0, 0, detail=problem)
+            return SubmitReport("invalid", now, math.nan, 0, 0, 0, detail=problem)
+        t_obs = float(t_obs)
         actions = np.asarray(chunk.actions, dtype=np.float64)
         delay = now - t_obs
         if delay < -TIME_EPS:  # not a latency: the stamps and the engine use different clocks

@@ -244,9 +244,9 @@ def _braking_speed(distance: np.ndarray, a_dt: np.ndarray, dt: float) -> np.ndar
     return (n + f) * a_dt
 
 
-def _state_key(q: np.ndarray, velocity: np.ndarray, tcp: TcpPosition) -> bytes:
-    """Identifies a commanded state and the kinematics it is measured with (the memo's key)."""
-    return q.tobytes() + velocity.tobytes() + id(tcp).to_bytes(8, "little")
+def _state_key(q: np.ndarray, velocity: np.ndarray) -> bytes:
+    """Identifies a commanded state (the memo's key, with the kinematics it was measured with)."""
+    return q.tobytes() + velocity.tobytes()
 
 
 def _uniform_scale(values: np.ndarray, caps: np.ndarray) -> float:
@@ -277,9 +277,10 @@ class SafetyFilter:
         self._box_hi = np.asarray(self.limits.workspace_max_m, dtype=np.float64)
         #: How many commands each intervention has touched since construction / reset_counts().
         self.counts: dict[Intervention, int] = dict.fromkeys(INTERVENTIONS, 0)
-        #: The last joint command's state (q, velocity, kinematics) and how far its stopping
-        #: point's TCP lies outside the box: the next command starts from it, most of the time.
-        self._last_stop: tuple[bytes, float] | None = None
+        #: The last joint command's state (q, velocity), the kinematics it was measured with,
+        #: and how far its stopping point's TCP lies outside the box: the next command starts
+        #: from it, most of the time.
+        self._last_stop: tuple[bytes, TcpPosition, float] | None = None
 
     @property
     def velocity_limits(self) -> np.ndarray:
@@ -431,7 +432,7 @@ class SafetyFilter:
                 reasons.append("gripper_range")
         v_safe = (q_safe - q_prev) / dt
         if tcp is not None:
-            self._last_stop = (_state_key(q_safe, v_safe, tcp), outside_tcp)
+            self._last_stop = (_state_key(q_safe, v_safe), tcp, outside_tcp)
         return SafeJointCommand(
             q_safe,
             v_safe,
@@ -459,8 +460,8 @@ class SafetyFilter:
         tcp_allowance = 0.0
         if tcp is not None:
             memo = self._last_stop
-            key = _state_key(q_prev, v_prev, tcp)
-            known = memo[1] if memo is not None and memo[0] == key else None
+            key = _state_key(q_prev, v_prev)
+            known = memo[2] if memo is not None and memo[0] == key and memo[1] is tcp else None
             if known is None:
                 known = self.workspace_distance(tcp(stop_prev))
             tcp_allowance = known + 1e-12

@@ -4,7 +4,7 @@
 
     resuming --(a fresh chunk that starts near the arm)--> running
     running  --(an input goes stale or missing)----------> holding   (plan cleared)
-    running  --(the plan went stale, a chunk was invalid)-> resuming  (plan cleared)
+    running  --(plan stale, chunk invalid, arm lagging)---> resuming  (plan cleared)
     holding  --(the inputs are fresh again)---------------> resuming
     any      --(e-stop input, arm not following)----------> stopped   (plan cleared, latched)
     stopped  --(reset(), e-stop input released)-----------> resuming
@@ -110,10 +110,11 @@ class Supervisor:
         self._enter(t, "resuming", ("reset",))
         return ResetReport(True)
 
-    def chunk_failed(self, t: float, reason: str) -> bool:
-        """A chunk was refused as no plan: a running loop holds and waits for a fresh one.
+    def drop_plan(self, t: float, reason: str) -> bool:
+        """The plan is no good any more (an invalid chunk, a lag the servo cannot explain, the
+        clock went back): a running or resuming loop waits for a chunk observed from ``t`` on.
         True when the plan must be dropped."""
-        if self.state != "running":
+        if self.state not in ("running", "resuming"):
             return False
         self._enter(t, "resuming", (reason,))
         return True

@@ -104,35 +104,46 @@ class Watchdog:
         self._joint_stamp: float | None = None
         self._joint_changed_at: float | None = None
         self._estop_input = False
+        self._estop_pressed = False
         #: Stamps ignored because they were NaN or inf (a corrupt message must not count as
         #: fresh data, and must not crash the caller's callback either).
         self.rejected_stamps = 0
 
     def observation_received(self, stamp: float) -> None:
         """An observation stamped ``stamp`` arrived."""
-        if self._accept(stamp):
-            self._observation_stamp = float(stamp)
+        value = self._accept(stamp)
+        if value is not None:
+            self._observation_stamp = value
 
     def chunk_received(self, stamp: float) -> None:
         """A chunk predicted from observations up to ``stamp`` (its ``t_obs``) arrived."""
-        if self._accept(stamp):
-            self._chunk_stamp = float(stamp)
+        value = self._accept(stamp)
+        if value is not None:
+            self._chunk_stamp = value
 
     def joint_state_received(self, stamp: float, t: float) -> None:
         """The loop got a joint-state sample stamped ``stamp`` at loop time ``t``."""
-        if self._accept(stamp) and stamp != self._joint_stamp:
-            self._joint_stamp = float(stamp)
+        value = self._accept(stamp)
+        if value is not None and value != self._joint_stamp:
+            self._joint_stamp = value
             self._joint_changed_at = float(t)
 
-    def _accept(self, stamp: float) -> bool:
-        if math.isfinite(stamp):
-            return True
-        self.rejected_stamps += 1
-        return False
+    def _accept(self, stamp: object) -> float | None:
+        """``stamp`` as a finite float; None (counted) for anything else."""
+        try:
+            value = float(stamp)  # type: ignore[arg-type]
+        except (TypeError, ValueError, OverflowError):
+            value = math.nan
+        if isinstance(stamp, (str, bytes)) or not math.isfinite(value):
+            self.rejected_stamps += 1
+            return None
+        return value
 
     def set_estop(self, active: bool) -> None:
-        """The e-stop input's current level (the supervisor latches it)."""
+        """The e-stop input's current level (the supervisor latches it). A press is kept until
+        the next :meth:`check` reports it, however short it was."""
         self._estop_input = bool(active)
+        self._estop_pressed = self._estop_pressed or self._estop_input
 
     @property
     def estop_active(self) -> bool:
@@ -140,7 +151,8 @@ class Watchdog:
 
     def check(self, t: float) -> WatchdogStatus:
         """Every reason to hold at (finite) time ``t``."""
-        reasons: list[WatchdogReason] = ["estop"] if self._estop_input else []
+        reasons: list[WatchdogReason] = ["estop"] if self._estop_pressed else []
+        self._estop_pressed = self._estop_input
         observation_age = self._age(
             t,
             self._observation_stamp,

@@ -45,8 +45,9 @@ def valid_rot6d(rot6d: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", over="ignore"):
         n1, n2 = np.linalg.norm(a1, axis=-1), np.linalg.norm(a2, axis=-1)
         sine = np.linalg.norm(np.cross(a1, a2), axis=-1)
-        ok = (np.minimum(n1, n2) >= DEGENERATE_ROT6D) & (sine >= DEGENERATE_ROT6D * n1 * n2)
-    return ok & np.all(np.isfinite(rot6d), axis=-1)
+        product = n1 * n2
+        ok = (np.minimum(n1, n2) >= DEGENERATE_ROT6D) & (sine >= DEGENERATE_ROT6D * product)
+    return ok & np.isfinite(product) & np.isfinite(sine) & np.all(np.isfinite(rot6d), axis=-1)
 
 
 def pose_to_ee_action(pose: np.ndarray, gripper: float) -> np.ndarray:
