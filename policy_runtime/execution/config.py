@@ -29,6 +29,7 @@ from policy_runtime.execution.interpolation import ActionSpace
 from policy_runtime.execution.kinematics import EeToJoint
 from policy_runtime.execution.safety import SafetyFilter, SafetyLimits
 from policy_runtime.execution.watchdog import Watchdog, WatchdogConfig
+from policy_runtime.validation import field_problems
 
 __all__ = ["ExecutorConfig"]
 
@@ -59,11 +60,7 @@ class ExecutorConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in error['loc']) or '(top level)'}: {error['msg']}"
-                for error in exc.errors()
-            )
-            raise ValueError(f"executor config {path}: {problems}") from exc
+            raise ValueError(f"executor config {path}: {field_problems(exc)}") from exc
 
     def build(
         self,

@@ -31,6 +31,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from policy_runtime.validation import field_problems
+
 FORMAT: Literal["policy_runtime.bundle"] = "policy_runtime.bundle"
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -249,10 +251,7 @@ def read_manifest(files: BundleFiles) -> Manifest:
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"field '{'.'.join(str(p) for p in e['loc']) or '(manifest)'}': {e['msg']}"
-            for e in exc.errors()
-        )
+        problems = field_problems(exc, "field '{field}': {msg}", "(manifest)")
         raise BundleError(f"{files.path}/{MANIFEST_FILE}: {problems}") from None
 
 

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from policy_runtime.policies.config import PolicyKind
+from policy_runtime.validation import field_problems
 
 
 class ModelOverrides(BaseModel):
@@ -113,7 +114,4 @@ def load_config(path: Path | None, overrides: Sequence[str], **fixed: Any) -> Tr
     try:
         return TrainConfig.model_validate(values)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ValueError(f"invalid training config: {problems}") from None
+        raise ValueError(f"invalid training config: {field_problems(exc)}") from None
