@@ -164,6 +164,9 @@ def test_gripper_is_clamped_to_its_range():
     assert (result.action[9], result.interventions) == (1.0, ("gripper_range",))
     joints = safety.filter_joints(HOME_Q, HOME_Q, np.zeros(6), DT, gripper=-0.2)
     assert (joints.gripper, joints.interventions) == (0.0, ("gripper_range",))
+    # A regression's noise at the edge of the range is clamped, but not reported.
+    noisy = safety.filter_joints(HOME_Q, HOME_Q, np.zeros(6), DT, gripper=1.005)
+    assert (noisy.gripper, noisy.interventions) == (1.0, ())
     assert safety.counts["gripper_range"] == 2
 
 

@@ -83,6 +83,8 @@ INTERVENTIONS: tuple[Intervention, ...] = get_args(Intervention)
 #: The TCP position (3,) in ``base_link`` of joint positions (6,): what the workspace check of
 #: joint commands needs from the arm's kinematics.
 TcpPosition = Callable[[np.ndarray], np.ndarray]
+#: A gripper opening this far outside its range is clamped without being reported.
+_GRIPPER_SLACK = 0.01
 #: Halvings of the search for the largest step that keeps the braking envelope (2^-10 of the
 #: step: finer than any limit is stated).
 _ENVELOPE_BISECTIONS = 10
@@ -349,11 +351,18 @@ class SafetyFilter:
             clamped = previous[:3] + scale * step
             rotation = rotation_prev @ _rotation_matrix(scale * rotvec)
 
-        gripper = float(np.clip(target[9], *self.limits.gripper_range))
-        if gripper != target[9]:
-            reasons.append("gripper_range")
+        gripper = self._clamp_gripper(float(target[9]), reasons)
         action = np.concatenate([clamped, rot6d_from_matrix(rotation), [gripper]])
         return SafeEeCommand(action, refusal=None, interventions=self._report(reasons))
+
+    def _clamp_gripper(self, gripper: float, reasons: list[Intervention]) -> float:
+        """The opening clamped to the range; ``gripper_range`` is reported when the clamp moved
+        it by more than :data:`_GRIPPER_SLACK` (less is a regression's noise at the edge of its
+        training range, e.g. 1.003 for a fully open gripper, not a command worth reporting)."""
+        clamped = float(np.clip(gripper, *self.limits.gripper_range))
+        if abs(clamped - gripper) > _GRIPPER_SLACK:
+            reasons.append("gripper_range")
+        return clamped
 
     def _refuse_ee(self, previous: np.ndarray, reason: Refusal) -> SafeEeCommand:
         return SafeEeCommand(previous.copy(), refusal=reason, interventions=self._report([reason]))
@@ -425,11 +434,7 @@ class SafetyFilter:
         else:
             q_safe = q_prev + velocity * dt
 
-        grip = gripper
-        if gripper is not None:
-            grip = float(np.clip(gripper, *self.limits.gripper_range))
-            if grip != gripper:
-                reasons.append("gripper_range")
+        grip = None if gripper is None else self._clamp_gripper(gripper, reasons)
         v_safe = (q_safe - q_prev) / dt
         if tcp is not None:
             self._last_stop = (_state_key(q_safe, v_safe), tcp, outside_tcp)
