@@ -99,6 +99,13 @@ def evaluated(config: EvalConfig) -> dict[str, Any]:
     return evaluate(config).summary()
 
 
+def per_episode(counts: dict[str, int], episodes: int, top: int = 3) -> str:
+    """The total per episode and the ``top`` most frequent reasons', e.g. "84.1 (accel 80.2)"."""
+    total = sum(counts.values()) / episodes
+    frequent = sorted(counts.items(), key=lambda item: -item[1])[:top]
+    return f"{total:.1f} (" + ", ".join(f"{k} {v / episodes:.1f}" for k, v in frequent) + ")"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demos", type=int, default=200)
@@ -142,7 +149,8 @@ def main() -> None:
         "execution",
         "success [95% Wilson]",
         "mean coverage",
-        "interventions / episode",
+        "interventions / episode (most frequent)",
+        "holds / episode (most frequent)",
         "goal",
         "train steps/s",
         title=f"push_t low-dim, {args.demos} expert demos, {args.episodes} episodes from seed "
@@ -172,7 +180,8 @@ def main() -> None:
                 "deployed stack" if safety else "engine only",
                 f"{rate:.1%} [{low:.1%}, {high:.1%}]",
                 f"{summary['mean_score']:.3f}",
-                f"{summary['interventions_per_episode']:.1f}" if safety else "-",
+                per_episode(summary["interventions"], args.episodes) if safety else "-",
+                per_episode(summary["holds"], args.episodes) if safety else "-",
                 f">= {goal:.0%} ({met})",
                 f"{rates[policy]:.1f}",
             )
