@@ -118,6 +118,11 @@ def _run_engine(
         None if executor is None else executor.build(clock, config.action_space, execution=config)
     )
     engine = loop.engine if loop is not None else ExecutionEngine(config, clock)
+    if loop is not None:
+        # The arm at rest before the episode, as a robot's joint states flow before a policy
+        # starts: the loop trusts a sample once the next agrees with it.
+        before = env.time - env.cell.control_period_s
+        loop.tick(before, env.cell.joint_positions, before)
     kinematics = EeToJoint()
     pending: list[tuple[float, float, ActionChunk]] = []  # (arrival, t_obs, chunk)
     calls = 0

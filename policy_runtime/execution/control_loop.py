@@ -21,9 +21,11 @@ Per tick:
    controller held the previous command meanwhile.
 2. **Measurement.** Joints that are not 6 finite numbers, lie beyond any UR joint's range
    (+-2 pi), or jumped further since the previous sample than the arm can move in that time
-   are no measurement: the arm holds. Only a valid sample of a feed that is not stale is used
-   to check or re-anchor the commands; its stamp feeds the watchdog, which holds on a frozen
-   feed.
+   are no measurement: the arm holds; the first sample of a stream is trusted only once the
+   next agrees with it (nothing is commanded before). Only a valid sample of a fresh feed is
+   used to check or re-anchor the commands: its stamp feeds the watchdog (a stamp that stops
+   changing is a stale feed), and joints that stay bit for bit the same while the commands move
+   on are a frozen one (a driver republishing a cached sample).
 3. **Supervisor** (:mod:`policy_runtime.execution.supervisor`): the watchdog's reasons and the
    faults (e-stop input; measured joints more than ``max_tracking_error_rad`` from the commands,
    i.e. the arm does not execute them) move it between running, holding, stopped and resuming;
@@ -40,17 +42,19 @@ limit, so the arm is at rest :attr:`JointCommand.stop_time_s` later.
 gripper), which the limits must be continuous with, and ties it to the measured joints:
 
 * it starts from them, at rest;
-* at rest in a hold, it re-anchors to them when they are more than ``resync_tolerance_rad``
+* at rest in a hold, once the servo has had ``servo_lag_s`` to arrive, it re-anchors to them
+  when ``tracking_error_samples`` fresh samples in a row are more than ``resync_tolerance_rad``
   away (the arm was blocked, moved by hand, or a driver dropped commands), so it never streams
-  commands away from where the arm is (and never re-anchors to a sample that is not fresh);
+  commands away from where the arm is, and never follows one stale or corrupt sample;
 * while running, a gap larger than the servo lag explains (``resync_tolerance_rad +
-  servo_lag_s * |v|`` per joint, the UR driver's ``servoj`` lookahead plus a cycle of
-  measurement delay) holds: the loop stops, re-anchors, drops the plan and waits for a fresh
-  chunk that starts near the arm; ``max_lag_resyncs`` of those within ``lag_window_s`` (an arm
-  pushing against something) latch a tracking stop;
-* a gap over ``max_tracking_error_rad`` on ``tracking_error_samples`` fresh samples in a row (the
-  arm is not executing the commands) latches a tracking stop and re-anchors at once:
-  decelerating commands the arm does not follow means nothing.
+  servo_lag_s`` times the fastest the commands moved over the last ``servo_lag_s``, per joint:
+  the UR driver's ``servoj`` lookahead plus a cycle of measurement delay) drops the plan at
+  once (following it further would race to catch up) and holds; at rest the loop re-anchors
+  and waits for a fresh chunk that starts near the arm; the ``max_lag_resyncs``-th such lag
+  within ``lag_window_s`` (an arm pushing against something) latches a tracking stop;
+* a gap over ``max_tracking_error_rad`` on ``tracking_error_samples`` fresh samples in a row
+  (the arm does not execute the commands) latches a tracking stop; the commands come to rest
+  and then go where the arm is.
 """
 
 from __future__ import annotations
@@ -101,6 +105,7 @@ __all__ = [
 #: (``tick_too_early``).
 HoldReason = Literal[
     WatchdogReason,
+    "joint_states_frozen",
     Refusal,
     IkFailure,
     "no_command",
@@ -126,6 +131,8 @@ EVENTS = (
 )
 #: A UR joint's whole range (rad): a sample beyond it (plus the tolerance) is not a UR arm's.
 _UR_JOINT_RANGE = 2.0 * np.pi
+#: The input reasons that make the joint feed untrustworthy this tick.
+_FEED_REASONS = frozenset({"no_joint_states", "joint_states_stale", "joint_states_frozen"})
 
 
 class LoopConfig(BaseModel):
@@ -251,8 +258,16 @@ class ControlLoop:
         self._fresh: np.ndarray | None = None
         #: The previous well-formed sample and its loop time (the plausibility check's anchor).
         self._sample: tuple[np.ndarray, float] | None = None
-        self._tracking_streak = 0
+        self._unconfirmed = False  # this tick's sample was the first of a stream
+        self._tracking_samples = 0  # fresh samples in a row beyond max_tracking_error_rad
+        self._offset_samples = 0  # ... beyond resync_tolerance_rad
         self._lag_resyncs: deque[float] = deque()
+        #: (t, |v| per joint) of the commands over the last ``servo_lag_s`` (the lag bound).
+        self._recent_speed: deque[tuple[float, np.ndarray]] = deque()
+        self._rest_since: float | None = None  # when the commands came to rest (None: moving)
+        #: The measured joints, since when they have been bit for bit the same, and the
+        #: commanded joints then (the frozen-feed check).
+        self._same_since: tuple[np.ndarray, float, np.ndarray] | None = None
         self._time: float | None = None  # the last valid tick time
         self._bad_times = 0  # consecutive ticks with a bad time
         self._last: JointCommand | None = None
@@ -287,13 +302,15 @@ class ControlLoop:
         report = self.supervisor.reset(t, self.watchdog.estop_active)
         if report.ok:
             self._lag_resyncs.clear()
-            self._tracking_streak = 0
+            self._tracking_samples = self._offset_samples = 0
         return report
 
     def should_request(self, t: float) -> bool:
         """Whether to ask the policy for a chunk at ``t`` (then call
-        ``engine.request_started(t)``): the engine wants one and the loop would take it."""
-        return self.supervisor.accepts_chunks and self.engine.should_request(t)
+        ``engine.request_started(t)``): the engine wants one and the loop could take it (a
+        resume needs a fresh measurement to compare the chunk with)."""
+        resumable = self.supervisor.state != "resuming" or self._fresh is not None
+        return self.supervisor.accepts_chunks and resumable and self.engine.should_request(t)
 
     def submit(self, chunk: ActionChunk, t_obs: float) -> SubmitReport:
         """Hand over ``chunk``, predicted from observations up to ``t_obs``. Never raises on a
@@ -369,8 +386,8 @@ class ControlLoop:
 
     def tick(self, t: float, q_measured: np.ndarray, q_stamp: float) -> JointCommand | None:
         """The command for controller time ``t``; ``q_measured`` (6,) are the joints now and
-        ``q_stamp`` their sample's stamp. None only before the first valid measurement (there
-        is nothing safe to command yet). Never raises on bad input."""
+        ``q_stamp`` their sample's stamp. None until a measurement is confirmed (two plausible
+        samples in a row: there is nothing safe to command before). Never raises."""
         cfg = self.config
         time = _number(t)
         if time is not None and self._time is not None and time < self._time - cfg.clock_reset_s:
@@ -392,28 +409,30 @@ class ControlLoop:
         measured = self._measure(t, q_measured, q_stamp)
         if self._q is None:
             if measured is None:
-                self._count(("invalid_measurement",))
+                if not self._unconfirmed:
+                    self._count(("invalid_measurement",))
                 return None
             self._q = measured.copy()
 
         status = self.watchdog.check(t)
         faults: tuple[str, ...] = ("estop",) if "estop" in status.reasons else ()
-        inputs = tuple(r for r in status.reasons if r in INPUT_REASONS)
-        feed_fresh = not {"no_joint_states", "joint_states_stale"} & set(status.reasons)
-        self._fresh = measured if feed_fresh else None
+        inputs: tuple[str, ...] = tuple(r for r in status.reasons if r in INPUT_REASONS)
+        if self._frozen(t, measured) and "joint_states_stale" not in inputs:
+            inputs = (*inputs, "joint_states_frozen")
+        self._fresh = None if inputs and _FEED_REASONS & set(inputs) else measured
         gap = None if self._fresh is None else np.abs(self._fresh - self._q)
-        self._tracking_streak = (
-            self._tracking_streak + 1
+        self._offset_samples = (
+            self._offset_samples + 1
+            if gap is not None and gap.max() > cfg.resync_tolerance_rad
+            else 0
+        )
+        self._tracking_samples = (
+            self._tracking_samples + 1
             if gap is not None and gap.max() > cfg.max_tracking_error_rad
             else 0
         )
-        if self._tracking_streak >= cfg.tracking_error_samples and self._fresh is not None:
-            # The arm does not execute the commands: decelerating them means nothing, so the
-            # commands go to where the arm is, now.
-            faults = (*faults, "tracking_error")
-            self._q, self._v, self._ee_target = self._fresh.copy(), np.zeros(6), None
-            self.counts["resync"] += 1
-            self._tracking_streak = 0
+        if self._tracking_samples >= cfg.tracking_error_samples:
+            faults = (*faults, "tracking_error")  # latched; the hold re-anchors once at rest
         plan = tuple(r for r in status.reasons if r in PLAN_REASONS)
         if self.supervisor.update(t, faults, inputs, plan):
             self.engine.reset()
@@ -425,13 +444,13 @@ class ControlLoop:
             latched = transition.reasons if transition is not None else ("estop",)
             return self._hold(t, h, (*latched, *invalid))  # type: ignore[arg-type]
         if state == "holding":
-            return self._hold(t, h, (*inputs, *invalid))
+            return self._hold(t, h, (*inputs, *invalid))  # type: ignore[arg-type]
         if state == "resuming":
             return self._hold(t, h, ("resuming", *invalid))
         if invalid:
             return self._hold(t, h, invalid)
-        lag_bound = cfg.resync_tolerance_rad + cfg.servo_lag_s * np.abs(self._v)
-        if gap is not None and np.any(gap > np.minimum(lag_bound, cfg.max_tracking_error_rad)):
+        if gap is not None and np.any(gap > self._lag_bound(t)):
+            self._lag_event(t)
             return self._hold(t, h, ("tracking_lag",))
         target = self.engine.command(t)
         if target is None:
@@ -448,10 +467,16 @@ class ControlLoop:
 
     def _measure(self, t: float, q_measured: object, q_stamp: object) -> np.ndarray | None:
         """This tick's sample as float64 joints when it is one (see the module docs), feeding
-        the watchdog its stamp; None when it is not."""
+        the watchdog its stamp; None when it is not, or when it is the first of a stream (a
+        sample is trusted only once the next one agrees with it)."""
         stamp = _number(q_stamp)
+        self._unconfirmed = False
         try:
-            q = np.asarray(q_measured, dtype=np.float64)
+            raw = np.asarray(q_measured)
+            if raw.dtype.kind not in "iufO":  # complex, text, bytes: no joint angles
+                return None
+            with np.errstate(all="ignore"):
+                q = raw.astype(np.float64)
         except (TypeError, ValueError, OverflowError):
             return None
         if q.shape != (6,) or stamp is None or not np.all(np.isfinite(q)):
@@ -460,30 +485,72 @@ class ControlLoop:
         reach = _UR_JOINT_RANGE + self.config.measurement_tolerance_rad
         if np.abs(q).max() > reach:
             return None
-        if previous is not None:
-            allowed = self._arm_speed * (t - previous[1]) + self.config.measurement_tolerance_rad
-            if np.any(np.abs(q - previous[0]) > allowed):
-                return None  # a jump no arm makes: a corrupt sample (or the first after one)
+        if previous is None:
+            self._unconfirmed = True  # the first of a stream: trusted once the next agrees
+            return None
+        allowed = self._arm_speed * (t - previous[1]) + self.config.measurement_tolerance_rad
+        if np.any(np.abs(q - previous[0]) > allowed):
+            return None  # a jump no arm makes: a corrupt sample (or the first after one)
         self.watchdog.joint_state_received(stamp, t)
         return q
 
+    def _frozen(self, t: float, measured: np.ndarray | None) -> bool:
+        """Whether the measured joints have stayed bit for bit the same for longer than joint
+        states may be old while the commands moved on by more than ``resync_tolerance_rad``: a
+        driver that republishes a cached sample with new stamps (a real arm's encoders, following
+        the commands, are never that still)."""
+        if measured is None or self._q is None:
+            return False
+        same = self._same_since
+        if same is None or not np.array_equal(measured, same[0]):
+            self._same_since = (measured, t, self._q.copy())
+            return False
+        moved = np.abs(self._q - same[2]).max() > self.config.resync_tolerance_rad
+        return moved and t - same[1] > self.watchdog.config.max_joint_state_age_s
+
+    def _lag_bound(self, t: float) -> np.ndarray:
+        """Per joint, the largest gap the servo lag explains: the tolerance plus ``servo_lag_s``
+        times the fastest the commands moved in the last ``servo_lag_s`` (an arm ``servo_lag_s``
+        behind is still that far back when the commands have just stopped)."""
+        cfg = self.config
+        recent = self._recent_speed
+        speed = np.max([v for _, v in recent], axis=0) if recent else np.zeros(6)
+        return np.minimum(
+            cfg.resync_tolerance_rad + cfg.servo_lag_s * speed, cfg.max_tracking_error_rad
+        )
+
     def _bad_time(self, reason: HoldReason) -> JointCommand | None:
         """A tick whose time cannot be used: the previous command again, a few times; after
-        that a hold, each tick taken as a controller period, and the plan dropped."""
+        that a hold and the plan dropped, stepped on the engine's clock where that advances
+        (else as if each tick were a controller period). No measurement is trusted meanwhile."""
         self._bad_times += 1
+        self._fresh = None
         last = self._last
         if last is None or self._bad_times <= self.config.max_bad_time_repeats:
             return self._repeat(reason)
         if self.supervisor.update(last.t, (), (reason,), ()):
             self.engine.reset()
-        return self._hold(last.t, self.config.period_s, (reason,))
+        fallback = _number(self.engine.clock.now())
+        h = self.config.period_s
+        if fallback is not None and fallback > last.t:
+            step = self.timing.step(fallback)
+            if step is None:
+                return self._repeat("tick_too_early")
+            h = step[0]
+        return self._hold(last.t if fallback is None else max(fallback, last.t), h, (reason,))
 
     def _clock_reset(self, t: float) -> None:
-        """The clock went back (a restarted simulation): start over from ``t``."""
+        """The clock went back (a restarted simulation): start over from ``t``, forgetting
+        every stamp and time of the old clock."""
         self.counts["clock_reset"] += 1
         self.timing.restart()
-        self._sample = None
+        self.watchdog.forget_stamps()
+        self._sample = self._same_since = None
         self._time = None
+        self._recent_speed.clear()
+        self._lag_resyncs.clear()
+        self._offset_samples = self._tracking_samples = 0
+        self._rest_since = None
         self.supervisor.drop_plan(t, "clock_reset")
         self.engine.reset()  # a plan on the old clock means nothing, whatever the state
 
@@ -530,22 +597,26 @@ class ControlLoop:
     ) -> JointCommand:
         assert self._q is not None
         command = self.safety.hold(self._q, self._v, h)
-        fresh = self._fresh
+        fresh, cfg = self._fresh, self.config
         if (
-            not np.any(command.velocity)
-            and fresh is not None
-            and np.max(np.abs(fresh - command.q)) > self.config.resync_tolerance_rad
+            fresh is not None
+            and not np.any(command.velocity)
+            and self._rest_since is not None
+            and t - self._rest_since >= cfg.servo_lag_s - TIME_EPS
+            and self._offset_samples >= cfg.tracking_error_samples
         ):
-            # At rest, away from the arm: command where the arm is.
+            # At rest long enough for the servo to have arrived, and the arm is still elsewhere
+            # on several samples in a row: command where the arm is.
             self.counts["resync"] += 1
+            self._offset_samples = self._tracking_samples = 0
             command = replace(command, q=fresh.copy())
-            if "tracking_lag" in reasons:
-                self._lag_resynced(t)
         return self._emit(t, command, reasons, interventions)
 
-    def _lag_resynced(self, t: float) -> None:
-        """After a lag the plan is not resumed where it stood (the arm would race to catch
-        up): it is dropped for a fresh chunk; too many such lags in a row latch a stop."""
+    def _lag_event(self, t: float) -> None:
+        """A lag the servo cannot explain: the plan is not followed any further (the arm would
+        race to catch up with it) but dropped for a fresh chunk from where the arm is; the
+        ``max_lag_resyncs``-th within ``lag_window_s`` (an arm pushing against something) latches
+        a stop instead."""
         window = self._lag_resyncs
         window.append(t)
         while window and window[0] < t - self.config.lag_window_s:
@@ -566,6 +637,15 @@ class ControlLoop:
     ) -> JointCommand:
         # A re-anchored hold is at rest: its velocity is zero, whatever the jump to the arm.
         self._v = command.velocity
+        speed = np.abs(self._v)
+        recent = self._recent_speed
+        recent.append((t, speed))
+        while recent and recent[0][0] < t - self.config.servo_lag_s:
+            recent.popleft()
+        if speed.any():
+            self._rest_since = None
+        elif self._rest_since is None:
+            self._rest_since = t
         if command.hold:
             self._ee_target = None
         self._q = command.q

@@ -80,8 +80,9 @@ class TickTiming:
         self._mismatch = False
 
     def restart(self) -> None:
-        """Forget the last command sent: the next tick steps a full period (after a reset)."""
-        self._last_sent = None
+        """Forget the last tick and command (the clock went back): the next tick steps a full
+        period."""
+        self._last_sent = self._last_tick = None
 
     def observe(self, t: float) -> None:
         """Record a tick at ``t`` (a finite time after the previous tick) for the rate watch."""

@@ -128,6 +128,12 @@ class Watchdog:
             self._joint_stamp = value
             self._joint_changed_at = float(t)
 
+    def forget_stamps(self) -> None:
+        """Forget every stamp (the clock went back: they belong to another time line); the
+        e-stop input is kept."""
+        self._observation_stamp = self._chunk_stamp = self._joint_stamp = None
+        self._joint_changed_at = None
+
     def _accept(self, stamp: object) -> float | None:
         """``stamp`` as a finite float; None (counted) for anything else."""
         try:
