@@ -50,7 +50,7 @@ gripper), which the limits must be continuous with, and ties it to the measured 
   servo_lag_s`` times the fastest the commands moved over the last ``servo_lag_s``, per joint:
   the UR driver's ``servoj`` lookahead plus a cycle of measurement delay) drops the plan at
   once (following it further would race to catch up) and holds; at rest the loop re-anchors
-  and waits for a fresh chunk that starts near the arm; the ``max_lag_resyncs``-th such lag
+  and waits for a fresh chunk that starts near the arm; the ``max_lags``-th such lag
   within ``lag_window_s`` (an arm pushing against something) latches a tracking stop;
 * a gap over ``max_tracking_error_rad`` on ``tracking_error_samples`` fresh samples in a row
   (the arm does not execute the commands) latches a tracking stop; the commands come to rest
@@ -97,7 +97,8 @@ __all__ = [
 
 #: Why a tick holds (or repeats the previous command): the watchdog's reasons, a refused
 #: command, an IK failure, the engine's plan ran out (``no_command``) or gave a target of the
-#: wrong shape (``invalid_target``), measured joints that are no joints
+#: wrong shape (``invalid_target``), a joint feed repeating one sample while the commands move
+#: (``joint_states_frozen``), measured joints that are no joints
 #: (``invalid_measurement``) or lag more than the servo explains (``tracking_lag``) or than
 #: ``max_tracking_error_rad`` (``tracking_error``, a latched stop), waiting for a fresh chunk
 #: (``resuming``), and the repeats: a time that is not finite (``invalid_time``), not after
@@ -154,9 +155,9 @@ class LoopConfig(BaseModel):
     max_tracking_error_rad: float = Field(default=0.2, gt=0.0)
     #: ... on this many fresh samples in a row (one corrupt sample is not an arm).
     tracking_error_samples: int = Field(default=3, ge=1)
-    #: Re-anchorings after a lag this many times within ``lag_window_s``: a latched stop (an
+    #: Lags the servo cannot explain, this many within ``lag_window_s``: a latched stop (an
     #: arm that keeps pushing against something is not to be restarted by itself).
-    max_lag_resyncs: int = Field(default=3, ge=1)
+    max_lags: int = Field(default=3, ge=1)
     lag_window_s: float = Field(default=5.0, gt=0.0)
     #: A sample may differ from the previous one by the arm's top joint speed over the time
     #: between them plus this; further is a corrupt sample, not a motion.
@@ -165,10 +166,12 @@ class LoopConfig(BaseModel):
     max_bad_time_repeats: int = Field(default=2, ge=0)
     #: A time this far before the previous tick is a clock reset, not a late sample.
     clock_reset_s: float = Field(default=0.5, gt=0.0)
-    #: What servo lag cannot explain: a gap over ``resync_tolerance_rad + servo_lag_s * |v|``
-    #: on any joint. The UR driver's ``servoj`` lookahead is 0.03 s by default (range 0.03-0.2),
-    #: and its joint states are a 125 Hz cycle old: 0.1 s covers a lookahead up to ~0.08 s.
-    #: The tolerance is above the simulated servo's static sag (its PD has no integral term).
+    #: What servo lag cannot explain: a gap over ``resync_tolerance_rad + servo_lag_s`` times
+    #: the fastest the commands moved over the last ``servo_lag_s``, on any joint; at rest, a
+    #: re-anchor waits ``servo_lag_s`` for the servo to arrive. The UR driver's ``servoj``
+    #: lookahead is 0.03 s by default (range 0.03-0.2) and its joint states are a 125 Hz cycle
+    #: old: 0.1 s covers a lookahead up to ~0.08 s. The tolerance is above the simulated
+    #: servo's static sag (its PD has no integral term).
     resync_tolerance_rad: float = Field(default=0.02, gt=0.0)
     servo_lag_s: float = Field(default=0.1, ge=0.0)
     #: A resume's first action may be this far from the measured arm: joints (rad), or the
@@ -189,7 +192,8 @@ class JointCommand:
     t: float
     #: Joint positions (6,) in rad.
     q: np.ndarray
-    #: The commanded velocity (6,): this command's step over the real time since the last one.
+    #: The commanded velocity (6,): this command's step over the step's length (the real time
+    #: since the last command, at most a controller period).
     velocity: np.ndarray
     #: Gripper opening in [0, 1]; None until a target has set one (leave the gripper as is).
     gripper: float | None
@@ -261,7 +265,7 @@ class ControlLoop:
         self._unconfirmed = False  # this tick's sample was the first of a stream
         self._tracking_samples = 0  # fresh samples in a row beyond max_tracking_error_rad
         self._offset_samples = 0  # ... beyond resync_tolerance_rad
-        self._lag_resyncs: deque[float] = deque()
+        self._lags: deque[float] = deque()
         #: (t, |v| per joint) of the commands over the last ``servo_lag_s`` (the lag bound).
         self._recent_speed: deque[tuple[float, np.ndarray]] = deque()
         self._rest_since: float | None = None  # when the commands came to rest (None: moving)
@@ -301,7 +305,7 @@ class ControlLoop:
         t = self._time if self._time is not None else -np.inf
         report = self.supervisor.reset(t, self.watchdog.estop_active)
         if report.ok:
-            self._lag_resyncs.clear()
+            self._lags.clear()
             self._tracking_samples = self._offset_samples = 0
         return report
 
@@ -548,7 +552,7 @@ class ControlLoop:
         self._sample = self._same_since = None
         self._time = None
         self._recent_speed.clear()
-        self._lag_resyncs.clear()
+        self._lags.clear()
         self._offset_samples = self._tracking_samples = 0
         self._rest_since = None
         self.supervisor.drop_plan(t, "clock_reset")
@@ -615,13 +619,13 @@ class ControlLoop:
     def _lag_event(self, t: float) -> None:
         """A lag the servo cannot explain: the plan is not followed any further (the arm would
         race to catch up with it) but dropped for a fresh chunk from where the arm is; the
-        ``max_lag_resyncs``-th within ``lag_window_s`` (an arm pushing against something) latches
+        ``max_lags``-th within ``lag_window_s`` (an arm pushing against something) latches
         a stop instead."""
-        window = self._lag_resyncs
+        window = self._lags
         window.append(t)
         while window and window[0] < t - self.config.lag_window_s:
             window.popleft()
-        if len(window) >= self.config.max_lag_resyncs:
+        if len(window) >= self.config.max_lags:
             window.clear()
             self.supervisor.update(t, ("tracking_error",), (), ())
             self.engine.reset()
