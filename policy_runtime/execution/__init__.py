@@ -6,7 +6,8 @@
 - :class:`Clock` is injected: :class:`MonotonicClock` in a process, :class:`FakeClock` in tests.
 - :class:`ControlLoop` turns the engine's target into a joint command every tick and takes the
   chunks, the e-stop input and the operator's reset: :class:`Supervisor` (running, holding,
-  stopped, resuming), :class:`Watchdog`, :class:`TickTiming` (limits per second of real time),
+  stopped, resuming), :class:`Watchdog`, :class:`JointFeed` (which measured samples to trust),
+  :class:`TickTiming` (limits per second of real time),
   end-effector limits, inverse kinematics (:class:`EeToJoint`), joint limits
   (:class:`SafetyFilter` with :class:`SafetyLimits`); on doubt it decelerates to a hold.
 - :class:`ExecutorConfig` is all of it as one deployment loads it (YAML, pydantic).
@@ -44,6 +45,7 @@ from policy_runtime.execution.interpolation import (
     quaternion_from_matrix,
     slerp,
 )
+from policy_runtime.execution.joint_feed import JointFeed
 from policy_runtime.execution.kinematics import (
     DEFAULT_TOOL0_TO_TCP,
     EeToJoint,
@@ -82,6 +84,7 @@ __all__ = [
     "Interpolation",
     "Intervention",
     "JointCommand",
+    "JointFeed",
     "LoopConfig",
     "MonotonicClock",
     "Refusal",

@@ -8,8 +8,21 @@ it is. :class:`MonotonicClock` serves a standalone process, a ROS 2 node passes 
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Protocol
+
+
+def finite_time(value: object) -> float | None:
+    """``value`` as a finite float (a time or a stamp), or None whatever else it is (NaN, inf,
+    text, None, an array): what the control path takes from the outside is checked, not trusted."""
+    if isinstance(value, (str, bytes)) or getattr(value, "ndim", None):
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 class Clock(Protocol):

@@ -25,7 +25,8 @@ Per tick:
    next agrees with it (nothing is commanded before). Only a valid sample of a fresh feed is
    used to check or re-anchor the commands: its stamp feeds the watchdog (a stamp that stops
    changing is a stale feed), and joints that stay bit for bit the same while the commands move
-   on are a frozen one (a driver republishing a cached sample).
+   on are a frozen one (a driver republishing a cached sample); see
+   :mod:`policy_runtime.execution.joint_feed`.
 3. **Supervisor** (:mod:`policy_runtime.execution.supervisor`): the watchdog's reasons and the
    faults (e-stop input; measured joints more than ``max_tracking_error_rad`` from the commands,
    i.e. the arm does not execute them) move it between running, holding, stopped and resuming;
@@ -68,12 +69,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from policy_runtime.chunk import ActionChunk
+from policy_runtime.execution.clock import finite_time
 from policy_runtime.execution.engine import (
     TIME_EPS,
     ExecutionEngine,
     SubmitReport,
     SubmitStatus,
 )
+from policy_runtime.execution.joint_feed import JointFeed
 from policy_runtime.execution.kinematics import EeToJoint, IkFailure
 from policy_runtime.execution.safety import Intervention, Refusal, SafeJointCommand, SafetyFilter
 from policy_runtime.execution.supervisor import ResetReport, Supervisor, SupervisorState
@@ -130,8 +133,6 @@ EVENTS = (
     "resync",
     "clock_reset",
 )
-#: A UR joint's whole range (rad): a sample beyond it (plus the tolerance) is not a UR arm's.
-_UR_JOINT_RANGE = 2.0 * np.pi
 #: The input reasons that make the joint feed untrustworthy this tick.
 _FEED_REASONS = frozenset({"no_joint_states", "joint_states_stale", "joint_states_frozen"})
 
@@ -250,7 +251,13 @@ class ControlLoop:
         self.counts: dict[str, int] = dict.fromkeys((*HOLD_REASONS, *EVENTS), 0)
         kinematics_ = self.kinematics  # bound once: the safety filter's memo keys on it
         self._tcp: Callable[[np.ndarray], np.ndarray] = lambda q: kinematics_.forward(q)[:3, 3]
-        self._arm_speed = np.asarray(self.safety.limits.joint_velocity_limits, dtype=np.float64)
+        #: Which measured samples to trust (:mod:`policy_runtime.execution.joint_feed`).
+        self.feed = JointFeed(
+            np.asarray(self.safety.limits.joint_velocity_limits),
+            self.config.measurement_tolerance_rad,
+            self.config.resync_tolerance_rad,
+            self.watchdog,
+        )
         self._q: np.ndarray | None = None  # commanded joints; None before the first tick
         self._v = np.zeros(6)
         self._gripper: float | None = None
@@ -260,18 +267,12 @@ class ControlLoop:
         #: This tick's measured joints when valid and the feed is fresh (None otherwise): the
         #: only measurement the commands are checked against or re-anchored to.
         self._fresh: np.ndarray | None = None
-        #: The previous well-formed sample and its loop time (the plausibility check's anchor).
-        self._sample: tuple[np.ndarray, float] | None = None
-        self._unconfirmed = False  # this tick's sample was the first of a stream
         self._tracking_samples = 0  # fresh samples in a row beyond max_tracking_error_rad
         self._offset_samples = 0  # ... beyond resync_tolerance_rad
         self._lags: deque[float] = deque()
         #: (t, |v| per joint) of the commands over the last ``servo_lag_s`` (the lag bound).
         self._recent_speed: deque[tuple[float, np.ndarray]] = deque()
         self._rest_since: float | None = None  # when the commands came to rest (None: moving)
-        #: The measured joints, since when they have been bit for bit the same, and the
-        #: commanded joints then (the frozen-feed check).
-        self._same_since: tuple[np.ndarray, float, np.ndarray] | None = None
         self._time: float | None = None  # the last valid tick time
         self._bad_times = 0  # consecutive ticks with a bad time
         self._last: JointCommand | None = None
@@ -393,7 +394,7 @@ class ControlLoop:
         ``q_stamp`` their sample's stamp. None until a measurement is confirmed (two plausible
         samples in a row: there is nothing safe to command before). Never raises."""
         cfg = self.config
-        time = _number(t)
+        time = finite_time(t)
         if time is not None and self._time is not None and time < self._time - cfg.clock_reset_s:
             self._clock_reset(time)
         elif time is None or (self._time is not None and time <= self._time):
@@ -410,10 +411,10 @@ class ControlLoop:
             # is slower than that command's velocity, and the next step starts from there.
             self._v = self._v * (h / elapsed)
 
-        measured = self._measure(t, q_measured, q_stamp)
+        measured = self.feed.sample(t, q_measured, q_stamp)
         if self._q is None:
             if measured is None:
-                if not self._unconfirmed:
+                if not self.feed.unconfirmed:
                     self._count(("invalid_measurement",))
                 return None
             self._q = measured.copy()
@@ -421,7 +422,7 @@ class ControlLoop:
         status = self.watchdog.check(t)
         faults: tuple[str, ...] = ("estop",) if "estop" in status.reasons else ()
         inputs: tuple[str, ...] = tuple(r for r in status.reasons if r in INPUT_REASONS)
-        if self._frozen(t, measured) and "joint_states_stale" not in inputs:
+        if self.feed.frozen(t, measured, self._q) and "joint_states_stale" not in inputs:
             inputs = (*inputs, "joint_states_frozen")
         self._fresh = None if inputs and _FEED_REASONS & set(inputs) else measured
         gap = None if self._fresh is None else np.abs(self._fresh - self._q)
@@ -469,49 +470,6 @@ class ControlLoop:
         gripper = float(action[6]) if action.shape == (7,) else None
         return self._follow_joints(t, h, action[:6], gripper, ())
 
-    def _measure(self, t: float, q_measured: object, q_stamp: object) -> np.ndarray | None:
-        """This tick's sample as float64 joints when it is one (see the module docs), feeding
-        the watchdog its stamp; None when it is not, or when it is the first of a stream (a
-        sample is trusted only once the next one agrees with it)."""
-        stamp = _number(q_stamp)
-        self._unconfirmed = False
-        try:
-            raw = np.asarray(q_measured)
-            if raw.dtype.kind not in "iufO":  # complex, text, bytes: no joint angles
-                return None
-            with np.errstate(all="ignore"):
-                q = raw.astype(np.float64)
-        except (TypeError, ValueError, OverflowError):
-            return None
-        if q.shape != (6,) or stamp is None or not np.all(np.isfinite(q)):
-            return None
-        previous, self._sample = self._sample, (q, t)
-        reach = _UR_JOINT_RANGE + self.config.measurement_tolerance_rad
-        if np.abs(q).max() > reach:
-            return None
-        if previous is None:
-            self._unconfirmed = True  # the first of a stream: trusted once the next agrees
-            return None
-        allowed = self._arm_speed * (t - previous[1]) + self.config.measurement_tolerance_rad
-        if np.any(np.abs(q - previous[0]) > allowed):
-            return None  # a jump no arm makes: a corrupt sample (or the first after one)
-        self.watchdog.joint_state_received(stamp, t)
-        return q
-
-    def _frozen(self, t: float, measured: np.ndarray | None) -> bool:
-        """Whether the measured joints have stayed bit for bit the same for longer than joint
-        states may be old while the commands moved on by more than ``resync_tolerance_rad``: a
-        driver that republishes a cached sample with new stamps (a real arm's encoders, following
-        the commands, are never that still)."""
-        if measured is None or self._q is None:
-            return False
-        same = self._same_since
-        if same is None or not np.array_equal(measured, same[0]):
-            self._same_since = (measured, t, self._q.copy())
-            return False
-        moved = np.abs(self._q - same[2]).max() > self.config.resync_tolerance_rad
-        return moved and t - same[1] > self.watchdog.config.max_joint_state_age_s
-
     def _lag_bound(self, t: float) -> np.ndarray:
         """Per joint, the largest gap the servo lag explains: the tolerance plus ``servo_lag_s``
         times the fastest the commands moved in the last ``servo_lag_s`` (an arm ``servo_lag_s``
@@ -534,7 +492,7 @@ class ControlLoop:
             return self._repeat(reason)
         if self.supervisor.update(last.t, (), (reason,), ()):
             self.engine.reset()
-        fallback = _number(self.engine.clock.now())
+        fallback = finite_time(self.engine.clock.now())
         h = self.config.period_s
         if fallback is not None and fallback > last.t:
             step = self.timing.step(fallback)
@@ -549,7 +507,7 @@ class ControlLoop:
         self.counts["clock_reset"] += 1
         self.timing.restart()
         self.watchdog.forget_stamps()
-        self._sample = self._same_since = None
+        self.feed.restart()
         self._time = None
         self._recent_speed.clear()
         self._lags.clear()
@@ -681,14 +639,3 @@ class ControlLoop:
     def _count(self, reasons: tuple[str, ...]) -> None:
         for reason in reasons:
             self.counts[reason] += 1
-
-
-def _number(value: object) -> float | None:
-    """``value`` as a finite float, or None (whatever it is: NaN, text, None, an array)."""
-    if isinstance(value, (str, bytes)) or (isinstance(value, np.ndarray) and value.ndim > 0):
-        return None
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return number if np.isfinite(number) else None

@@ -22,11 +22,12 @@ Stamps and ``t`` are seconds on one clock (ROS time; see the architecture's time
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from policy_runtime.execution.clock import finite_time
 
 __all__ = [
     "INPUT_REASONS",
@@ -136,13 +137,9 @@ class Watchdog:
 
     def _accept(self, stamp: object) -> float | None:
         """``stamp`` as a finite float; None (counted) for anything else."""
-        try:
-            value = float(stamp)  # type: ignore[arg-type]
-        except (TypeError, ValueError, OverflowError):
-            value = math.nan
-        if isinstance(stamp, (str, bytes)) or not math.isfinite(value):
+        value = finite_time(stamp)
+        if value is None:
             self.rejected_stamps += 1
-            return None
         return value
 
     def set_estop(self, active: bool) -> None:
