@@ -46,8 +46,8 @@ if TYPE_CHECKING:
     from sim_bridge.env import SimEnv
 
 #: ``policy_fn(window) -> chunk``: ``window[key]`` is ``(n_obs_steps, *shape)``, oldest first;
-#: the chunk is ``(>= n_action_steps, action_dim)`` of unnormalised actions, the first of which
-#: is due now.
+#: the chunk is ``(>= n_action_steps, action_dim)`` of unnormalised actions, action ``i`` due
+#: ``i + action_offset_steps`` policy steps after the observation.
 #: Real-time chunking calls ``policy_fn(window, prefix)`` with the engine's committed prefix
 #: (:class:`~policy_runtime.chunk.ChunkPrefix`); every other mode ``policy_fn(window)``.
 PolicyFn = Callable[..., np.ndarray]
