@@ -295,7 +295,7 @@ def _drive_then_hold(
     q: np.ndarray,
     target: Any,
     hold_when: Any,
-    tcp: Any = None,
+    kinematics: EeToJoint | None = None,
     ticks: int = 300,
 ) -> tuple[list[np.ndarray], list[np.ndarray], int]:
     """Follow ``target(k)`` until ``hold_when(q)``, then hold until rest: (positions,
@@ -307,7 +307,7 @@ def _drive_then_hold(
         if held_from >= 0:
             result = safety.hold(q, v, DT)
         else:
-            result = safety.filter_joints(target(k), q, v, DT, tcp=tcp)
+            result = safety.filter_joints(target(k), q, v, DT, kinematics=kinematics)
         q, v = result.q, result.velocity
         qs.append(q)
         vs.append(v)
@@ -351,7 +351,7 @@ def test_joint_commands_slow_and_stop_at_the_workspace_boundary():
     safety = SafetyFilter()
     q, v, heights, stops = HOME_Q, np.zeros(6), [], []
     for k in range(1, 200):
-        result = safety.filter_joints(target(k), q, v, DT, tcp=tcp)
+        result = safety.filter_joints(target(k), q, v, DT, kinematics=kinematics)
         q, v = result.q, result.velocity
         heights.append(tcp(q)[2])
         stops.append(tcp(safety.stopping_point(q, v))[2])
@@ -360,7 +360,7 @@ def test_joint_commands_slow_and_stop_at_the_workspace_boundary():
     assert safety.counts["workspace"] > 0
     # A hold begun 1 cm above the floor ends above it, decelerating within the limit.
     held_q, held_v, held_from = _drive_then_hold(
-        safety, HOME_Q, target, lambda q: tcp(q)[2] < 0.02, tcp
+        safety, HOME_Q, target, lambda q: tcp(q)[2] < 0.02, kinematics
     )
     assert held_from > 0 and min(tcp(q)[2] for q in held_q) >= 0.01 - 1e-9
     assert np.abs(np.diff(np.array(held_v), axis=0)).max() <= A_DT * (1 + SLACK)
@@ -379,18 +379,43 @@ def test_the_stopping_point_memo_is_not_shared_between_kinematics():
     q, v = HOME_Q, np.zeros(6)
     for k in range(1, 80):  # down toward the floor, at speed
         target = HOME_Q + np.array([0, min(0.6 * k * DT, 0.9), 0, 0, 0, 0])
-        result = safety.filter_joints(target, q, v, DT, tcp=lambda x: kinematics.forward(x)[:3, 3])
+        result = safety.filter_joints(target, q, v, DT, kinematics=kinematics)
         q, v = result.q, result.velocity
-
-    def shifted(x: np.ndarray) -> np.ndarray:  # a tool 0.5 m longer: far below the floor
-        return kinematics.forward(x)[:3, 3] - np.array([0.0, 0.0, 0.5])
-
-    safety.filter_joints(q, q, v, DT, tcp=shifted)
+    longer_tool = np.eye(4)
+    longer_tool[2, 3] = 0.645  # a tool 0.5 m longer: its TCP far below the floor
+    safety.filter_joints(q, q, v, DT, kinematics=EeToJoint(tool0_to_tcp=longer_tool))
     fresh = SafetyFilter()
     target = HOME_Q + np.array([0, 0.9, 0, 0, 0, 0])
-    real = lambda x: kinematics.forward(x)[:3, 3]  # noqa: E731
-    remembered = safety.filter_joints(target, q, v, DT, tcp=real)
-    np.testing.assert_array_equal(remembered.q, fresh.filter_joints(target, q, v, DT, tcp=real).q)
+    remembered = safety.filter_joints(target, q, v, DT, kinematics=kinematics)
+    alone = fresh.filter_joints(target, q, v, DT, kinematics=kinematics)
+    np.testing.assert_array_equal(remembered.q, alone.q)
+
+
+def test_deep_inside_the_box_no_kinematics_is_needed_and_nothing_changes():
+    """Deeper inside the box than the TCP can move (0.95 m per radian of joint motion, summed,
+    plus the tool), the stopping point's TCP needs no forward kinematics: the commands are the
+    same as with it computed every tick."""
+    kinematics = EeToJoint()
+    calls = 0
+
+    class Counting(EeToJoint):
+        def tcp_position(self, q: np.ndarray) -> np.ndarray:
+            nonlocal calls
+            calls += 1
+            return super().tcp_position(q)
+
+    counting = Counting()
+    bounded, exact = SafetyFilter(), SafetyFilter()
+    q_b = q_e = HOME_Q
+    v_b = v_e = np.zeros(6)
+    for k in range(1, 100):  # a slow swing of the wrist, far from every face
+        target = HOME_Q + np.array([0, 0, 0, 0, 0.3 * np.sin(k * DT), 0])
+        b = bounded.filter_joints(target, q_b, v_b, DT, kinematics=counting)
+        e = exact.filter_joints(target, q_e, v_e, DT, kinematics=None)
+        q_b, v_b, q_e, v_e = b.q, b.velocity, e.q, e.velocity
+        np.testing.assert_array_equal(b.q, e.q)
+    assert kinematics.max_lever_m == pytest.approx(1.34, abs=0.01)
+    assert calls < 20  # a handful of times, where the depth bound ran low
 
 
 def test_overflowing_rotations_are_not_rotations():

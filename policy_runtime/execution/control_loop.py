@@ -61,7 +61,6 @@ gripper), which the limits must be continuous with, and ties it to the measured 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
@@ -249,8 +248,6 @@ class ControlLoop:
         )
         #: Ticks by reason (holds and repeats) and events (:data:`EVENTS`), since construction.
         self.counts: dict[str, int] = dict.fromkeys((*HOLD_REASONS, *EVENTS), 0)
-        kinematics_ = self.kinematics  # bound once: the safety filter's memo keys on it
-        self._tcp: Callable[[np.ndarray], np.ndarray] = lambda q: kinematics_.forward(q)[:3, 3]
         #: Which measured samples to trust (:mod:`policy_runtime.execution.joint_feed`).
         self.feed = JointFeed(
             np.asarray(self.safety.limits.joint_velocity_limits),
@@ -270,8 +267,19 @@ class ControlLoop:
         self._tracking_samples = 0  # fresh samples in a row beyond max_tracking_error_rad
         self._offset_samples = 0  # ... beyond resync_tolerance_rad
         self._lags: deque[float] = deque()
-        #: (t, |v| per joint) of the commands over the last ``servo_lag_s`` (the lag bound).
-        self._recent_speed: deque[tuple[float, np.ndarray]] = deque()
+        #: The commands' |v| per joint and times, newest over the last ``servo_lag_s`` (the lag
+        #: bound): a ring of as many commands as fit in that time at the shortest step.
+        slots = (
+            int(
+                np.ceil(
+                    self.config.servo_lag_s / (self.config.min_tick_fraction * self.config.period_s)
+                )
+            )
+            + 2
+        )
+        self._speeds = np.zeros((slots, 6))
+        self._speed_times = np.full(slots, -np.inf)
+        self._speed_slot = 0
         self._rest_since: float | None = None  # when the commands came to rest (None: moving)
         self._time: float | None = None  # the last valid tick time
         self._bad_times = 0  # consecutive ticks with a bad time
@@ -475,8 +483,8 @@ class ControlLoop:
         times the fastest the commands moved in the last ``servo_lag_s`` (an arm ``servo_lag_s``
         behind is still that far back when the commands have just stopped)."""
         cfg = self.config
-        recent = self._recent_speed
-        speed = np.max([v for _, v in recent], axis=0) if recent else np.zeros(6)
+        recent = self._speed_times >= t - cfg.servo_lag_s - TIME_EPS
+        speed = self._speeds[recent].max(axis=0) if recent.any() else np.zeros(6)
         return np.minimum(
             cfg.resync_tolerance_rad + cfg.servo_lag_s * speed, cfg.max_tracking_error_rad
         )
@@ -509,7 +517,7 @@ class ControlLoop:
         self.watchdog.forget_stamps()
         self.feed.restart()
         self._time = None
-        self._recent_speed.clear()
+        self._speed_times[:] = -np.inf
         self._lags.clear()
         self._offset_samples = self._tracking_samples = 0
         self._rest_since = None
@@ -544,7 +552,7 @@ class ControlLoop:
     ) -> JointCommand:
         assert self._q is not None
         command = self.safety.filter_joints(
-            q_target, self._q, self._v, h, gripper=gripper, tcp=self._tcp
+            q_target, self._q, self._v, h, gripper=gripper, kinematics=self.kinematics
         )
         interventions += command.interventions
         reasons: tuple[HoldReason, ...] = () if command.refusal is None else (command.refusal,)
@@ -600,10 +608,9 @@ class ControlLoop:
         # A re-anchored hold is at rest: its velocity is zero, whatever the jump to the arm.
         self._v = command.velocity
         speed = np.abs(self._v)
-        recent = self._recent_speed
-        recent.append((t, speed))
-        while recent and recent[0][0] < t - self.config.servo_lag_s:
-            recent.popleft()
+        self._speeds[self._speed_slot] = speed
+        self._speed_times[self._speed_slot] = t
+        self._speed_slot = (self._speed_slot + 1) % len(self._speed_times)
         if speed.any():
             self._rest_since = None
         elif self._rest_since is None:

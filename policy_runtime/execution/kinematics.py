@@ -131,6 +131,12 @@ class EeToJoint:
         self._tcp_to_tool0 = np.linalg.inv(self.tool0_to_tcp)
         self.dh = dh
         self.limits = limits
+        #: An upper bound of the TCP's distance from any joint axis (m): the TCP moves at most
+        #: this far per radian of any one joint, so at most ``max_lever_m * sum|dq|`` along a
+        #: joint-space step. The link lengths and offsets and the tool's reach, summed.
+        self.max_lever_m = float(
+            np.abs(dh.a).sum() + np.abs(dh.d).sum() + np.linalg.norm(self.tool0_to_tcp[:3, 3])
+        )
 
     def solve(self, target: EeTarget, q_near: np.ndarray) -> IkSolution:
         """Joints putting the TCP at ``target``, on the branch nearest ``q_near`` (6,).
@@ -159,6 +165,12 @@ class EeToJoint:
     def forward(self, q: np.ndarray) -> np.ndarray:
         """TCP pose (4x4) in ``base_link`` for joint positions ``q`` (6,)."""
         return forward_kinematics(q, self.dh) @ self.tool0_to_tcp
+
+    def tcp_position(self, q: np.ndarray) -> np.ndarray:
+        """TCP position (3,) in ``base_link`` for joint positions ``q`` (6,)."""
+        return self.forward(q)[:3, 3]
+
+
 
     def ee_action(self, q: np.ndarray, gripper: float) -> np.ndarray:
         """The 10-D end-effector action (float64) of joints ``q`` and a gripper opening: the

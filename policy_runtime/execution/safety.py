@@ -38,13 +38,13 @@ command. numpy only: this runs at the controller rate (125 or 500 Hz).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from policy_runtime.execution.kinematics import EeToJoint
 from policy_runtime.robots.poses import (
     EE_ACTION_DIM,
     matrix_from_rot6d,
@@ -80,11 +80,10 @@ Clamp = Literal[
 Intervention = Literal[Refusal, Clamp]
 #: Every intervention, in a fixed order (the keys of :attr:`SafetyFilter.counts`).
 INTERVENTIONS: tuple[Intervention, ...] = get_args(Intervention)
-#: The TCP position (3,) in ``base_link`` of joint positions (6,): what the workspace check of
-#: joint commands needs from the arm's kinematics.
-TcpPosition = Callable[[np.ndarray], np.ndarray]
 #: A gripper opening this far outside its range is clamped without being reported.
 _GRIPPER_SLACK = 0.01
+#: The depth inside the box (m) below which the envelope computes the TCP instead of bounding it.
+_DEPTH_MARGIN_M = 0.005
 #: Halvings of the search for the largest step that keeps the braking envelope (2^-10 of the
 #: step: finer than any limit is stated).
 _ENVELOPE_BISECTIONS = 10
@@ -188,7 +187,7 @@ def _vector(value: np.ndarray, size: int, name: str, finite: bool) -> np.ndarray
     array = np.asarray(value, dtype=np.float64)
     if array.shape != (size,):
         raise ValueError(f"{name} must have shape ({size},), got {array.shape}")
-    if finite and not np.all(np.isfinite(array)):
+    if finite and not np.isfinite(array).all():
         raise ValueError(f"{name} must be finite (it contains NaN or inf)")
     return array
 
@@ -255,7 +254,7 @@ def _uniform_scale(values: np.ndarray, caps: np.ndarray) -> float:
     """The largest s <= 1 with |s * values| <= caps elementwise (caps >= 0)."""
     magnitude = np.abs(values)
     moving = magnitude > caps
-    if not np.any(moving):
+    if not moving.any():
         return 1.0
     return float(np.min(caps[moving] / magnitude[moving]))
 
@@ -280,9 +279,11 @@ class SafetyFilter:
         #: How many commands each intervention has touched since construction / reset_counts().
         self.counts: dict[Intervention, int] = dict.fromkeys(INTERVENTIONS, 0)
         #: The last joint command's state (q, velocity), the kinematics it was measured with,
-        #: and how far its stopping point's TCP lies outside the box: the next command starts
-        #: from it, most of the time.
-        self._last_stop: tuple[bytes, TcpPosition, float] | None = None
+        #: its stopping point and that point's TCP's signed distance to the box (outside > 0,
+        #: or minus the depth inside; an upper bound when it was not computed): the next command
+        #: starts from it, most of the time, and a stopping point that moved less than the depth
+        #: allows needs no kinematics at all.
+        self._last_stop: tuple[bytes, EeToJoint, np.ndarray, float] | None = None
 
     @property
     def velocity_limits(self) -> np.ndarray:
@@ -316,7 +317,7 @@ class SafetyFilter:
         target = _vector(target, EE_ACTION_DIM, "target", finite=False)
         previous = _vector(previous, EE_ACTION_DIM, "previous", finite=True)
         dt = _check_dt(dt)
-        if not np.all(np.isfinite(target)):
+        if not np.isfinite(target).all():
             return self._refuse_ee(previous, "non_finite")
         rotation = _rotation(target[3:9])
         rotation_prev = _rotation(previous[3:9])
@@ -334,7 +335,7 @@ class SafetyFilter:
 
         reasons: list[Intervention] = []
         clamped = np.clip(position, self._box_lo, self._box_hi)
-        if np.any(clamped != position):
+        if (clamped != position).any():
             reasons.append("workspace")
         step = clamped - previous[:3]
         distance = float(np.linalg.norm(step))
@@ -369,8 +370,15 @@ class SafetyFilter:
 
     def workspace_distance(self, position: np.ndarray) -> float:
         """How far (m) a TCP position lies outside the workspace box; 0 inside."""
-        position = np.asarray(position, dtype=np.float64)
-        return float(np.linalg.norm(position - np.clip(position, self._box_lo, self._box_hi)))
+        return max(self._signed_distance(np.asarray(position, dtype=np.float64)), 0.0)
+
+    def _signed_distance(self, position: np.ndarray) -> float:
+        """How far (m) a TCP position lies outside the box, or minus its depth inside (the
+        distance to the nearest face)."""
+        outside = position - np.clip(position, self._box_lo, self._box_hi)
+        if outside.any():
+            return float(np.linalg.norm(outside))
+        return -float(min((position - self._box_lo).min(), (self._box_hi - position).min()))
 
     # -- joints --------------------------------------------------------------------------
 
@@ -382,7 +390,7 @@ class SafetyFilter:
         dt: float,
         *,
         gripper: float | None = None,
-        tcp: TcpPosition | None = None,
+        kinematics: EeToJoint | None = None,
     ) -> SafeJointCommand:
         """The joint command to send ``dt`` after the previous one (``q_prev``, sent with
         velocity ``v_prev``), heading for the target ``q_cmd``.
@@ -393,8 +401,8 @@ class SafetyFilter:
         brake to a stop at it, then scaled into the velocity limits, and its change from
         ``v_prev`` scaled into the acceleration limits (both uniformly, keeping direction);
         then the braking envelope (module docs) keeps the command's stopping point inside the
-        position limits and, given ``tcp`` (the arm's kinematics), the TCP's inside the
-        workspace box. ``acceleration_limit`` is reported when that scaling acts; the braking
+        position limits and, given the arm's ``kinematics``, the TCP's inside the workspace
+        box. ``acceleration_limit`` is reported when that scaling acts; the braking
         cap is how the filter follows any target, and acts on every tick of a motion, so it is
         not; the envelope reports ``position_limit`` or ``workspace``.
         """
@@ -402,14 +410,14 @@ class SafetyFilter:
         q_prev = _vector(q_prev, 6, "q_prev", finite=True)
         v_prev = _vector(v_prev, 6, "v_prev", finite=True)
         dt = _check_dt(dt)
-        if not np.all(np.isfinite(q_cmd)) or (gripper is not None and not np.isfinite(gripper)):
+        if not np.isfinite(q_cmd).all() or (gripper is not None and not np.isfinite(gripper)):
             return self._refuse_joints(q_prev, v_prev, dt, "non_finite")
-        if np.max(np.abs(q_cmd - q_prev)) > self.limits.max_joint_jump_rad:
+        if np.abs(q_cmd - q_prev).max() > self.limits.max_joint_jump_rad:
             return self._refuse_joints(q_prev, v_prev, dt, "joint_jump")
 
         reasons: list[Intervention] = []
         target = np.clip(q_cmd, self._lower, self._upper)
-        if np.any(target != q_cmd):
+        if (target != q_cmd).any():
             reasons.append("position_limit")
         a_dt = self._a_max * dt
         gap = target - q_prev
@@ -425,7 +433,9 @@ class SafetyFilter:
         if accel_scale < 1.0:
             reasons.append("acceleration_limit")
             velocity = v_prev + accel_scale * change
-        velocity, envelope, outside_tcp = self._braking_envelope(q_prev, v_prev, velocity, dt, tcp)
+        velocity, envelope, stop, signed = self._braking_envelope(
+            q_prev, v_prev, velocity, dt, kinematics
+        )
         for reason in envelope:
             if reason not in reasons:
                 reasons.append(reason)
@@ -436,8 +446,8 @@ class SafetyFilter:
 
         grip = None if gripper is None else self._clamp_gripper(gripper, reasons)
         v_safe = (q_safe - q_prev) / dt
-        if tcp is not None:
-            self._last_stop = (_state_key(q_safe, v_safe), tcp, outside_tcp)
+        if kinematics is not None:
+            self._last_stop = (_state_key(q_safe, v_safe), kinematics, stop, signed)
         return SafeJointCommand(
             q_safe,
             v_safe,
@@ -453,51 +463,58 @@ class SafetyFilter:
         v_prev: np.ndarray,
         velocity: np.ndarray,
         dt: float,
-        tcp: TcpPosition | None,
-    ) -> tuple[np.ndarray, list[Intervention], float]:
+        kinematics: EeToJoint | None,
+    ) -> tuple[np.ndarray, list[Intervention], np.ndarray, float]:
         """``velocity``, or the largest step toward it from the hold's next velocity, such that
         the stopping point stays inside the limits (see the module docs); which limit made it
-        brake; and how far the chosen stopping point's TCP lies outside the box. The hold's own
-        step keeps the previous command's stopping point, so it is always allowed: that is the
-        fallback, and the search's lower end."""
-        stop_prev = self.stopping_point(q_prev, v_prev)
+        brake; the chosen stopping point; and its TCP's signed distance to the box (an upper
+        bound). The hold's own step keeps the previous command's stopping point, so it is
+        always allowed: that is the fallback, and the search's lower end."""
+        stop_prev = self._stop_point(q_prev, v_prev)
         joint_allowance = np.maximum(self._outside(q_prev), self._outside(stop_prev)) + 1e-12
-        tcp_allowance = 0.0
-        if tcp is not None:
-            memo = self._last_stop
-            key = _state_key(q_prev, v_prev)
-            known = memo[2] if memo is not None and memo[0] == key and memo[1] is tcp else None
-            if known is None:
-                known = self.workspace_distance(tcp(stop_prev))
-            tcp_allowance = known + 1e-12
-        outside_tcp = 0.0
+        # The previous stopping point's signed distance: remembered, or computed now.
+        memo = self._last_stop
+        known: tuple[np.ndarray, float] | None = None
+        if kinematics is not None:
+            if memo is not None and memo[1] is kinematics and memo[0] == _state_key(q_prev, v_prev):
+                known = (memo[2], memo[3])
+            else:
+                known = (stop_prev, self._signed_distance(kinematics.tcp_position(stop_prev)))
+        tcp_allowance = 0.0 if known is None else max(known[1], 0.0) + 1e-12
+        signed = 0.0
 
-        def violates(v: np.ndarray) -> list[Intervention]:
-            nonlocal outside_tcp
-            stop = self.stopping_point(q_prev + v * dt, v)
+        def violates(v: np.ndarray) -> tuple[list[Intervention], np.ndarray]:
+            nonlocal signed
+            stop = self._stop_point(q_prev + v * dt, v)
             broken: list[Intervention] = []
-            if np.any(self._outside(stop) > joint_allowance):
+            if (self._outside(stop) > joint_allowance).any():
                 broken.append("position_limit")
-            if tcp is not None:
-                outside_tcp = self.workspace_distance(tcp(stop))
-                if outside_tcp > tcp_allowance:
-                    broken.append("workspace")
-            return broken
+            if kinematics is not None and known is not None:
+                # Deep enough inside, the TCP cannot have reached a face (it moves at most
+                # max_lever_m per radian): no kinematics needed, the depth bound carries on.
+                reach = kinematics.max_lever_m * float(np.abs(stop - known[0]).sum())
+                if known[1] + reach < -_DEPTH_MARGIN_M:
+                    signed = known[1] + reach
+                else:
+                    signed = self._signed_distance(kinematics.tcp_position(stop))
+                    if signed > tcp_allowance:
+                        broken.append("workspace")
+            return broken, stop
 
-        broken = violates(velocity)
+        broken, stop = violates(velocity)
         chosen = velocity
         if broken:
             v_hold = self._hold_velocity(v_prev, dt)
             low, high = 0.0, 1.0
             for _ in range(_ENVELOPE_BISECTIONS):
                 middle = 0.5 * (low + high)
-                if violates(v_hold + middle * (velocity - v_hold)):
+                if violates(v_hold + middle * (velocity - v_hold))[0]:
                     high = middle
                 else:
                     low = middle
             chosen = v_hold + low * (velocity - v_hold)
-            violates(chosen)  # the chosen stopping point's distance, for the memo
-        return chosen, broken, outside_tcp
+            _, stop = violates(chosen)  # the chosen stopping point and its distance
+        return chosen, broken, stop, signed
 
     def _outside(self, q: np.ndarray) -> np.ndarray:
         """How far (rad) each joint of ``q`` lies outside its position limits; 0 inside."""
@@ -506,7 +523,7 @@ class SafetyFilter:
     def _hold_velocity(self, v_prev: np.ndarray, dt: float) -> np.ndarray:
         """The next velocity of the hold ramp from ``v_prev``: ``a dt`` closer to rest for the
         joint that needs longest, the others in proportion (the direction is kept)."""
-        remaining = self.stopping_time(v_prev)
+        remaining = self._stop_time(v_prev)
         if remaining <= dt:
             return np.zeros(6)
         return v_prev * (1.0 - dt / remaining)
@@ -540,10 +557,18 @@ class SafetyFilter:
         covers at most the continuous ramp's distance; and each step of the ramp brings this
         point no further, which is what lets the braking envelope fall back on it."""
         q = _vector(q, 6, "q", finite=True)
-        return q + velocity * (0.5 * self.stopping_time(velocity))
+        velocity = _vector(velocity, 6, "velocity", finite=True)
+        return self._stop_point(q, velocity)
 
     def stopping_time(self, velocity: np.ndarray) -> float:
         """Seconds a hold needs to bring joint velocities ``velocity`` to zero:
         ``max_j |v_j| / a_j``, the slowest joint at its acceleration limit."""
-        velocity = _vector(velocity, 6, "velocity", finite=True)
-        return float(np.max(np.abs(velocity) / self._a_max))
+        return self._stop_time(_vector(velocity, 6, "velocity", finite=True))
+
+    # The per-tick internals take the arrays the public methods checked (and the loop's own).
+
+    def _stop_time(self, velocity: np.ndarray) -> float:
+        return float((np.abs(velocity) / self._a_max).max())
+
+    def _stop_point(self, q: np.ndarray, velocity: np.ndarray) -> np.ndarray:
+        return q + velocity * (0.5 * self._stop_time(velocity))

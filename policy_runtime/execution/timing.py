@@ -31,8 +31,8 @@ import numpy as np
 
 #: Times closer than this are one instant (sums of periods drift by ~1e-16 s).
 _TIME_EPS = 1e-9
-#: Ticks between two checks of the median interval (and the fewest intervals a check needs).
-_RATE_CHECK_EVERY = 10
+#: The fewest intervals the rate watch judges from.
+_MIN_RATE_SAMPLES = 10
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,10 @@ class TickTiming:
         self.min_tick_fraction = float(min_tick_fraction)
         self.rate_tolerance = float(rate_tolerance)
         self._intervals: deque[float] = deque(maxlen=rate_window)
+        #: How many intervals in the window are shorter / longer than the tolerance allows: the
+        #: median is off the period exactly when one of them is more than half the window, and
+        #: counting costs O(1) a tick where a median costs tens of microseconds.
+        self._short = self._long = 0
         self._last_tick: float | None = None
         self._last_sent: float | None = None
         self._ticks = self._early = self._late = self._mismatch_ticks = 0
@@ -83,21 +87,35 @@ class TickTiming:
         """Forget the last tick and command (the clock went back): the next tick steps a full
         period."""
         self._last_sent = self._last_tick = None
+        self._intervals.clear()
+        self._short = self._long = 0
 
     def observe(self, t: float) -> None:
         """Record a tick at ``t`` (a finite time after the previous tick) for the rate watch."""
         if self._last_tick is not None:
             interval = t - self._last_tick
-            self._intervals.append(interval)
+            window = self._intervals
+            if len(window) == window.maxlen:
+                short, long = self._off(window[0])
+                self._short, self._long = self._short - short, self._long - long
+            window.append(interval)
+            short, long = self._off(interval)
+            self._short, self._long = self._short + short, self._long + long
             if interval > 1.5 * self.period_s:
                 self._late += 1
+            # The median interval is off the period (robust to a single stall).
+            half = len(window) / 2
+            self._mismatch = len(window) >= _MIN_RATE_SAMPLES and (
+                self._short > half or self._long > half
+            )
         self._last_tick = t
         self._ticks += 1
-        # The median is robust to a single stall; recomputed every few ticks, it costs ~1 us.
-        if self._ticks % _RATE_CHECK_EVERY == 0 and len(self._intervals) >= _RATE_CHECK_EVERY:
-            median = float(np.median(self._intervals))
-            self._mismatch = abs(median / self.period_s - 1.0) > self.rate_tolerance
         self._mismatch_ticks += self._mismatch
+
+    def _off(self, interval: float) -> tuple[int, int]:
+        """(1, 0) for an interval shorter than the tolerance allows, (0, 1) longer, else 0s."""
+        ratio = interval / self.period_s - 1.0
+        return int(ratio < -self.rate_tolerance), int(ratio > self.rate_tolerance)
 
     def step(self, t: float) -> tuple[float, float] | None:
         """``(h, elapsed)`` for a tick at ``t``: the step duration the limits apply to and the
