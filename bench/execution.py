@@ -6,8 +6,9 @@ supervisor, watchdog, IK, safety filter, the engine inside) on this machine at 1
 deadlines on ``time.perf_counter``, woken either by sleeping until ``--spin-us`` before the
 deadline and spinning from there, or by busy-waiting the whole period (a core of its own: what
 a 500 Hz loop on a kernel without real-time scheduling needs; after a sleep this 2-core VM runs
-the same code 2-3 times slower), a simulated arm that follows each command, chunks from a
-synthetic policy answering after
+the same code 2-3 times slower; under SCHED_FIFO never busy-wait: the kernel's real-time
+throttling then stalls the loop for ~50 ms a second), a simulated arm that follows each
+command, chunks from a synthetic policy answering after
 ``--latency`` (a smooth motion around the home pose; a 5 cm circle for end-effector actions).
 Run on the normal scheduler, then on SCHED_FIFO where the process may (a control loop on a
 shared machine needs it; the UR driver's own loop runs that way). Reports the period error
