@@ -170,8 +170,6 @@ class EeToJoint:
         """TCP position (3,) in ``base_link`` for joint positions ``q`` (6,)."""
         return self.forward(q)[:3, 3]
 
-
-
     def ee_action(self, q: np.ndarray, gripper: float) -> np.ndarray:
         """The 10-D end-effector action (float64) of joints ``q`` and a gripper opening: the
         form a policy's actions take, e.g. to compare a command with the previous one."""
