@@ -432,7 +432,7 @@ class ControlLoop:
         inputs: tuple[str, ...] = tuple(r for r in status.reasons if r in INPUT_REASONS)
         if self.feed.frozen(t, measured, self._q) and "joint_states_stale" not in inputs:
             inputs = (*inputs, "joint_states_frozen")
-        self._fresh = None if inputs and _FEED_REASONS & set(inputs) else measured
+        self._fresh = None if _FEED_REASONS.intersection(inputs) else measured
         gap = None if self._fresh is None else np.abs(self._fresh - self._q)
         self._offset_samples = (
             self._offset_samples + 1

@@ -312,9 +312,12 @@ class ExecutionEngine:
     def first_usable_action(self, chunk: ActionChunk, t_obs: float) -> np.ndarray | None:
         """The action of a valid ``chunk`` that would be executed first if it were submitted
         now: the first one due at or after ``now + latency_margin_s`` (None: all stale)."""
-        due = chunk.absolute_stamps(t_obs)
-        fresh = np.flatnonzero(due >= self._clock.now() + self.config.latency_margin_s - TIME_EPS)
+        fresh = np.flatnonzero(self._fresh(chunk.absolute_stamps(t_obs), self._clock.now()))
         return np.asarray(chunk.actions[fresh[0]], dtype=np.float64) if len(fresh) else None
+
+    def _fresh(self, due: np.ndarray, now: float) -> np.ndarray:
+        """Which of the due times ``due`` are still usable at ``now`` (plus the margin)."""
+        return due >= now + self.config.latency_margin_s - TIME_EPS
 
     def submit(self, chunk: ActionChunk, t_obs: float) -> SubmitReport:
         """Merge ``chunk``, predicted from observations whose newest stamp is ``t_obs``.
@@ -343,7 +346,7 @@ class ExecutionEngine:
         self._delays.append(delay)
 
         due = chunk.absolute_stamps(t_obs)
-        fresh = due >= now + cfg.latency_margin_s - TIME_EPS
+        fresh = self._fresh(due, now)
         used = fresh.copy()
         old = self._plan
         if cfg.mode == "rtc" and old is not None:

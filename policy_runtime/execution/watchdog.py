@@ -90,10 +90,6 @@ class WatchdogStatus:
     #: Loop time since the joint-state stamp last changed; None before the first.
     joint_state_age_s: float | None
 
-    @property
-    def hold(self) -> bool:
-        return bool(self.reasons)
-
 
 class Watchdog:
     """Feed it stamps as data arrives and the e-stop input; ask :meth:`check` every tick."""
