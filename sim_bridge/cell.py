@@ -188,22 +188,41 @@ class Ur5Cell:
 
     def render(self, camera: str, width: int, height: int, depth: bool = False) -> np.ndarray:
         """RGB (H, W, 3) uint8, or metric depth (H, W) float32 in metres."""
-        renderer = self._renderers.get((width, height))
-        if renderer is None:
-            renderer = mujoco.Renderer(self.model, height=height, width=width)
-            self._renderers[(width, height)] = renderer
-        if depth:
-            renderer.enable_depth_rendering()
-        else:
-            renderer.disable_depth_rendering()
-        renderer.update_scene(self.data, camera=camera)
-        image = renderer.render()
-        return image.astype(np.float32) if depth else image
+        return render_view(self._renderers, self.model, self.data, camera, (width, height), depth)
+
+    @property
+    def joint_efforts(self) -> np.ndarray:
+        """The arm's actuator forces (6,), N m: what the driver reports as effort."""
+        return self.data.actuator_force[self._arm_act].copy()
 
     def close(self) -> None:
         for renderer in self._renderers.values():
             renderer.close()
         self._renderers.clear()
+
+
+def render_view(
+    renderers: dict[tuple[int, int], mujoco.Renderer],
+    model: mujoco.MjModel,
+    data: mujoco.MjData,
+    camera: str,
+    size: tuple[int, int],
+    depth: bool = False,
+) -> np.ndarray:
+    """``camera``'s view of ``data`` at ``size`` (W, H): RGB (H, W, 3) uint8, or metric depth
+    (H, W) float32 in metres. ``renderers`` caches one renderer per size; a renderer's GL context
+    belongs to the thread that uses it, so each rendering thread keeps its own cache."""
+    renderer = renderers.get(size)
+    if renderer is None:
+        renderer = mujoco.Renderer(model, height=size[1], width=size[0])
+        renderers[size] = renderer
+    if depth:
+        renderer.enable_depth_rendering()
+    else:
+        renderer.disable_depth_rendering()
+    renderer.update_scene(data, camera=camera)
+    image = renderer.render()
+    return image.astype(np.float32) if depth else image
 
 
 def _pose(position: np.ndarray, rotation: np.ndarray) -> np.ndarray:

@@ -84,6 +84,7 @@ class SimEnv:
         self._q_cmd = np.zeros(6)
         self._gripper_cmd = 1.0
         self.steps = 0
+        self._ticks_in_step = 0
         self.ik_failures = 0
         self.last_action_ee = np.zeros(EE_ACTION_DIM, np.float32)
         self.last_action_joint = np.zeros(JOINT_ACTION_DIM, np.float32)
@@ -134,6 +135,7 @@ class SimEnv:
         self._in_transit.clear()
         self._record_command()
         self.steps = 0
+        self._ticks_in_step = 0
         self.ik_failures = 0
         self._observations.clear()
         return self._delayed_observation()
@@ -160,14 +162,30 @@ class SimEnv:
     def step_controlled(self, controller: TickController) -> dict[str, np.ndarray]:
         """One policy period driven tick by tick by ``controller`` (see :data:`TickController`),
         as the real position controller is driven; returns the observation after it."""
-        for _ in range(self._ticks_this_step()):
+        while True:
             command = controller(self.time, self.cell.joint_positions)
-            if command is None:
-                self._command_tick(self._q_cmd, self._gripper_cmd)
-            else:
-                q, gripper = command
-                self._command_tick(q, self._gripper_cmd if gripper is None else gripper)
-        return self._end_step()
+            if self.tick(*(command or (None, None))):
+                return self._delayed_observation()
+
+    def tick(self, q: np.ndarray | None, gripper: float | None) -> bool:
+        """One controller tick applying ``q`` (None: the last command again) and ``gripper``
+        (None: keep it), as the ROS 2 sim bridge drives the cell; True when the tick ended a
+        policy period (``steps`` counts it; :attr:`done` is then up to date). Call
+        :meth:`observation` for the state after it."""
+        self._command_tick(
+            self._q_cmd if q is None else q, self._gripper_cmd if gripper is None else gripper
+        )
+        self._ticks_in_step += 1
+        if self._ticks_in_step < self._ticks_this_step():
+            return False
+        self._ticks_in_step = 0
+        self._end_step_bookkeeping()
+        return True
+
+    @property
+    def commanded_joints(self) -> np.ndarray:
+        """The joint command the controller holds now (6,), as ``servoj`` holds its last."""
+        return self._q_cmd.copy()
 
     def _ticks_this_step(self) -> int:
         """Controller ticks up to the next policy instant: 12 or 13 at 10 Hz on a 125 Hz UR5."""
@@ -190,9 +208,12 @@ class SimEnv:
         self.cell.step(*applied)
 
     def _end_step(self) -> dict[str, np.ndarray]:
+        self._end_step_bookkeeping()
+        return self._delayed_observation()
+
+    def _end_step_bookkeeping(self) -> None:
         self._record_command()
         self.steps += 1
-        return self._delayed_observation()
 
     def tcp_pose(self) -> np.ndarray:
         """Measured TCP pose in ``base_link`` (4x4)."""

@@ -537,14 +537,13 @@ def _recorded_commands(config: EvalConfig, seed: int) -> list[np.ndarray]:
     worker = evaluate_module.EvalWorker(config)
     env = worker.env(seed)
     commands: list[np.ndarray] = []
-    end_step = env._end_step
+    end_step = env._end_step_bookkeeping
 
-    def recording() -> dict[str, np.ndarray]:
-        obs = end_step()
+    def recording() -> None:
+        end_step()
         commands.append(env.last_action_ee.copy())
-        return obs
 
-    env._end_step = recording  # type: ignore[method-assign]
+    env._end_step_bookkeeping = recording  # type: ignore[method-assign]
     worker.run(seed)
     worker.close()
     return commands

@@ -308,6 +308,11 @@ class ControlLoop:
         :meth:`reset`."""
         self.watchdog.set_estop(active)
 
+    def set_robot_state(self, program_running: bool, speed_scaling_percent: float) -> None:
+        """The driver's robot program state and speed scaling (percent): either off holds while
+        it lasts, and while the program is off the commands follow the measured arm."""
+        self.watchdog.set_robot_state(program_running, speed_scaling_percent)
+
     def reset(self) -> ResetReport:
         """The operator's reset after a stop (e-stop, tracking error): refused while the e-stop
         input is active. The loop then waits for a fresh chunk that starts near the arm."""
@@ -433,6 +438,10 @@ class ControlLoop:
         if self.feed.frozen(t, measured, self._q) and "joint_states_stale" not in inputs:
             inputs = (*inputs, "joint_states_frozen")
         self._fresh = None if _FEED_REASONS.intersection(inputs) else measured
+        if "program_not_running" in inputs and self._fresh is not None:
+            # The robot program is off: the arm does not take these commands (the operator may
+            # move it, a simulation may be reset). Follow it, so a resume starts from it.
+            self._q, self._v, self._ee_target = self._fresh.copy(), np.zeros(6), None
         gap = None if self._fresh is None else np.abs(self._fresh - self._q)
         self._offset_samples = (
             self._offset_samples + 1

@@ -47,6 +47,8 @@ WatchdogReason = Literal[
     "stamp_in_future",
     "no_chunk",
     "chunk_stale",
+    "program_not_running",
+    "speed_scaling_low",
 ]
 #: The reasons that hold until the data is fresh again (the chunk's are the plan's concern).
 INPUT_REASONS: frozenset[WatchdogReason] = frozenset(
@@ -56,6 +58,8 @@ INPUT_REASONS: frozenset[WatchdogReason] = frozenset(
         "no_joint_states",
         "joint_states_stale",
         "stamp_in_future",
+        "program_not_running",
+        "speed_scaling_low",
     }
 )
 PLAN_REASONS: frozenset[WatchdogReason] = frozenset({"no_chunk", "chunk_stale"})
@@ -78,6 +82,9 @@ class WatchdogConfig(BaseModel):
     #: the UR driver's 125 Hz, and more than its ``robot_receive_timeout`` (0.04 s), after which
     #: the robot program itself would stop.
     max_joint_state_age_s: float = Field(default=0.05, gt=0.0)
+    #: Below this speed scaling (percent, as the UR driver publishes it) the arm cannot keep
+    #: the policy's timing: hold until the operator turns the speed slider back up.
+    min_speed_scaling_percent: float = Field(default=90.0, ge=0.0, le=100.0)
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,8 @@ class Watchdog:
         self._joint_changed_at: float | None = None
         self._estop_input = False
         self._estop_pressed = False
+        self._program_running = True
+        self._speed_scaling = 100.0
         #: Stamps ignored because they were NaN or inf (a corrupt message must not count as
         #: fresh data, and must not crash the caller's callback either).
         self.rejected_stamps = 0
@@ -144,6 +153,14 @@ class Watchdog:
         self._estop_input = bool(active)
         self._estop_pressed = self._estop_pressed or self._estop_input
 
+    def set_robot_state(self, program_running: bool, speed_scaling_percent: float) -> None:
+        """The robot's own state, as its driver reports it: whether the robot program runs (it
+        accepts commands only then) and the speed scaling in percent. Either one off holds
+        while it lasts; a scaling that is not a number counts as too low."""
+        self._program_running = bool(program_running)
+        scaling = finite_time(speed_scaling_percent)
+        self._speed_scaling = -1.0 if scaling is None else scaling
+
     @property
     def estop_active(self) -> bool:
         return self._estop_input
@@ -152,6 +169,10 @@ class Watchdog:
         """Every reason to hold at (finite) time ``t``."""
         reasons: list[WatchdogReason] = ["estop"] if self._estop_pressed else []
         self._estop_pressed = self._estop_input
+        if not self._program_running:
+            reasons.append("program_not_running")
+        if self._speed_scaling < self.config.min_speed_scaling_percent:
+            reasons.append("speed_scaling_low")
         observation_age = self._age(
             t,
             self._observation_stamp,

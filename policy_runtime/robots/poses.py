@@ -66,3 +66,36 @@ def ee_action_to_pose(action: np.ndarray) -> tuple[np.ndarray, float]:
     pose[:3, :3] = matrix_from_rot6d(action[3:9])
     pose[:3, 3] = action[:3]
     return pose, float(action[9])
+
+
+def quaternion_from_matrix(rotation: np.ndarray) -> np.ndarray:
+    """3x3 rotation -> unit quaternion (x, y, z, w), ROS's order, with w >= 0 (Shepperd's
+    method: the largest of the four squares first, so no division by a small number)."""
+    m = np.asarray(rotation, dtype=np.float64)
+    trace = m[0, 0] + m[1, 1] + m[2, 2]
+    squares = np.array([m[0, 0], m[1, 1], m[2, 2], trace])
+    i = int(np.argmax(squares))
+    if i == 3:
+        s = 2.0 * np.sqrt(1.0 + trace)
+        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, s / 4]
+    else:
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = 2.0 * np.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k])
+        q = [0.0, 0.0, 0.0, (m[k, j] - m[j, k]) / s]
+        q[i] = s / 4
+        q[j] = (m[j, i] + m[i, j]) / s
+        q[k] = (m[k, i] + m[i, k]) / s
+    quat = np.asarray(q)
+    return quat if quat[3] >= 0 else -quat
+
+
+def matrix_from_quaternion(quaternion: np.ndarray) -> np.ndarray:
+    """Quaternion (x, y, z, w), normalised first -> 3x3 rotation."""
+    x, y, z, w = np.asarray(quaternion, dtype=np.float64) / np.linalg.norm(quaternion)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )

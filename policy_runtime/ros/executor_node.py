@@ -1,0 +1,393 @@
+"""The executor: chunks in, a joint command per controller cycle out to the UR driver.
+
+It runs :mod:`policy_runtime.execution` (engine, supervisor, watchdog, IK, safety filter: the
+:class:`~policy_runtime.execution.ControlLoop` that ``prt eval`` runs) and streams its commands
+to ``/forward_position_controller/commands``.
+
+Timing source, on purpose: one tick per ``/joint_states`` sample, stamped with the sample's
+stamp, like a ros2_control update. The driver publishes joint states once per controller cycle
+(125 Hz on a CB3, 500 Hz on an e-series), so this never publishes faster than the controller
+reads and never pauses while the driver runs; an rclpy timer would alias against the
+controller's cycle (and at 500 Hz is unreliable), and a sleep loop would need a second clock
+agreeing with the driver's. Ticks hold the arm whenever the loop says so.
+
+Inputs: ``/io_and_status_controller/robot_program_running`` (latched; off: no commands, the
+loop follows the arm), ``/speed_scaling_state_broadcaster/speed_scaling`` (percent; below the
+config's ``min_speed_scaling_percent``: hold), ``~/estop`` (std_msgs/Bool; true stops, latched
+until ``~/reset``), the policy server's description, chunks and observation heartbeat.
+``~/reset`` (Trigger) is the operator's reset after a stop. ``/diagnostics``: tick jitter,
+state, holds by reason, interventions.
+
+Lockstep (simulation faster than real time, ``lockstep: true``): a tick waits, without
+blocking the callbacks, for the chunk of a request older than ``lockstep_latency_s`` and for the
+server's observations of the last policy period, and every answered sample is acknowledged on
+``/executor/tick_done`` (stamp: the sample's, frame_id: commands sent so far) for the sim bridge.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64, Float64MultiArray, Header, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
+
+from policy_runtime.chunk import ActionChunk, ChunkPrefix
+from policy_runtime.execution import ControlLoop, ExecutorConfig, FakeClock
+from policy_runtime.robots.ur5 import JOINT_NAMES
+from policy_runtime.ros import qos
+from policy_runtime.ros.messages import chunk_from_msg, request_to_msg, seconds, stamp
+from policy_runtime.ros.params import Param, declare_parameters, non_negative, positive
+from policy_runtime.serving.decode import DecodeError, NamePicker
+from policy_runtime.serving.server import PolicyInfo
+
+#: The policy server's topics (remap them to talk to a server elsewhere).
+INFO_TOPIC = "/policy_server/policy_info"
+JOINT_CHUNK_TOPIC = "/policy_server/joint_chunk"
+EE_CHUNK_TOPIC = "/policy_server/ee_chunk"
+REQUEST_TOPIC = "/policy_server/request"
+OBSERVED_TOPIC = "/policy_server/observed"
+TICK_DONE_TOPIC = "/executor/tick_done"
+
+PARAMETERS = {
+    "executor_config": Param("", "executor YAML (config/executor_ur5.yaml); '' : its defaults"),
+    "lockstep": Param(False, "simulation faster than real time: wait for the server in sim time"),
+    "lockstep_latency_s": Param(0.0, "lockstep: sim seconds from a request to its chunk", non_negative),
+    "lockstep_timeout_s": Param(2.0, "lockstep: wall seconds to wait for the server", positive),
+    "diagnostics_period_s": Param(1.0, "seconds between /diagnostics messages", positive),
+}
+
+
+@dataclass(frozen=True)
+class Sample:
+    t: float
+    q: np.ndarray
+    received: float  # monotonic
+
+
+#: ``request(t, prefix)``: ask for the chunk of time ``t`` (real-time chunking: with the
+#: committed prefix). Over DDS between processes, a direct call when composed with the server.
+RequestChunk = Callable[[float, ChunkPrefix | None], None]
+
+
+class Executor(Node):
+    """See the module docs. ``requests`` replaces the DDS request topic (composition)."""
+
+    def __init__(self, request: RequestChunk | None = None, **kwargs: object) -> None:
+        super().__init__("executor", **kwargs)  # type: ignore[arg-type]
+        p = declare_parameters(self, PARAMETERS)
+        self.config = (
+            ExecutorConfig.load(p["executor_config"]) if p["executor_config"] else ExecutorConfig()
+        )
+        self.params = p
+        self.period = self.config.loop.period_s
+        self.clock = FakeClock(0.0)
+        self.loop: ControlLoop | None = None
+        self.info: PolicyInfo | None = None
+        self._lock = threading.RLock()
+        self._joints = NamePicker(JOINT_NAMES)
+        self._program_running = True
+        self._speed_scaling = 100.0
+        self._estop = False
+        self._requested_at: float | None = None
+        self._observed: float = -math.inf
+        self._deferred: Sample | None = None
+        self._server_silent = False  # lockstep gave up waiting: do not wait again until heard
+        self._gripper_sent: float | None = None
+        self.commands_sent = 0
+        self.ticks_skipped = 0
+        self.intervals: deque[float] = deque(maxlen=1000)
+        #: Seconds from the observation (lockstep: the request) to the chunk's arrival.
+        self.latencies: deque[float] = deque(maxlen=1000)
+        self._request_wall = 0.0
+        self._last_publish: float | None = None
+
+        self.pub_command = self.create_publisher(
+            Float64MultiArray, "/forward_position_controller/commands", qos.STREAM
+        )
+        self.pub_gripper = self.create_publisher(
+            Float64MultiArray, "/gripper_controller/commands", qos.STREAM
+        )
+        self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", qos.STREAM)
+        self.pub_tick_done = (
+            self.create_publisher(Header, TICK_DONE_TOPIC, qos.STREAM) if p["lockstep"] else None
+        )
+        if request is None:
+            publisher = self.create_publisher(JointTrajectory, REQUEST_TOPIC, qos.STREAM)
+
+            def request(t: float, prefix: ChunkPrefix | None) -> None:
+                publisher.publish(request_to_msg(t, prefix))
+
+            self.create_subscription(
+                JointTrajectory, JOINT_CHUNK_TOPIC, self._on_chunk_msg, qos.STREAM
+            )
+            self.create_subscription(
+                MultiDOFJointTrajectory, EE_CHUNK_TOPIC, self._on_chunk_msg, qos.STREAM
+            )
+            self.create_subscription(String, INFO_TOPIC, self._on_info_msg, qos.LATCHED)
+            self.create_subscription(Header, OBSERVED_TOPIC, self._on_observed_msg, qos.STREAM)
+        self.request = request
+        self.create_subscription(JointState, "/joint_states", self._on_joint_state, qos.STREAM)
+        self.create_subscription(
+            Bool, "/io_and_status_controller/robot_program_running", self._on_program, qos.LATCHED
+        )
+        self.create_subscription(
+            Float64, "/speed_scaling_state_broadcaster/speed_scaling", self._on_scaling, qos.STREAM
+        )
+        self.create_subscription(Bool, "~/estop", self._on_estop, qos.STREAM)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics, clock=steady)
+        if p["lockstep"]:
+            self.create_timer(0.05, self._lockstep_timeout, clock=steady)
+
+    # -- the policy ---------------------------------------------------------------------------
+
+    def set_policy(self, info: PolicyInfo) -> None:
+        """The server's policy: (re)build the loop for its action space. A new policy while the
+        loop is stopped keeps the stop (a latched stop outlives a server restart)."""
+        with self._lock:
+            if self.info == info and self.loop is not None:
+                return
+            stopped = self.loop is not None and self.loop.state == "stopped"
+            if stopped:
+                self.get_logger().warning("a new policy while stopped: ~/reset first")
+                return
+            self.info = info
+            self.loop = self.config.build(self.clock, info.action_space)
+            self.loop.set_estop(self._estop)
+            self._requested_at = None
+            self.get_logger().info(
+                f"policy {info.kind}: {info.action_space} actions, {info.chunk_length} per chunk, "
+                f"{info.n_action_steps} executed, dt {info.dt:g} s"
+            )
+
+    def chunk_arrived(self, chunk: ActionChunk, t_obs: float) -> None:
+        """A chunk for this executor (from DDS or a composed server's thread)."""
+        with self._lock:
+            loop = self.loop
+            if loop is None:
+                return
+            report = loop.submit(chunk, t_obs)
+            if self.params["lockstep"]:  # sim time stands still: the round trip in wall time
+                self.latencies.append(time.monotonic() - self._request_wall)
+            else:  # stamps are the system clock: observation to chunk
+                self.latencies.append(time.time() - t_obs)
+            self._requested_at = None
+            self._server_silent = False
+            if report.status != "accepted" and report.status != "stale":
+                self.get_logger().info(
+                    f"chunk observed at {t_obs:.3f} refused: {report.status} {report.detail}",
+                    throttle_duration_sec=1.0,
+                )
+        self._run_deferred()
+
+    def observed(self, t: float) -> None:
+        """The server has every observation up to ``t`` (its heartbeat)."""
+        with self._lock:
+            self._observed = t
+            self._server_silent = False
+            if self.loop is not None:
+                self.loop.observation_received(t)
+        self._run_deferred()
+
+    def _on_info_msg(self, msg: String) -> None:
+        try:
+            info = PolicyInfo.from_json(msg.data)
+        except ValueError as exc:
+            self.get_logger().error(f"{INFO_TOPIC}: not a policy description ({exc})")
+            return
+        self.set_policy(info)
+
+    def _on_chunk_msg(self, msg: JointTrajectory | MultiDOFJointTrajectory) -> None:
+        info = self.info
+        if info is None:
+            return
+        try:
+            chunk, t_obs = chunk_from_msg(msg, info)
+        except ValueError as exc:
+            self.get_logger().warning(f"chunk refused: {exc}", throttle_duration_sec=1.0)
+            with self._lock:
+                if self.loop is not None:
+                    self.loop.counts["invalid_chunk"] += 1
+                    self.loop.engine.request_ended()
+                self._requested_at = None
+            return
+        self.chunk_arrived(chunk, t_obs)
+
+    def _on_observed_msg(self, msg: Header) -> None:
+        self.observed(seconds(msg.stamp))
+
+    # -- robot state ----------------------------------------------------------------------------
+
+    def _on_program(self, msg: Bool) -> None:
+        with self._lock:
+            self._program_running = bool(msg.data)
+
+    def _on_scaling(self, msg: Float64) -> None:
+        with self._lock:
+            self._speed_scaling = float(msg.data)
+
+    def _on_estop(self, msg: Bool) -> None:
+        with self._lock:
+            self._estop = bool(msg.data)
+            if self.loop is not None:
+                self.loop.set_estop(self._estop)
+        if msg.data:
+            self.get_logger().error("e-stop input active: stopping (latched until ~/reset)")
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            if self.loop is None:
+                response.success, response.message = False, "no policy yet"
+                return response
+            report = self.loop.reset()
+        response.success, response.message = report.ok, report.detail
+        return response
+
+    # -- the tick ---------------------------------------------------------------------------
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        t = seconds(msg.header.stamp)
+        try:
+            q = self._joints(msg.name, msg.position).astype(np.float64)
+        except DecodeError as exc:
+            self.get_logger().warning(f"/joint_states: {exc}", throttle_duration_sec=1.0)
+            q = np.full(6, np.nan)  # the loop counts it and holds
+        sample = Sample(t, q, time.monotonic())
+        with self._lock:
+            if self._must_wait(t):
+                if self._deferred is not None:
+                    self.ticks_skipped += 1
+                self._deferred = sample
+                return
+        self._tick(sample)
+
+    def _must_wait(self, t: float) -> bool:
+        """Lockstep: whether the tick at ``t`` must wait for the server."""
+        if not self.params["lockstep"] or self.loop is None or self._server_silent:
+            return False
+        if not self._program_running or self.info is None:
+            return False
+        latency = self.params["lockstep_latency_s"]
+        if self._requested_at is not None and t >= self._requested_at + latency - 1e-9:
+            return True
+        return self._observed < t - self.info.dt - 1e-9
+
+    def _run_deferred(self) -> None:
+        with self._lock:
+            sample = self._deferred
+            if sample is None or self._must_wait(sample.t):
+                return
+            self._deferred = None
+        self._tick(sample)
+
+    def _lockstep_timeout(self) -> None:
+        with self._lock:
+            sample = self._deferred
+            if sample is None:
+                return
+            if time.monotonic() - sample.received < self.params["lockstep_timeout_s"]:
+                return
+            self._server_silent = True
+            self.get_logger().warning(
+                "lockstep: the policy server did not answer in time; going on without it "
+                "(the watchdog holds the arm)"
+            )
+        self._run_deferred()
+
+    def _tick(self, sample: Sample) -> None:
+        with self._lock:
+            loop = self.loop
+            if loop is not None:
+                self.clock.set(sample.t)
+                loop.set_robot_state(self._program_running, self._speed_scaling)
+                command = loop.tick(sample.t, sample.q, sample.t)
+                if command is not None and self._program_running:
+                    self._publish_command(command.q, command.gripper)
+                if loop.should_request(sample.t):
+                    loop.engine.request_started(sample.t)
+                    prefix = (
+                        loop.engine.rtc_prefix(sample.t)
+                        if loop.engine.config.mode == "rtc"
+                        else None
+                    )
+                    self._requested_at = sample.t
+                    self._request_wall = time.monotonic()
+                    self.request(sample.t, prefix)
+            if self.pub_tick_done is not None:
+                done = Header(stamp=stamp(sample.t), frame_id=str(self.commands_sent))
+                self.pub_tick_done.publish(done)
+
+    def _publish_command(self, q: np.ndarray, gripper: float | None) -> None:
+        self.pub_command.publish(Float64MultiArray(data=[float(v) for v in q]))
+        self.commands_sent += 1
+        now = time.monotonic()
+        if self._last_publish is not None:
+            self.intervals.append(now - self._last_publish)
+        self._last_publish = now
+        if gripper is not None and gripper != self._gripper_sent:
+            self.pub_gripper.publish(Float64MultiArray(data=[float(gripper)]))
+            self._gripper_sent = gripper
+
+    # -- diagnostics ----------------------------------------------------------------------------
+
+    def jitter(self) -> tuple[float, float]:
+        """|interval - controller period| between published commands, p50 and p99 (s, wall)."""
+        if not self.intervals:
+            return math.nan, math.nan
+        error = np.abs(np.asarray(self.intervals) - self.period)
+        return float(np.quantile(error, 0.5)), float(np.quantile(error, 0.99))
+
+    def _publish_diagnostics(self) -> None:
+        with self._lock:
+            loop = self.loop
+            values = {
+                "commands_sent": str(self.commands_sent),
+                "program_running": str(self._program_running).lower(),
+                "speed_scaling": f"{self._speed_scaling:g}",
+                "ticks_skipped": str(self.ticks_skipped),
+            }
+            p50, p99 = self.jitter()
+            values["jitter_p50_ms"], values["jitter_p99_ms"] = f"{p50 * 1e3:.3f}", f"{p99 * 1e3:.3f}"
+            state = "no policy"
+            if loop is not None:
+                state = loop.state
+                values.update({f"hold.{k}": str(v) for k, v in loop.counts.items() if v})
+                values.update(
+                    {f"intervention.{k}": str(v) for k, v in loop.safety.counts.items() if v}
+                )
+                values["chunks_accepted"] = str(loop.engine.stats.chunks_accepted)
+            if self.latencies:
+                latency = np.asarray(self.latencies)
+                values["obs_to_chunk_p50_ms"] = f"{np.quantile(latency, 0.5) * 1e3:.2f}"
+                values["obs_to_chunk_p99_ms"] = f"{np.quantile(latency, 0.99) * 1e3:.2f}"
+        level = DiagnosticStatus.OK if state in ("running", "resuming") else DiagnosticStatus.WARN
+        if state == "stopped":
+            level = DiagnosticStatus.ERROR
+        status = DiagnosticStatus(
+            name="policy_runtime: executor",
+            level=level,
+            message=state,
+            hardware_id="ur",
+            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diagnostics.publish(array)
+
+
+def main() -> None:
+    from policy_runtime.ros.params import run_nodes
+
+    raise SystemExit(run_nodes(lambda: [Executor()]))

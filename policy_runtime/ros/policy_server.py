@@ -1,0 +1,341 @@
+"""The policy server: observation topics in, action chunks out, inference off the callbacks.
+
+It loads a bundle (:mod:`policy_runtime.inference`, onnxruntime), subscribes to the topics its
+config maps to the bundle's observation keys (:mod:`policy_runtime.serving.config`), keeps their
+stamped history (:mod:`policy_runtime.serving.history`), and answers each request of the
+executor with a chunk predicted on its own thread, published as ``JointTrajectory`` (joint
+actions, ``~/joint_chunk``) or ``MultiDOFJointTrajectory`` (end effector, ``~/ee_chunk``) with
+``header.stamp = t_obs``.
+
+Also: ``~/policy_info`` (std_msgs/String, JSON, latched: what the executor must know about the
+chunks), ``~/observed`` (std_msgs/Header: every stream has arrived up to this stamp; the
+executor's observation watchdog), ``~/start``, ``~/stop``, ``~/reset`` (std_srvs/Trigger; reset
+re-seeds the sampler with the ``seed`` parameter and forgets the history) and ``/diagnostics``
+(inference p50/p99, chunk rate, state, gaps). Subscriptions to images use the sensor-data QoS
+(best effort matches realsense-ros's reliable publishers); other streams are reliable.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Header, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
+
+from policy_runtime.chunk import ActionChunk, ChunkPrefix
+from policy_runtime.ros import qos
+from policy_runtime.ros.messages import (
+    chunk_to_msg,
+    image_from_msg,
+    request_from_msg,
+    seconds,
+    stamp,
+)
+from policy_runtime.ros.params import Param, declare_parameters, non_negative, positive
+from policy_runtime.serving.config import ObservationSource, ServerConfig
+from policy_runtime.serving.decode import DecodeError, NamePicker, fit_image, pose_observation
+from policy_runtime.serving.server import Answer, PolicyServerCore
+
+PARAMETERS = {
+    "bundle": Param("", "the policy bundle (directory or .zip) to serve"),
+    "config": Param("", "the observation mapping (config/server_*.yaml)"),
+    "seed": Param(0, "the sampler's seed; ~/reset re-seeds with it"),
+    "inference_steps": Param(0, "sampler steps (0: the bundle's)", non_negative),
+    "execution_horizon": Param(0, "actions executed per chunk (0: the bundle's)", non_negative),
+    "autostart": Param(True, "answer requests from the start (else after ~/start)"),
+    "lockstep": Param(False, "simulation faster than real time: wait for the request's data"),
+    "lockstep_timeout_s": Param(2.0, "lockstep: wall seconds to wait for the data", positive),
+    "intra_op_threads": Param(1, "onnxruntime intra-op threads", positive),
+    "diagnostics_period_s": Param(1.0, "seconds between /diagnostics messages", positive),
+}
+
+#: ``deliver(chunk, t_obs)``: hand a chunk to the executor (DDS, or a direct call).
+DeliverChunk = Callable[[ActionChunk, float], None]
+#: ``heartbeat(t)``: every stream has arrived up to ``t``.
+Heartbeat = Callable[[float], None]
+
+
+class PolicyServer(Node):
+    """See the module docs. ``deliver`` and ``heartbeat`` replace the chunk and heartbeat
+    topics when composed with the executor in one process."""
+
+    def __init__(
+        self,
+        deliver: DeliverChunk | None = None,
+        heartbeat: Heartbeat | None = None,
+        **kwargs: object,
+    ) -> None:
+        super().__init__("policy_server", **kwargs)  # type: ignore[arg-type]
+        p = declare_parameters(self, PARAMETERS)
+        for name in ("bundle", "config"):
+            if not p[name]:
+                raise ValueError(f"parameter '{name}' is required")
+            if not Path(p[name]).exists():
+                raise ValueError(f"parameter '{name}': {p[name]} does not exist")
+        from policy_runtime.inference import RuntimeOptions, load_policy
+
+        runtime = load_policy(
+            p["bundle"],
+            options=RuntimeOptions(intra_op_threads=p["intra_op_threads"], inter_op_threads=1),
+        )
+        config = ServerConfig.load(p["config"])
+        self.core = PolicyServerCore(
+            runtime,
+            config,
+            seed=p["seed"],
+            inference_steps=p["inference_steps"] or None,
+            execution_horizon=p["execution_horizon"] or None,
+        )
+        self.params = p
+        self.info = self.core.info
+        self._lock = threading.Lock()
+        self._data = threading.Condition(self._lock)
+        self._serving = bool(p["autostart"])
+        self._requests: queue.Queue[tuple[float, ChunkPrefix | None] | None] = queue.Queue()
+        self._heartbeat_sent = -math.inf
+        self._newest_seen = -math.inf
+        self.decode_errors: dict[str, int] = dict.fromkeys(self.core.sources, 0)
+        self._periods = {
+            key: 0.0 if source.rate_hz is None else 1.0 / source.rate_hz
+            for key, source in self.core.sources.items()
+        }
+
+        latched = self.create_publisher(String, "~/policy_info", qos.LATCHED)
+        latched.publish(String(data=self.info.to_json()))
+        self._info_publisher = latched
+        if deliver is None:
+            if self.info.action_space == "joint":
+                chunks = self.create_publisher(JointTrajectory, "~/joint_chunk", qos.STREAM)
+            else:
+                chunks = self.create_publisher(MultiDOFJointTrajectory, "~/ee_chunk", qos.STREAM)
+
+            def deliver(chunk: ActionChunk, t_obs: float) -> None:
+                chunks.publish(chunk_to_msg(chunk, t_obs, self.info))
+
+            self.create_subscription(JointTrajectory, "~/request", self._on_request, qos.STREAM)
+        if heartbeat is None:
+            observed = self.create_publisher(Header, "~/observed", qos.STREAM)
+
+            def heartbeat(t: float) -> None:
+                observed.publish(Header(stamp=stamp(t)))
+
+        self.deliver, self.heartbeat = deliver, heartbeat
+        self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", qos.STREAM)
+        self._subscribe(self.core.sources)
+        self.create_service(Trigger, "~/start", self._on_start)
+        self.create_service(Trigger, "~/stop", self._on_stop)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics, clock=steady)
+        self._worker = threading.Thread(target=self._serve, name="policy_server_inference")
+        self._worker.start()
+        self.get_logger().info(
+            f"serving {p['bundle']} ({self.info.kind}, {self.info.action_space} actions) on "
+            f"{sorted({s.topic for s in self.core.sources.values()})}"
+        )
+
+    # -- observations ---------------------------------------------------------------------------
+
+    def _subscribe(self, sources: dict[str, ObservationSource]) -> None:
+        """One subscription per topic, handing each message to every key read from it."""
+        by_topic: dict[str, list[str]] = {}
+        for key, source in sources.items():
+            by_topic.setdefault(source.topic, []).append(key)
+        for topic, keys in by_topic.items():
+            kinds = {sources[k].type for k in keys}
+            if len(kinds) > 1:
+                raise ValueError(f"server config: topic {topic} is read as {sorted(kinds)}")
+            kind = kinds.pop()
+            if kind == "joint_state":
+                pickers = {
+                    k: (NamePicker(sources[k].names, sources[k].name_prefix), sources[k].field)
+                    for k in keys
+                }
+                self.create_subscription(
+                    JointState, topic, self._joint_state_callback(topic, pickers), qos.STREAM
+                )
+            elif kind == "pose":
+                self.create_subscription(
+                    PoseStamped, topic, self._pose_callback(topic, keys), qos.STREAM
+                )
+            else:
+                self.create_subscription(Image, topic, self._image_callback(topic, keys), qos.SENSOR)
+
+    def _joint_state_callback(
+        self, topic: str, pickers: dict[str, tuple[NamePicker, str]]
+    ) -> Callable[[JointState], None]:
+        def callback(msg: JointState) -> None:
+            t = seconds(msg.header.stamp)
+            for key, (pick, field) in pickers.items():
+                self._add(topic, key, t, lambda: pick(msg.name, getattr(msg, field)))
+
+        return callback
+
+    def _pose_callback(self, topic: str, keys: list[str]) -> Callable[[PoseStamped], None]:
+        def callback(msg: PoseStamped) -> None:
+            t = seconds(msg.header.stamp)
+            p, o = msg.pose.position, msg.pose.orientation
+            for key in keys:
+                self._add(topic, key, t, lambda: pose_observation((p.x, p.y, p.z), (o.x, o.y, o.z, o.w)))
+
+        return callback
+
+    def _image_callback(self, topic: str, keys: list[str]) -> Callable[[Image], None]:
+        shapes = {k.key: tuple(k.shape) for k in self.core.runtime.specs.obs.keys}
+
+        def callback(msg: Image) -> None:
+            t = seconds(msg.header.stamp)
+            for key in keys:
+                self._add(topic, key, t, lambda: fit_image(image_from_msg(msg), shapes[key]))
+
+        return callback
+
+    def _add(self, topic: str, key: str, t: float, decode: Callable[[], np.ndarray]) -> None:
+        if t <= 0.0:
+            return  # ROS time 0: no clock yet, never a stamp
+        try:
+            value = decode()
+        except (DecodeError, ValueError) as exc:
+            self.decode_errors[key] += 1
+            self.get_logger().warning(f"{topic} -> {key}: {exc}", throttle_duration_sec=1.0)
+            return
+        with self._lock:
+            self._restart_if_resumed(t)
+            self.core.observe(key, t, value)
+            newest = self.core.history.newest_common_stamp()
+            self._data.notify_all()
+        if newest is not None and newest >= self._heartbeat_sent + 0.5 * self.info.dt - 1e-9:
+            self._heartbeat_sent = newest
+            self.heartbeat(newest)
+
+    def _restart_if_resumed(self, t: float) -> None:
+        """Data that resumes after a pause longer than half a second (a new simulated episode,
+        a driver that came back) starts a new history: what came before the pause is not
+        continuous with now, so the window repeats the first new sample instead."""
+        if t > self._newest_seen + 0.5 and self._newest_seen > -math.inf:
+            self.core.history.clear(since=t)
+            self._heartbeat_sent = -math.inf
+        self._newest_seen = max(self._newest_seen, t)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def request(self, t: float, prefix: ChunkPrefix | None) -> None:
+        """Ask for the chunk of time ``t`` (the request topic's callback, or the executor's
+        direct call when composed). Only the newest waiting request is answered."""
+        try:
+            while True:
+                self._requests.get_nowait()
+        except queue.Empty:
+            pass
+        self._requests.put((t, prefix))
+
+    def _on_request(self, msg: JointTrajectory) -> None:
+        try:
+            t, prefix = request_from_msg(msg, self.info)
+        except ValueError as exc:
+            self.get_logger().warning(f"request refused: {exc}", throttle_duration_sec=1.0)
+            return
+        self.request(t, prefix)
+
+    def _serve(self) -> None:
+        while True:
+            item = self._requests.get()
+            if item is None:
+                return
+            t, prefix = item
+            with self._lock:
+                if not self._serving:
+                    continue
+                if self.params["lockstep"]:
+                    self._wait_for_data(t)
+                window = self.core.window_for(t)
+            answer = window if isinstance(window, Answer) else self.core.predict(window, prefix)
+            if answer.chunk is None or answer.t_obs is None:
+                self.get_logger().warning(
+                    f"request at {t:.3f} unanswered: {answer.problem}", throttle_duration_sec=1.0
+                )
+                continue
+            self.deliver(answer.chunk, answer.t_obs)
+
+    def _wait_for_data(self, t: float) -> None:
+        """Lockstep: wait (lock held, released while waiting) until every stream has its sample
+        of the request's time, within one of its periods."""
+        deadline = time.monotonic() + self.params["lockstep_timeout_s"]
+        while not self.core.history.covers(t, self._periods):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.get_logger().warning(f"lockstep: data of t={t:.3f} did not all arrive")
+                return
+            self._data.wait(timeout=left)
+
+    # -- services -------------------------------------------------------------------------------
+
+    def _on_start(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            self._serving = True
+        response.success, response.message = True, "serving"
+        return response
+
+    def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            self._serving = False
+        response.success, response.message = True, "stopped: requests go unanswered"
+        return response
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        seed = int(self.get_parameter("seed").value)
+        with self._lock:
+            self.core.reset(seed, since=self._newest_seen)
+            self._heartbeat_sent = -math.inf
+        response.success, response.message = True, f"history cleared, sampler seeded with {seed}"
+        return response
+
+    # -- diagnostics ----------------------------------------------------------------------------
+
+    def _publish_diagnostics(self) -> None:
+        with self._lock:
+            stats = self.core.stats
+            p50, p99 = stats.latency_quantiles()
+            values = {
+                "state": "serving" if self._serving else "stopped",
+                "chunks": str(stats.chunks),
+                "inference_p50_ms": f"{p50 * 1e3:.2f}",
+                "inference_p99_ms": f"{p99 * 1e3:.2f}",
+                "chunk_rate_hz": f"{stats.chunk_rate_hz():.2f}",
+                "out_of_order_samples": str(self.core.history.out_of_order),
+            }
+            values.update({f"refused.{k}": str(v) for k, v in stats.refused.items()})
+            values.update({f"gaps.{k}": str(v) for k, v in self.core.history.gaps.items() if v})
+            values.update({f"decode_errors.{k}": str(v) for k, v in self.decode_errors.items() if v})
+        status = DiagnosticStatus(
+            name="policy_runtime: policy_server",
+            level=DiagnosticStatus.OK if self._serving else DiagnosticStatus.WARN,
+            message=values["state"],
+            hardware_id=str(self.params["bundle"]),
+            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diagnostics.publish(array)
+
+    def close(self) -> None:
+        self._requests.put(None)
+        self._worker.join(timeout=5.0)
+
+
+def main() -> None:
+    from policy_runtime.ros.params import run_nodes
+
+    raise SystemExit(run_nodes(lambda: [PolicyServer()]))

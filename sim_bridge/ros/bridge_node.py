@@ -1,0 +1,484 @@
+"""The sim bridge: the MuJoCo UR5 cell as a ROS 2 robot, on the real drivers' topics.
+
+A thread steps the cell one controller tick at a time, applying the newest command like
+``servoj``, and publishes what ``ur_robot_driver`` and ``realsense2_camera`` publish:
+
+==============================================================  ================================
+``/joint_states`` (sensor_msgs/JointState)                      every tick, stamped, UR names
+``/forward_position_controller/commands`` (Float64MultiArray)   in: 6 joint positions
+``/scaled_joint_trajectory_controller/joint_trajectory``        in: JointTrajectory
+``/speed_scaling_state_broadcaster/speed_scaling`` (Float64)     percent (100.0), 10 Hz
+``/io_and_status_controller/robot_program_running`` (Bool)      reliable + transient local
+``/tcp_pose_broadcaster/pose`` (PoseStamped)                    TCP in ``base_link``, every tick
+``/gripper_controller/commands`` (Float64MultiArray)            in: [opening], 0 closed .. 1 open
+``/gripper/joint_states`` (JointState)                          ``gripper``: its opening
+``/<camera_namespace>/<camera>/color/image_raw`` (Image rgb8)   ``camera_hz``, reliable
+``.../color/camera_info``, ``.../aligned_depth_to_color/...``   K of the sim camera; 16UC1 mm
+``/sim_bridge/task_state`` (JointState)                         the task's state, ``<key>/<i>``
+``/sim_bridge/episode`` (DiagnosticArray, latched)              seed, step, success, score, done
+``/clock`` (rosgraph_msgs/Clock)                                sim time (fast mode)
+==============================================================  ================================
+
+Services: ``~/reset`` (Trigger: the next episode, with the ``seed`` parameter, which then
+counts up by one) and ``~/program_running`` (SetBool: stop or start the "robot program", as
+the teach pendant would). The gripper has no standard UR topic: this pair mirrors a ros2_control
+forward command controller for one gripper joint.
+
+Real time (``realtime: true``, the default) ticks on the wall clock and stamps with it, like
+the robot. Fast mode publishes ``/clock`` and steps as soon as the node named by
+``lockstep_with`` (the executor) has answered the tick's joint states (``/executor/tick_done``:
+stamp = the tick answered, frame_id = the commands it has sent so far): every node then follows
+``/clock``, and results do not depend on the machine's speed.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import queue
+import threading
+import time
+from typing import NamedTuple
+
+import mujoco
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.publisher import Publisher
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Bool, Float64, Float64MultiArray, Header
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from policy_runtime.robots.poses import quaternion_from_matrix
+from policy_runtime.robots.ur5 import JOINT_NAMES
+from policy_runtime.ros import qos
+from policy_runtime.ros.messages import BASE_FRAME, image_to_msg, seconds, stamp
+from policy_runtime.ros.params import Param, declare_parameters, non_negative, positive
+from sim_bridge.cell import render_view
+from sim_bridge.commands import CommandInbox
+
+TICK_DONE_TOPIC = "/executor/tick_done"
+
+
+def _tasks(value: str) -> str | None:
+    from sim_bridge.tasks import task_names
+
+    return None if value in task_names() else f"must be one of {task_names()}"
+
+
+PARAMETERS = {
+    "task": Param("push_t", "the task of sim_bridge.tasks to run", _tasks),
+    "variant": Param("", "the task's variant ('' : its first)"),
+    "seed": Param(100_000, "the next episode's seed; each ~/reset uses it, then adds one"),
+    "realtime": Param(True, "tick on the wall clock (the robot's way) or as fast as lockstep allows"),
+    "controller_hz": Param(125.0, "controller rate: 125 (UR5 CB3) or 500 (e-series)", positive),
+    "lockstep_with": Param(
+        "executor", "fast mode: wait each tick for this node's tick_done ('' : do not wait)"
+    ),
+    "lockstep_timeout_s": Param(2.0, "fast mode: give up waiting for a tick after this", positive),
+    "cameras": Param(["front", "wrist"], "sim cameras to publish (each its own namespace)"),
+    "camera_namespace": Param("camera", "topics /<namespace>/<camera>/color/..."),
+    "image_width": Param(640, "camera image width in pixels", positive),
+    "image_height": Param(480, "camera image height in pixels", positive),
+    "camera_hz": Param(30.0, "camera frame rate", positive),
+    "depth": Param(True, "publish aligned depth (16UC1, mm) with each colour frame"),
+    "speed_scaling": Param(100.0, "published speed scaling in percent", non_negative),
+    "max_command_jump_rad": Param(0.5, "a command this far from the last is refused", positive),
+    "start_program": Param(True, "robot program running at start"),
+}
+
+
+class CameraPublishers(NamedTuple):
+    color: Publisher
+    info: Publisher
+    depth: Publisher | None
+
+
+class SimBridge(Node):
+    """See the module docs."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__("sim_bridge", **kwargs)  # type: ignore[arg-type]
+        p = declare_parameters(self, PARAMETERS)
+        from sim_bridge.env import make_env
+
+        self.realtime: bool = p["realtime"]
+        if self.get_parameter("use_sim_time").value:
+            # The bridge is the clock: following its own /clock would only cost a callback a
+            # tick. Its stamps come from now() below in either mode.
+            self.set_parameters([Parameter("use_sim_time", value=False)])
+        self.env = make_env(
+            p["task"], p["variant"] or None, cameras=(), control_hz=p["controller_hz"]
+        )
+        self.cell = self.env.cell
+        cameras = [c.name for c in self.env.options.cell.cameras]
+        unknown = [c for c in p["cameras"] if c not in cameras]
+        if unknown:
+            raise ValueError(f"parameter 'cameras': no sim camera {unknown}; there are {cameras}")
+        self.period = 1.0 / p["controller_hz"]
+        self.params = p
+        self.inbox = CommandInbox(p["max_command_jump_rad"])
+        self._lock = threading.Lock()
+        self._gripper: float | None = None
+        self._reset_requested: threading.Event | None = None
+        self._program = bool(p["start_program"])
+        self._offset = 0.0  # ROS time of sim time 0 of this episode (fast mode)
+        self._episode = 0
+        self._episode_seed = int(p["seed"])
+        self._acked = (-math.inf, 0)
+        self._commands_received = 0
+        self._ack_cv = threading.Condition(self._lock)
+        self._stop = threading.Event()
+        self.stats = {"ticks": 0, "late_ticks": 0, "frames": 0, "frames_skipped": 0}
+
+        self.pub_joints = self.create_publisher(JointState, "/joint_states", qos.STREAM)
+        self.pub_tcp = self.create_publisher(PoseStamped, "/tcp_pose_broadcaster/pose", qos.STREAM)
+        self.pub_scaling = self.create_publisher(
+            Float64, "/speed_scaling_state_broadcaster/speed_scaling", qos.STREAM
+        )
+        self.pub_program = self.create_publisher(
+            Bool, "/io_and_status_controller/robot_program_running", qos.LATCHED
+        )
+        self.pub_gripper = self.create_publisher(JointState, "/gripper/joint_states", qos.STREAM)
+        self.pub_task = self.create_publisher(JointState, "~/task_state", qos.STREAM)
+        self.pub_episode = self.create_publisher(DiagnosticArray, "~/episode", qos.LATCHED)
+        self.pub_clock = None if self.realtime else self.create_publisher(Clock, "/clock", qos.CLOCK)
+        self.cameras = {name: self._camera_publishers(name) for name in p["cameras"]}
+        self._camera_period = 1.0 / p["camera_hz"]
+        self._next_frame = 0.0
+        # One frame in the queue at most: real time skips frames, fast mode waits for a slot.
+        self._frame_queue: queue.Queue[tuple[mujoco.MjData, float] | None] = queue.Queue(1)
+        self._renderer = threading.Thread(target=self._render_loop, name="sim_bridge_render")
+        self._renderer.start()
+
+        self.create_subscription(
+            Float64MultiArray, "/forward_position_controller/commands", self._on_command, qos.STREAM
+        )
+        self.create_subscription(
+            JointTrajectory,
+            "/scaled_joint_trajectory_controller/joint_trajectory",
+            self._on_trajectory,
+            qos.STREAM,
+        )
+        self.create_subscription(
+            Float64MultiArray, "/gripper_controller/commands", self._on_gripper, qos.STREAM
+        )
+        if not self.realtime and p["lockstep_with"]:
+            self.create_subscription(Header, TICK_DONE_TOPIC, self._on_tick_done, qos.STREAM)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_service(SetBool, "~/program_running", self._on_program)
+
+        self._start_episode()
+        self._thread = threading.Thread(target=self._run, name="sim_bridge_ticks", daemon=True)
+        self._thread.start()
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The time to stamp with: the wall clock (real time) or this episode's sim time."""
+        if self.realtime:
+            return time.time()
+        return self._offset + self.env.time
+
+    # -- inputs (callbacks: short, under the lock) -----------------------------------------------
+
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        with self._lock:
+            self._commands_received += 1
+            problem = self.inbox.offer_positions(msg.data, self.env.commanded_joints)
+            self._ack_cv.notify_all()
+        if problem is not None:
+            self.get_logger().warning(
+                f"/forward_position_controller/commands: refused ({problem}): {list(msg.data)}",
+                throttle_duration_sec=1.0,
+            )
+
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        with self._lock:
+            start = seconds(msg.header.stamp) or self.now()
+            problem = self.inbox.offer_trajectory(
+                msg.joint_names,
+                [list(p.positions) for p in msg.points],
+                [seconds(p.time_from_start) for p in msg.points],
+                start - self._offset if not self.realtime else start,
+                self.env.commanded_joints,
+            )
+        if problem is not None:
+            self.get_logger().warning(f"joint_trajectory refused ({problem})")
+
+    def _on_gripper(self, msg: Float64MultiArray) -> None:
+        if len(msg.data) != 1 or not math.isfinite(msg.data[0]):
+            self.get_logger().warning(f"/gripper_controller/commands refused: {list(msg.data)}")
+            return
+        with self._lock:
+            self._gripper = float(np.clip(msg.data[0], 0.0, 1.0))
+
+    def _on_tick_done(self, msg: Header) -> None:
+        with self._lock:
+            self._acked = (seconds(msg.stamp), int(msg.frame_id or 0))
+            self._ack_cv.notify_all()
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        done = threading.Event()
+        with self._lock:
+            self._reset_requested = done
+        if not done.wait(timeout=30.0):
+            response.success, response.message = False, "the tick thread did not reset in 30 s"
+            return response
+        response.success = True
+        response.message = f"episode {self._episode}, seed {self._episode_seed}"
+        return response
+
+    def _on_program(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        with self._lock:
+            self._program = bool(request.data)
+            self.inbox.clear()
+        self._publish_program()
+        response.success, response.message = True, f"program running: {self._program}"
+        return response
+
+    # -- the tick thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            with self._lock:
+                reset = self._reset_requested
+                self._reset_requested = None
+            if reset is not None:
+                self._start_episode()
+                reset.set()
+            self._tick()
+            if self.realtime:
+                next_tick += self.period
+                delay = next_tick - time.monotonic()
+                if delay < -self.period:  # more than a period late: count it, do not catch up
+                    self.stats["late_ticks"] += 1
+                    next_tick = time.monotonic()
+                elif delay > 0:
+                    _sleep_until(next_tick)
+            else:
+                self._wait_for_ack()
+
+    def _tick(self) -> None:
+        with self._lock:
+            t_cmd = self.env.time if not self.realtime else time.time()
+            q = self.inbox.command_at(t_cmd) if self._program else None
+            gripper, self._gripper = self._gripper, None
+            period_ended = self.env.tick(q, gripper)
+        t = self.now()
+        self.stats["ticks"] += 1
+        if self.pub_clock is not None:
+            self.pub_clock.publish(Clock(clock=stamp(t)))
+        self._publish_state(t)
+        if period_ended:
+            self._publish_episode(t)
+            self.pub_scaling.publish(Float64(data=float(self.params["speed_scaling"])))
+        if self.cameras and self.env.time + 1e-9 >= self._next_frame:
+            self._next_frame += self._camera_period * max(
+                1, math.floor((self.env.time - self._next_frame) / self._camera_period) + 1
+            )
+            self._render_cameras(t)
+
+    def _wait_for_ack(self) -> None:
+        """Fast mode: block until the lockstep node answered this tick (or the timeout)."""
+        if not self.params["lockstep_with"] or not self._program:
+            return
+        t = self.now()
+        deadline = time.monotonic() + self.params["lockstep_timeout_s"]
+        with self._lock:
+            while not self._stop.is_set():
+                acked_t, commands = self._acked
+                if acked_t >= t - 1e-6 and self._commands_received >= commands:
+                    return
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.get_logger().warning(
+                        f"{TICK_DONE_TOPIC}: no answer to t={t:.3f} within "
+                        f"{self.params['lockstep_timeout_s']} s; stepping on",
+                        throttle_duration_sec=5.0,
+                    )
+                    return
+                self._ack_cv.wait(timeout=min(left, 0.1))
+
+    def _start_episode(self) -> None:
+        """Reset the cell with the ``seed`` parameter (then counted up by one). The program
+        stops during the reset and runs again after it when it ran before, so the executor
+        starts afresh from the arm's new pose."""
+        with self._lock:
+            running, self._program = self._program, False
+            self.inbox.clear()
+        self._publish_program()
+        before = self.now()
+        seed = int(self.get_parameter("seed").value)
+        self.env.reset(seed)
+        with self._lock:
+            if not self.realtime:
+                # Sim time keeps counting across episodes (ROS time must not go back): the new
+                # episode starts on a whole second at least one second after the last tick.
+                self._offset = float(math.ceil(before + 1.0)) - self.env.time
+            self._episode += 1
+            self._episode_seed = seed
+            self._next_frame = self.env.time
+        self.set_parameters([Parameter("seed", value=seed + 1)])
+        self._publish_state(self.now())
+        self._publish_episode(self.now())
+        with self._lock:
+            self._program = running
+        self._publish_program()
+
+    # -- outputs --------------------------------------------------------------------------------
+
+    def _publish_state(self, t: float) -> None:
+        header_stamp = stamp(t)
+        joints = JointState()
+        joints.header.stamp = header_stamp
+        joints.name = list(JOINT_NAMES)
+        joints.position = self.cell.joint_positions.tolist()
+        joints.velocity = self.cell.joint_velocities.tolist()
+        joints.effort = self.cell.joint_efforts.tolist()
+        self.pub_joints.publish(joints)
+
+        tcp = self.env.tcp_pose()
+        pose = PoseStamped()
+        pose.header.stamp, pose.header.frame_id = header_stamp, BASE_FRAME
+        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = tcp[:3, 3].tolist()
+        qx, qy, qz, qw = quaternion_from_matrix(tcp[:3, :3]).tolist()
+        o = pose.pose.orientation
+        o.x, o.y, o.z, o.w = qx, qy, qz, qw
+        self.pub_tcp.publish(pose)
+
+        gripper = JointState()
+        gripper.header.stamp = header_stamp
+        gripper.name, gripper.position = ["gripper"], [self.cell.gripper_opening]
+        self.pub_gripper.publish(gripper)
+
+        state = JointState()
+        state.header.stamp = header_stamp
+        for key, value in self.env.task.observation(self.env).items():
+            flat = np.asarray(value, dtype=np.float64).reshape(-1)
+            state.name.extend(f"{key}/{i}" for i in range(flat.size))
+            state.position.extend(flat.tolist())
+        self.pub_task.publish(state)
+
+    def _publish_episode(self, t: float) -> None:
+        env = self.env
+        success = env.success()
+        done = success or env.steps >= env.task.max_steps
+        status = DiagnosticStatus(
+            name="sim_bridge: episode",
+            level=DiagnosticStatus.OK,
+            message="done" if done else "running",
+            hardware_id="mujoco",
+            values=[
+                KeyValue(key="episode", value=str(self._episode)),
+                KeyValue(key="seed", value=str(self._episode_seed)),
+                KeyValue(key="task", value=env.task.name),
+                KeyValue(key="variant", value=env.task.variant),
+                KeyValue(key="step", value=str(env.steps)),
+                KeyValue(key="max_steps", value=str(env.task.max_steps)),
+                KeyValue(key="success", value=str(success).lower()),
+                KeyValue(key="score", value=f"{env.score():.6f}"),
+                KeyValue(key="done", value=str(done).lower()),
+                KeyValue(key="start", value=f"{self._offset:.9f}"),
+            ],
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = stamp(t)
+        self.pub_episode.publish(array)
+
+    def _publish_program(self) -> None:
+        self.pub_program.publish(Bool(data=self._program))
+
+    def _camera_publishers(self, name: str) -> CameraPublishers:
+        base = f"/{self.params['camera_namespace']}/{name}"
+        return CameraPublishers(
+            self.create_publisher(Image, f"{base}/color/image_raw", qos.SENSOR_PUBLISH),
+            self.create_publisher(CameraInfo, f"{base}/color/camera_info", qos.SENSOR_PUBLISH),
+            self.create_publisher(
+                Image, f"{base}/aligned_depth_to_color/image_raw", qos.SENSOR_PUBLISH
+            )
+            if self.params["depth"]
+            else None,
+        )
+
+    def _render_cameras(self, t: float) -> None:
+        """Hand a snapshot of the state at ``t`` to the render thread, so a frame does not delay
+        the next tick. Real time skips a frame while the last still renders (counted); fast mode
+        waits for it (the frames then never depend on the machine's speed)."""
+        if self.realtime and self._frame_queue.full():
+            self.stats["frames_skipped"] += 1
+            return
+        self._frame_queue.put((copy.copy(self.cell.data), t))
+
+    def _render_loop(self) -> None:
+        renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        size = (int(self.params["image_width"]), int(self.params["image_height"]))
+        model = self.cell.model
+        while True:
+            item = self._frame_queue.get()
+            if item is None:
+                break
+            data, t = item
+            for name, publishers in self.cameras.items():
+                frame = f"{self.params['camera_namespace']}_{name}_color_optical_frame"
+                rgb = render_view(renderers, model, data, name, size)
+                publishers.color.publish(image_to_msg(rgb, t, frame, "rgb8"))
+                publishers.info.publish(self._camera_info(name, *size, t, frame))
+                if publishers.depth is not None:
+                    metres = render_view(renderers, model, data, name, size, depth=True)
+                    mm = np.clip(np.rint(metres * 1000.0), 0, 65535).astype(np.uint16)
+                    publishers.depth.publish(image_to_msg(mm, t, frame, "16UC1"))
+            self.stats["frames"] += 1
+            self._frame_queue.task_done()
+        for renderer in renderers.values():
+            renderer.close()
+
+    def _camera_info(self, name: str, width: int, height: int, t: float, frame: str) -> CameraInfo:
+        k = self.cell.camera_intrinsics(name, width, height)
+        info = CameraInfo()
+        info.header.stamp, info.header.frame_id = stamp(t), frame
+        info.width, info.height = width, height
+        info.distortion_model = "plumb_bob"
+        info.d = [0.0] * 5
+        info.k = k.reshape(-1).tolist()
+        info.r = np.eye(3).reshape(-1).tolist()
+        info.p = np.hstack([k, np.zeros((3, 1))]).reshape(-1).tolist()
+        return info
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            self._ack_cv.notify_all()
+        self._thread.join(timeout=2.0)
+        try:
+            while True:  # drop a frame still waiting: the render thread ends at the None
+                self._frame_queue.get_nowait()
+        except queue.Empty:
+            pass
+        self._frame_queue.put(None)
+        self._renderer.join(timeout=5.0)
+        self.env.close()
+
+
+def _sleep_until(deadline: float) -> None:
+    """Sleep to within half a millisecond of ``deadline`` (monotonic), then spin: the kernel's
+    sleep granularity would otherwise add its jitter to every tick."""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        if left > 0.0005:
+            time.sleep(left - 0.0005)
+
+
+def main() -> None:
+    from policy_runtime.ros.params import run_nodes
+    from sim_bridge.gl import configure_headless_rendering
+
+    configure_headless_rendering()
+    raise SystemExit(run_nodes(lambda: [SimBridge()]))
