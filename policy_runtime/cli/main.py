@@ -17,6 +17,7 @@ from policy_runtime.cli.eval import EPILOG as EVAL_EPILOG
 from policy_runtime.cli.eval import eval_policy
 from policy_runtime.cli.export import EPILOG as EXPORT_EPILOG
 from policy_runtime.cli.export import export
+from policy_runtime.cli.ros import LAUNCH_EPILOG, SERVE_EPILOG, launch, serve
 from policy_runtime.cli.sim import datagen, sim
 from policy_runtime.cli.train import train
 from sim_bridge.gl import configure_headless_rendering
@@ -48,11 +49,6 @@ class PlannedCommand:
 
 PLANNED = (
     PlannedCommand(
-        "serve",
-        "Serve a policy bundle over ROS 2 (observations in, action chunks out).",
-        ("prt serve --bundle bundle/ --config config/ur5_sim.yaml",),
-    ),
-    PlannedCommand(
         "record",
         "Record teleoperated demonstrations from ROS 2 topics into a dataset store.",
         ("prt record --out teleop.zarr --task push_t",),
@@ -66,11 +62,6 @@ PLANNED = (
         "calibrate",
         "Camera intrinsics and hand-eye calibration; writes YAML and a static TF.",
         ("prt calibrate intrinsics --camera front", "prt calibrate hand-eye --out cal.yaml"),
-    ),
-    PlannedCommand(
-        "launch",
-        "Bring up a launch/*.launch.yaml graph without the ros2 CLI.",
-        ("prt launch sim_policy.launch.yaml bundle:=bundle/",),
     ),
 )
 
@@ -117,6 +108,12 @@ app.command(
 )(train)
 app.command("eval", epilog=EVAL_EPILOG)(eval_policy)
 app.command("export", epilog=EXPORT_EPILOG)(export)
+app.command("launch", epilog=LAUNCH_EPILOG)(launch)
+app.command(
+    "serve",
+    epilog=SERVE_EPILOG,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)(serve)
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
 for _command in PLANNED:

@@ -442,6 +442,7 @@ class ControlLoop:
             # The robot program is off: the arm does not take these commands (the operator may
             # move it, a simulation may be reset). Follow it, so a resume starts from it.
             self._q, self._v, self._ee_target = self._fresh.copy(), np.zeros(6), None
+            self.feed.reanchored()
         gap = None if self._fresh is None else np.abs(self._fresh - self._q)
         self._offset_samples = (
             self._offset_samples + 1
@@ -588,6 +589,7 @@ class ControlLoop:
             # on several samples in a row: command where the arm is.
             self.counts["resync"] += 1
             self._offset_samples = self._tracking_samples = 0
+            self.feed.reanchored()
             command = replace(command, q=fresh.copy())
         return self._emit(t, command, reasons, interventions)
 

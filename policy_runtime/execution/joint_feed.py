@@ -79,6 +79,12 @@ class JointFeed:
         self.watchdog.joint_state_received(stamp, t)
         return q
 
+    def reanchored(self) -> None:
+        """The commands were moved to where the arm is (a re-anchoring, or following the arm
+        while the robot program is off): that move is no motion the arm should have followed,
+        so the frozen check starts over."""
+        self._same = None
+
     def frozen(self, t: float, measured: np.ndarray | None, commanded: np.ndarray) -> bool:
         """Whether ``measured`` continues a run of bit-identical samples that has lasted longer
         than joint states may be old while the ``commanded`` joints moved on."""

@@ -192,6 +192,15 @@ class Executor(Node):
                 )
         self._run_deferred()
 
+    def request_unanswered(self) -> None:
+        """The server answered the request in flight with no chunk (no data yet, stopped):
+        another may start at once."""
+        with self._lock:
+            if self.loop is not None:
+                self.loop.engine.request_ended()
+            self._requested_at = None
+        self._run_deferred()
+
     def observed(self, t: float) -> None:
         """The server has every observation up to ``t`` (its heartbeat)."""
         with self._lock:
@@ -214,7 +223,7 @@ class Executor(Node):
         if info is None:
             return
         try:
-            chunk, t_obs = chunk_from_msg(msg, info)
+            decoded = chunk_from_msg(msg, info)
         except ValueError as exc:
             self.get_logger().warning(f"chunk refused: {exc}", throttle_duration_sec=1.0)
             with self._lock:
@@ -223,7 +232,10 @@ class Executor(Node):
                     self.loop.engine.request_ended()
                 self._requested_at = None
             return
-        self.chunk_arrived(chunk, t_obs)
+        if decoded is None:
+            self.request_unanswered()
+        else:
+            self.chunk_arrived(*decoded)
 
     def _on_observed_msg(self, msg: Header) -> None:
         self.observed(seconds(msg.stamp))
@@ -233,6 +245,7 @@ class Executor(Node):
     def _on_program(self, msg: Bool) -> None:
         with self._lock:
             self._program_running = bool(msg.data)
+        self._run_deferred()
 
     def _on_scaling(self, msg: Float64) -> None:
         with self._lock:
@@ -280,7 +293,8 @@ class Executor(Node):
         if not self._program_running or self.info is None:
             return False
         latency = self.params["lockstep_latency_s"]
-        if self._requested_at is not None and t >= self._requested_at + latency - 1e-9:
+        waiting = self._requested_at is not None and self.loop.supervisor.accepts_chunks
+        if waiting and t >= self._requested_at + latency - 1e-9:  # type: ignore[operator]
             return True
         return self._observed < t - self.info.dt - 1e-9
 

@@ -95,12 +95,20 @@ def chunk_to_msg(
     return multi
 
 
+def no_chunk_msg(t_request: float, info: PolicyInfo) -> JointTrajectory | MultiDOFJointTrajectory:
+    """The answer to a request that gets no chunk: no points, stamped with the request."""
+    msg = JointTrajectory() if info.action_space == "joint" else MultiDOFJointTrajectory()
+    msg.header.stamp = stamp(t_request)
+    return msg
+
+
 def chunk_from_msg(
     msg: JointTrajectory | MultiDOFJointTrajectory, info: PolicyInfo
-) -> tuple[ActionChunk, float]:
-    """The chunk and its ``t_obs``; ValueError names what does not fit ``info``."""
+) -> tuple[ActionChunk, float] | None:
+    """The chunk and its ``t_obs``; None for the answer "no chunk" (:func:`no_chunk_msg`);
+    ValueError names what does not fit ``info``."""
     if not msg.points:
-        raise ValueError("a chunk with no points")
+        return None
     t_obs = seconds(msg.header.stamp)
     if t_obs <= 0.0:
         raise ValueError("a chunk stamped 0 (a clock that is not running)")

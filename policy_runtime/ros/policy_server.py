@@ -39,6 +39,7 @@ from policy_runtime.ros import qos
 from policy_runtime.ros.messages import (
     chunk_to_msg,
     image_from_msg,
+    no_chunk_msg,
     request_from_msg,
     seconds,
     stamp,
@@ -65,6 +66,8 @@ PARAMETERS = {
 DeliverChunk = Callable[[ActionChunk, float], None]
 #: ``heartbeat(t)``: every stream has arrived up to ``t``.
 Heartbeat = Callable[[float], None]
+#: ``unanswered(t_request)``: the request of ``t_request`` gets no chunk (no data yet, stopped).
+Unanswered = Callable[[float], None]
 
 
 class PolicyServer(Node):
@@ -75,6 +78,7 @@ class PolicyServer(Node):
         self,
         deliver: DeliverChunk | None = None,
         heartbeat: Heartbeat | None = None,
+        unanswered: Unanswered | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__("policy_server", **kwargs)  # type: ignore[arg-type]
@@ -107,8 +111,12 @@ class PolicyServer(Node):
         self._heartbeat_sent = -math.inf
         self._newest_seen = -math.inf
         self.decode_errors: dict[str, int] = dict.fromkeys(self.core.sources, 0)
-        self._periods = {
-            key: 0.0 if source.rate_hz is None else 1.0 / source.rate_hz
+        # Lockstep waits for each stream's newest sample not after the request: within one of
+        # its periods (a camera's frame falls on the first tick after its time, so the frame
+        # before a request is always less than a period old), but never the previous sample
+        # of a stream that publishes every tick.
+        self._tolerance = {
+            key: 0.0 if source.rate_hz is None else 1.0 / source.rate_hz - 1e-6
             for key, source in self.core.sources.items()
         }
 
@@ -124,6 +132,9 @@ class PolicyServer(Node):
             def deliver(chunk: ActionChunk, t_obs: float) -> None:
                 chunks.publish(chunk_to_msg(chunk, t_obs, self.info))
 
+            def unanswered(t_request: float) -> None:
+                chunks.publish(no_chunk_msg(t_request, self.info))
+
             self.create_subscription(JointTrajectory, "~/request", self._on_request, qos.STREAM)
         if heartbeat is None:
             observed = self.create_publisher(Header, "~/observed", qos.STREAM)
@@ -131,7 +142,8 @@ class PolicyServer(Node):
             def heartbeat(t: float) -> None:
                 observed.publish(Header(stamp=stamp(t)))
 
-        self.deliver, self.heartbeat = deliver, heartbeat
+        assert unanswered is not None, "composed: give deliver, heartbeat and unanswered"
+        self.deliver, self.heartbeat, self.unanswered = deliver, heartbeat, unanswered
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", qos.STREAM)
         self._subscribe(self.core.sources)
         self.create_service(Trigger, "~/start", self._on_start)
@@ -256,16 +268,19 @@ class PolicyServer(Node):
                 return
             t, prefix = item
             with self._lock:
-                if not self._serving:
-                    continue
-                if self.params["lockstep"]:
+                serving = self._serving
+                if serving and self.params["lockstep"]:
                     self._wait_for_data(t)
-                window = self.core.window_for(t)
+                window = self.core.window_for(t) if serving else None
+            if window is None:
+                self.unanswered(t)
+                continue
             answer = window if isinstance(window, Answer) else self.core.predict(window, prefix)
             if answer.chunk is None or answer.t_obs is None:
                 self.get_logger().warning(
                     f"request at {t:.3f} unanswered: {answer.problem}", throttle_duration_sec=1.0
                 )
+                self.unanswered(t)
                 continue
             self.deliver(answer.chunk, answer.t_obs)
 
@@ -273,7 +288,7 @@ class PolicyServer(Node):
         """Lockstep: wait (lock held, released while waiting) until every stream has its sample
         of the request's time, within one of its periods."""
         deadline = time.monotonic() + self.params["lockstep_timeout_s"]
-        while not self.core.history.covers(t, self._periods):
+        while not self.core.history.covers(t, self._tolerance):
             left = deadline - time.monotonic()
             if left <= 0:
                 self.get_logger().warning(f"lockstep: data of t={t:.3f} did not all arrive")

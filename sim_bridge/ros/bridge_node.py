@@ -44,6 +44,7 @@ import mujoco
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
@@ -89,6 +90,7 @@ PARAMETERS = {
     "speed_scaling": Param(100.0, "published speed scaling in percent", non_negative),
     "max_command_jump_rad": Param(0.5, "a command this far from the last is refused", positive),
     "start_program": Param(True, "robot program running at start"),
+    "settle_ticks": Param(3, "ticks the arm stands at its start pose, program off, per reset"),
 }
 
 
@@ -130,6 +132,7 @@ class SimBridge(Node):
         self._episode = 0
         self._episode_seed = int(p["seed"])
         self._acked = (-math.inf, 0)
+        self._ack_lost = False
         self._commands_received = 0
         self._ack_cv = threading.Condition(self._lock)
         self._stop = threading.Event()
@@ -220,6 +223,7 @@ class SimBridge(Node):
     def _on_tick_done(self, msg: Header) -> None:
         with self._lock:
             self._acked = (seconds(msg.stamp), int(msg.frame_id or 0))
+            self._ack_lost = False
             self._ack_cv.notify_all()
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
@@ -244,8 +248,15 @@ class SimBridge(Node):
     # -- the tick thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._tick_loop()
+        except RCLError:
+            if self.context.ok():
+                raise  # a shut-down context (Ctrl-C) ends the loop quietly; anything else not
+
+    def _tick_loop(self) -> None:
         next_tick = time.monotonic()
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self.context.ok():
             with self._lock:
                 reset = self._reset_requested
                 self._reset_requested = None
@@ -284,11 +295,12 @@ class SimBridge(Node):
             )
             self._render_cameras(t)
 
-    def _wait_for_ack(self) -> None:
-        """Fast mode: block until the lockstep node answered this tick (or the timeout)."""
-        if not self.params["lockstep_with"] or not self._program:
+    def _wait_for_ack(self, t: float | None = None) -> None:
+        """Fast mode: block until the lockstep node answered this tick. After a timeout it
+        stops waiting (a node that died must not slow every tick) until it answers again."""
+        if self.realtime or not self.params["lockstep_with"] or self._ack_lost:
             return
-        t = self.now()
+        t = self.now() if t is None else t
         deadline = time.monotonic() + self.params["lockstep_timeout_s"]
         with self._lock:
             while not self._stop.is_set():
@@ -297,18 +309,23 @@ class SimBridge(Node):
                     return
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    self._ack_lost = True
                     self.get_logger().warning(
                         f"{TICK_DONE_TOPIC}: no answer to t={t:.3f} within "
-                        f"{self.params['lockstep_timeout_s']} s; stepping on",
-                        throttle_duration_sec=5.0,
+                        f"{self.params['lockstep_timeout_s']} s; stepping on without "
+                        f"{self.params['lockstep_with']} until it answers again"
                     )
                     return
                 self._ack_cv.wait(timeout=min(left, 0.1))
 
     def _start_episode(self) -> None:
-        """Reset the cell with the ``seed`` parameter (then counted up by one). The program
-        stops during the reset and runs again after it when it ran before, so the executor
-        starts afresh from the arm's new pose."""
+        """Reset the cell with the ``seed`` parameter (then counted up by one).
+
+        The robot program is off during the reset: the arm standing at its new start pose is
+        published for ``settle_ticks`` ticks before the episode's first (as a robot's joint
+        states flow before a program starts), so the executor follows the arm there; then the
+        program runs again if it ran before.
+        """
         with self._lock:
             running, self._program = self._program, False
             self.inbox.clear()
@@ -316,15 +333,24 @@ class SimBridge(Node):
         before = self.now()
         seed = int(self.get_parameter("seed").value)
         self.env.reset(seed)
+        settle = int(self.params["settle_ticks"])
         with self._lock:
             if not self.realtime:
                 # Sim time keeps counting across episodes (ROS time must not go back): the new
-                # episode starts on a whole second at least one second after the last tick.
-                self._offset = float(math.ceil(before + 1.0)) - self.env.time
+                # episode starts on a whole second, more than a second after the last tick.
+                start = float(math.ceil(before + 1.0 + settle * self.period))
+                self._offset = start - self.env.time
             self._episode += 1
             self._episode_seed = seed
             self._next_frame = self.env.time
         self.set_parameters([Parameter("seed", value=seed + 1)])
+        for k in range(settle, 0, -1):
+            t = self._offset + self.env.time - k * self.period
+            self._publish_state(time.time() if self.realtime else t)
+            if self.realtime:
+                time.sleep(self.period)
+            else:
+                self._wait_for_ack(t)
         self._publish_state(self.now())
         self._publish_episode(self.now())
         with self._lock:
