@@ -243,12 +243,16 @@ def _load_into(
             elif "default" in body:
                 variables[name] = resolve.text(body["default"])
             else:
-                raise LaunchFileError(f"{where}: argument '{name}' has no default: pass {name}:=...")
+                raise LaunchFileError(
+                    f"{where}: argument '{name}' has no default: pass {name}:=..."
+                )
             if depth == 0:
                 description.arguments[name] = variables[name]
                 description.descriptions[name] = str(body.get("description", ""))
         elif kind == "let":
-            variables[_required(body, "name", where)] = resolve.text(_required(body, "value", where))
+            variables[_required(body, "name", where)] = resolve.text(
+                _required(body, "value", where)
+            )
         elif kind == "set_env":
             description.environment[_required(body, "name", where)] = resolve.text(
                 _required(body, "value", where)

@@ -10,6 +10,7 @@ with that node's status. Ctrl-C (SIGINT) or SIGTERM reaches every node as SIGINT
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -141,15 +142,17 @@ class ProcessGroup:
         if self._stopping:
             return
         self._stopping = True
-        for sig, wait_s in ((signal.SIGINT, self.grace_s), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+        for sig, wait_s in (
+            (signal.SIGINT, self.grace_s),
+            (signal.SIGTERM, 3.0),
+            (signal.SIGKILL, 3.0),
+        ):
             alive = [r for r in self.running if r.process.poll() is None]
             if not alive:
                 break
             for entry in alive:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(entry.process.pid, sig)
-                except ProcessLookupError:
-                    pass
             deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline and any(r.process.poll() is None for r in alive):
                 time.sleep(0.05)

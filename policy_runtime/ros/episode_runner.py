@@ -59,7 +59,9 @@ class EpisodeRunner(Node):
         self._frames: list[np.ndarray] = []
         self._frame_stamps: list[float] = []
         self._filming = False
-        self.create_subscription(DiagnosticArray, "/sim_bridge/episode", self._on_episode, qos.LATCHED)
+        self.create_subscription(
+            DiagnosticArray, "/sim_bridge/episode", self._on_episode, qos.LATCHED
+        )
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, qos.STREAM)
         topic = self.params["video_topic"]
         if topic:
@@ -98,7 +100,9 @@ class EpisodeRunner(Node):
         return future.result()
 
     def _set_seed(self, client: Any, seed: int) -> None:
-        request = SetParameters.Request(parameters=[Parameter("seed", value=seed).to_parameter_msg()])
+        request = SetParameters.Request(
+            parameters=[Parameter("seed", value=seed).to_parameter_msg()]
+        )
         result = self._call(client, request)
         if not result.results[0].successful:
             raise RuntimeError(f"{client.srv_name}: seed refused ({result.results[0].reason})")
@@ -118,8 +122,16 @@ class EpisodeRunner(Node):
         reply = self._call(self.bridge_reset, Trigger.Request())
         if not reply.success:
             raise RuntimeError(f"/sim_bridge/reset failed: {reply.message}")
-        self._program(True)
         start = time.monotonic()
+        while True:  # the bridge announces the new episode once the arm stands at its start
+            with self._lock:
+                started = int(self._episode.get("episode", "0")) > before
+            if started:
+                break
+            if time.monotonic() - start > 30.0:
+                raise TimeoutError(f"the sim bridge did not start episode {index} in 30 s")
+            time.sleep(0.005)
+        self._program(True)
         while True:
             with self._lock:
                 episode = dict(self._episode)
@@ -177,12 +189,19 @@ class EpisodeRunner(Node):
             "successes": successes,
             "success_rate": successes / len(records),
             "interval95": [low, high],
-            "obs_to_chunk_ms": [executor.get("obs_to_chunk_p50_ms"), executor.get("obs_to_chunk_p99_ms")],
+            "obs_to_chunk_ms": [
+                executor.get("obs_to_chunk_p50_ms"),
+                executor.get("obs_to_chunk_p99_ms"),
+            ],
             "inference_ms": [server.get("inference_p50_ms"), server.get("inference_p99_ms")],
             "tick_jitter_ms": [executor.get("jitter_p50_ms"), executor.get("jitter_p99_ms")],
-            "interventions": {k: int(v) for k, v in executor.items() if k.startswith("intervention.")},
+            "interventions": {
+                k: int(v) for k, v in executor.items() if k.startswith("intervention.")
+            },
             "holds": {k: int(v) for k, v in executor.items() if k.startswith("hold.")},
-            "camera_delivery": None if not self.params["video_topic"] else received / max(expected, 1),
+            "camera_delivery": None
+            if not self.params["video_topic"]
+            else received / max(expected, 1),
             "records": records,
         }
 

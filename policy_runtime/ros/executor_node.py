@@ -62,7 +62,9 @@ TICK_DONE_TOPIC = "/executor/tick_done"
 PARAMETERS = {
     "executor_config": Param("", "executor YAML (config/executor_ur5.yaml); '' : its defaults"),
     "lockstep": Param(False, "simulation faster than real time: wait for the server in sim time"),
-    "lockstep_latency_s": Param(0.0, "lockstep: sim seconds from a request to its chunk", non_negative),
+    "lockstep_latency_s": Param(
+        0.0, "lockstep: sim seconds from a request to its chunk", non_negative
+    ),
     "lockstep_timeout_s": Param(2.0, "lockstep: wall seconds to wait for the server", positive),
     "diagnostics_period_s": Param(1.0, "seconds between /diagnostics messages", positive),
 }
@@ -265,7 +267,7 @@ class Executor(Node):
                 response.success, response.message = False, "no policy yet"
                 return response
             report = self.loop.reset()
-        response.success, response.message = report.ok, report.detail
+        response.success, response.message = report.ok, report.reason or "reset: resuming"
         return response
 
     # -- the tick ---------------------------------------------------------------------------
@@ -293,9 +295,10 @@ class Executor(Node):
         if not self._program_running or self.info is None:
             return False
         latency = self.params["lockstep_latency_s"]
-        waiting = self._requested_at is not None and self.loop.supervisor.accepts_chunks
-        if waiting and t >= self._requested_at + latency - 1e-9:  # type: ignore[operator]
-            return True
+        requested = self._requested_at
+        if requested is not None and self.loop.supervisor.accepts_chunks:
+            if t >= requested + latency - 1e-9:
+                return True
         return self._observed < t - self.info.dt - 1e-9
 
     def _run_deferred(self) -> None:
@@ -373,7 +376,10 @@ class Executor(Node):
                 "ticks_skipped": str(self.ticks_skipped),
             }
             p50, p99 = self.jitter()
-            values["jitter_p50_ms"], values["jitter_p99_ms"] = f"{p50 * 1e3:.3f}", f"{p99 * 1e3:.3f}"
+            values["jitter_p50_ms"], values["jitter_p99_ms"] = (
+                f"{p50 * 1e3:.3f}",
+                f"{p99 * 1e3:.3f}",
+            )
             state = "no policy"
             if loop is not None:
                 state = loop.state

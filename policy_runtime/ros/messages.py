@@ -46,7 +46,7 @@ def seconds(stamp: Time | Duration) -> float:
 
 
 def _split(t: float) -> tuple[int, int]:
-    ns = int(round(t * 1e9))
+    ns = round(t * 1e9)
     return ns // 1_000_000_000, ns % 1_000_000_000
 
 

@@ -8,6 +8,7 @@ mapping, so a launch file cannot set a parameter a node does not declare.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -72,8 +73,9 @@ def declare_parameters(node: Node, params: Mapping[str, Param]) -> dict[str, Any
             value = []
         problem = param.check(value) if param.check is not None else None
         if problem is not None:
-            raise ParameterError(f"parameter '{name}' of node {node.get_name()}: {problem} "
-                                 f"(got {value!r})")
+            raise ParameterError(
+                f"parameter '{name}' of node {node.get_name()}: {problem} (got {value!r})"
+            )
         values[name] = value
     return values
 
@@ -120,7 +122,5 @@ def run_nodes(make: Callable[[], Sequence[Node]], args: Sequence[str] | None = N
 
 
 def _spin(executor: SingleThreadedExecutor) -> None:
-    try:
+    with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):
         executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass

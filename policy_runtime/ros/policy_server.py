@@ -21,7 +21,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -183,15 +183,17 @@ class PolicyServer(Node):
                     PoseStamped, topic, self._pose_callback(topic, keys), qos.STREAM
                 )
             else:
-                self.create_subscription(Image, topic, self._image_callback(topic, keys), qos.SENSOR)
+                self.create_subscription(
+                    Image, topic, self._image_callback(topic, keys), qos.SENSOR
+                )
 
     def _joint_state_callback(
-        self, topic: str, pickers: dict[str, tuple[NamePicker, str]]
+        self, topic: str, pickers: Mapping[str, tuple[NamePicker, str]]
     ) -> Callable[[JointState], None]:
         def callback(msg: JointState) -> None:
             t = seconds(msg.header.stamp)
             for key, (pick, field) in pickers.items():
-                self._add(topic, key, t, lambda: pick(msg.name, getattr(msg, field)))
+                self._add(topic, key, t, pick, msg.name, getattr(msg, field))
 
         return callback
 
@@ -200,7 +202,9 @@ class PolicyServer(Node):
             t = seconds(msg.header.stamp)
             p, o = msg.pose.position, msg.pose.orientation
             for key in keys:
-                self._add(topic, key, t, lambda: pose_observation((p.x, p.y, p.z), (o.x, o.y, o.z, o.w)))
+                self._add(
+                    topic, key, t, lambda: pose_observation((p.x, p.y, p.z), (o.x, o.y, o.z, o.w))
+                )
 
         return callback
 
@@ -209,16 +213,25 @@ class PolicyServer(Node):
 
         def callback(msg: Image) -> None:
             t = seconds(msg.header.stamp)
+            try:
+                pixels = image_from_msg(msg)
+            except ValueError as exc:
+                self.get_logger().warning(f"{topic}: {exc}", throttle_duration_sec=1.0)
+                return
             for key in keys:
-                self._add(topic, key, t, lambda: fit_image(image_from_msg(msg), shapes[key]))
+                self._add(topic, key, t, fit_image, pixels, shapes[key])
 
         return callback
 
-    def _add(self, topic: str, key: str, t: float, decode: Callable[[], np.ndarray]) -> None:
+    def _add(
+        self, topic: str, key: str, t: float, decode: Callable[..., np.ndarray], *fields: object
+    ) -> None:
+        """Decode ``fields`` of a message into ``key``'s array and keep it (a message that does
+        not decode is counted and logged, never raised)."""
         if t <= 0.0:
             return  # ROS time 0: no clock yet, never a stamp
         try:
-            value = decode()
+            value = decode(*fields)
         except (DecodeError, ValueError) as exc:
             self.decode_errors[key] += 1
             self.get_logger().warning(f"{topic} -> {key}: {exc}", throttle_duration_sec=1.0)
@@ -333,7 +346,9 @@ class PolicyServer(Node):
             }
             values.update({f"refused.{k}": str(v) for k, v in stats.refused.items()})
             values.update({f"gaps.{k}": str(v) for k, v in self.core.history.gaps.items() if v})
-            values.update({f"decode_errors.{k}": str(v) for k, v in self.decode_errors.items() if v})
+            values.update(
+                {f"decode_errors.{k}": str(v) for k, v in self.decode_errors.items() if v}
+            )
         status = DiagnosticStatus(
             name="policy_runtime: policy_server",
             level=DiagnosticStatus.OK if self._serving else DiagnosticStatus.WARN,

@@ -159,4 +159,3 @@ class ObservationHistory:
                     gaps.append(key)
                     self.gaps[key] += 1
         return Window(t_obs, obs, stamps, tuple(gaps), padded)
-

@@ -108,7 +108,9 @@ class PolicyServerCore:
         self.sources = config.for_policy(specs)
         keys = runtime.obs_keys
         self.history = ObservationHistory(
-            config.streams(keys), runtime.n_obs_steps, 1.0 / specs.control_hz,
+            config.streams(keys),
+            runtime.n_obs_steps,
+            1.0 / specs.control_hz,
             config.max_gap_periods,
         )
         n_action_steps = execution_horizon or specs.action.n_action_steps

@@ -75,7 +75,9 @@ PARAMETERS = {
     "task": Param("push_t", "the task of sim_bridge.tasks to run", _tasks),
     "variant": Param("", "the task's variant ('' : its first)"),
     "seed": Param(100_000, "the next episode's seed; each ~/reset uses it, then adds one"),
-    "realtime": Param(True, "tick on the wall clock (the robot's way) or as fast as lockstep allows"),
+    "realtime": Param(
+        True, "tick on the wall clock (the robot's way) or as fast as lockstep allows"
+    ),
     "controller_hz": Param(125.0, "controller rate: 125 (UR5 CB3) or 500 (e-series)", positive),
     "lockstep_with": Param(
         "executor", "fast mode: wait each tick for this node's tick_done ('' : do not wait)"
@@ -126,13 +128,15 @@ class SimBridge(Node):
         self.inbox = CommandInbox(p["max_command_jump_rad"])
         self._lock = threading.Lock()
         self._gripper: float | None = None
-        self._reset_requested: threading.Event | None = None
+        self._reset_requested = False
         self._program = bool(p["start_program"])
         self._offset = 0.0  # ROS time of sim time 0 of this episode (fast mode)
+        self._episode_start = 0.0  # ROS time the episode started
         self._episode = 0
         self._episode_seed = int(p["seed"])
         self._acked = (-math.inf, 0)
-        self._ack_lost = False
+        # Lockstep starts with the lockstep node's first answer (it may start after the bridge).
+        self._ack_lost = True
         self._commands_received = 0
         self._ack_cv = threading.Condition(self._lock)
         self._stop = threading.Event()
@@ -149,7 +153,9 @@ class SimBridge(Node):
         self.pub_gripper = self.create_publisher(JointState, "/gripper/joint_states", qos.STREAM)
         self.pub_task = self.create_publisher(JointState, "~/task_state", qos.STREAM)
         self.pub_episode = self.create_publisher(DiagnosticArray, "~/episode", qos.LATCHED)
-        self.pub_clock = None if self.realtime else self.create_publisher(Clock, "/clock", qos.CLOCK)
+        self.pub_clock = (
+            None if self.realtime else self.create_publisher(Clock, "/clock", qos.CLOCK)
+        )
         self.cameras = {name: self._camera_publishers(name) for name in p["cameras"]}
         self._camera_period = 1.0 / p["camera_hz"]
         self._next_frame = 0.0
@@ -227,14 +233,14 @@ class SimBridge(Node):
             self._ack_cv.notify_all()
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        done = threading.Event()
+        """Ask the tick thread for a new episode and return at once (the reset runs between two
+        ticks; waiting here would block the callbacks the settle ticks wait for). The episode
+        status (``~/episode``) announces the new episode when it has started."""
         with self._lock:
-            self._reset_requested = done
-        if not done.wait(timeout=30.0):
-            response.success, response.message = False, "the tick thread did not reset in 30 s"
-            return response
+            self._reset_requested = True
+        seed = int(self.get_parameter("seed").value)
         response.success = True
-        response.message = f"episode {self._episode}, seed {self._episode_seed}"
+        response.message = f"episode {self._episode + 1} with seed {seed} starts after this tick"
         return response
 
     def _on_program(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
@@ -258,11 +264,9 @@ class SimBridge(Node):
         next_tick = time.monotonic()
         while not self._stop.is_set() and self.context.ok():
             with self._lock:
-                reset = self._reset_requested
-                self._reset_requested = None
-            if reset is not None:
+                reset, self._reset_requested = self._reset_requested, False
+            if reset:
                 self._start_episode()
-                reset.set()
             self._tick()
             if self.realtime:
                 next_tick += self.period
@@ -351,8 +355,9 @@ class SimBridge(Node):
                 time.sleep(self.period)
             else:
                 self._wait_for_ack(t)
-        self._publish_state(self.now())
-        self._publish_episode(self.now())
+        self._episode_start = self.now()
+        self._publish_state(self._episode_start)
+        self._publish_episode(self._episode_start)
         with self._lock:
             self._program = running
         self._publish_program()
@@ -410,7 +415,7 @@ class SimBridge(Node):
                 KeyValue(key="success", value=str(success).lower()),
                 KeyValue(key="score", value=f"{env.score():.6f}"),
                 KeyValue(key="done", value=str(done).lower()),
-                KeyValue(key="start", value=f"{self._offset:.9f}"),
+                KeyValue(key="start", value=f"{self._episode_start:.9f}"),
             ],
         )
         array = DiagnosticArray(status=[status])
@@ -442,6 +447,13 @@ class SimBridge(Node):
         self._frame_queue.put((copy.copy(self.cell.data), t))
 
     def _render_loop(self) -> None:
+        try:
+            self._render_frames()
+        except RCLError:
+            if self.context.ok():
+                raise  # a shut-down context (Ctrl-C) ends the loop quietly; anything else not
+
+    def _render_frames(self) -> None:
         renderers: dict[tuple[int, int], mujoco.Renderer] = {}
         size = (int(self.params["image_width"]), int(self.params["image_height"]))
         model = self.cell.model
