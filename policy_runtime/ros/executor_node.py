@@ -296,9 +296,9 @@ class Executor(Node):
             return False
         latency = self.params["lockstep_latency_s"]
         requested = self._requested_at
-        if requested is not None and self.loop.supervisor.accepts_chunks:
-            if t >= requested + latency - 1e-9:
-                return True
+        accepts = self.loop.supervisor.accepts_chunks
+        if requested is not None and accepts and t >= requested + latency - 1e-9:
+            return True
         return self._observed < t - self.info.dt - 1e-9
 
     def _run_deferred(self) -> None:
