@@ -12,9 +12,14 @@ from __future__ import annotations
 from rclpy.node import Node
 
 from policy_runtime.chunk import ActionChunk
+from policy_runtime.ros import executor_node, policy_server
 from policy_runtime.ros.executor_node import Executor
 from policy_runtime.ros.params import run_nodes
 from policy_runtime.ros.policy_server import PolicyServer
+
+#: Both nodes' parameters: ``-p`` arguments reach every node of the process, so a launch file
+#: sets either node's parameters on this one executable.
+PARAMETERS = {**policy_server.PARAMETERS, **executor_node.PARAMETERS}
 
 
 def make_composed() -> list[Node]:

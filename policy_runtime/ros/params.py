@@ -18,7 +18,7 @@ from typing import Any
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
-from rclpy.exceptions import ParameterUninitializedException
+from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
@@ -95,7 +95,9 @@ def run_nodes(make: Callable[[], Sequence[Node]], args: Sequence[str] | None = N
     try:
         try:
             nodes = make()
-        except (ValueError, FileNotFoundError) as exc:
+        except (ValueError, FileNotFoundError, ParameterException) as exc:
+            # A parameter of the wrong type (rclpy's exception names it), a bad value, a bundle
+            # or config that does not load: say so and stop before anything moves.
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return BAD_INPUT_EXIT
         executors = []

@@ -126,6 +126,7 @@ class SimBridge(Node):
         self.period = 1.0 / p["controller_hz"]
         self.params = p
         self.inbox = CommandInbox(p["max_command_jump_rad"])
+        self._refusal_logged: dict[str, float] = {}
         self._lock = threading.Lock()
         self._gripper: float | None = None
         self._reset_requested = False
@@ -201,10 +202,7 @@ class SimBridge(Node):
             problem = self.inbox.offer_positions(msg.data, self.env.commanded_joints)
             self._ack_cv.notify_all()
         if problem is not None:
-            self.get_logger().warning(
-                f"/forward_position_controller/commands: refused ({problem}): {list(msg.data)}",
-                throttle_duration_sec=1.0,
-            )
+            self._log_refusal("/forward_position_controller/commands", problem, list(msg.data))
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         with self._lock:
@@ -217,7 +215,15 @@ class SimBridge(Node):
                 self.env.commanded_joints,
             )
         if problem is not None:
-            self.get_logger().warning(f"joint_trajectory refused ({problem})")
+            self._log_refusal("/scaled_joint_trajectory_controller/joint_trajectory", problem, [])
+
+    def _log_refusal(self, topic: str, reason: str, values: list[float]) -> None:
+        """Log a refused command, at most once a second per reason (each is counted)."""
+        now = time.monotonic()
+        if now - self._refusal_logged.get(reason, -math.inf) >= 1.0:
+            self._refusal_logged[reason] = now
+            count = self.inbox.counts[reason]
+            self.get_logger().warning(f"{topic}: refused ({reason}, {count} so far): {values}")
 
     def _on_gripper(self, msg: Float64MultiArray) -> None:
         if len(msg.data) != 1 or not math.isfinite(msg.data[0]):

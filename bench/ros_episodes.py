@@ -1,0 +1,86 @@
+"""The bundled policy through ROS 2 against ``prt eval``, on the same seeds.
+
+    python -m bench.ros_episodes [--episodes 200] [--realtime-episodes 20] [--workdir DIR]
+        [--bundle bundles/push_t_drifting]
+
+Runs, each only when its result is not already in ``--workdir`` (a rerun reports):
+
+1. ``prt eval`` of the bundle: the deployed stack inside the simulation, no ROS;
+2. the sim graph through ROS 2 in fast mode (lockstep: sim time, results independent of the
+   machine's speed), ``--episodes`` episodes, cameras off (the policy reads no image);
+3. the same graph in real time (the wall clock, like the robot), ``--realtime-episodes``.
+
+All from seed 100000 (test seeds). Prints each success rate with its 95% (Wilson) interval and
+whether the ROS 2 rates' intervals overlap ``prt eval``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from policy_runtime.evaluation.stats import wilson_interval
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SEED = 100_000
+
+
+def run_eval(bundle: Path, episodes: int, out: Path) -> tuple[int, int]:
+    log = out / "eval_log.json"
+    if not log.is_file():
+        subprocess.run(
+            [str(BIN / "prt"), "eval", "--policy", str(bundle), "--task", "push_t",
+             "--episodes", str(episodes), "--start-seed", str(SEED), "--out", str(out)],
+            check=True,
+        )  # fmt: skip
+    episodes_run = json.loads(log.read_text())["episodes"]
+    return sum(e["success"] for e in episodes_run), len(episodes_run)
+
+
+def run_ros(bundle: Path, episodes: int, realtime: bool, out: Path) -> tuple[int, int]:
+    summary = out / "episodes.json"
+    if not summary.is_file():
+        subprocess.run(
+            [str(BIN / "prt"), "launch", str(ROOT / "launch" / "sim_episodes.launch.yaml"),
+             f"episodes:={episodes}", f"seed:={SEED}", f"realtime:={str(realtime).lower()}",
+             f"bundle:={bundle}", "cameras:=[]", "video_topic:=''", f"out:={out}"],
+            check=True,
+        )  # fmt: skip
+    records = json.loads(summary.read_text())["records"]
+    return sum(r["success"] for r in records), len(records)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--realtime-episodes", type=int, default=20)
+    parser.add_argument("--workdir", type=Path, default=Path("bench_runs/ros_episodes"))
+    parser.add_argument("--bundle", type=Path, default=ROOT / "bundles" / "push_t_drifting")
+    args = parser.parse_args()
+    work = args.workdir.resolve()
+    bundle = args.bundle.resolve()
+    results = {
+        "prt eval": run_eval(bundle, args.episodes, work / "eval"),
+        "ROS 2, fast (lockstep)": run_ros(bundle, args.episodes, False, work / "ros_fast"),
+        "ROS 2, real time": run_ros(bundle, args.realtime_episodes, True, work / "ros_realtime"),
+    }
+    table = Table(title=f"{bundle.name} on push_t, seeds from {SEED}")
+    for column in ("run", "episodes", "success", "95% interval", "overlaps prt eval's"):
+        table.add_column(column)
+    low0, high0 = wilson_interval(*results["prt eval"])
+    for name, (successes, n) in results.items():
+        low, high = wilson_interval(successes, n)
+        overlap = "-" if name == "prt eval" else ("yes" if low <= high0 and low0 <= high else "NO")
+        table.add_row(name, str(n), f"{successes / n:.1%}", f"[{low:.1%}, {high:.1%}]", overlap)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
