@@ -6,10 +6,10 @@ from __future__ import annotations
 import importlib
 import itertools
 import os
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from policy_runtime.bringup.launch_file import (
     LaunchFileError,
@@ -87,7 +87,8 @@ def test_substitutions_conditions_and_includes(tmp_path: Path, monkeypatch):
         "- arg: {name: empty, default: \"''\", description: d}\n"
         "- let: {name: disabled, value: $(not $(var enabled))}\n"
         "- set_env: {name: X, value: $(env PRT_TEST_ENV) $(env PRT_UNSET fallback)}\n"
-        "- node: {if: $(var enabled), pkg: p, exec: e, name: a, param: [{name: v, value: $(var disabled)}]}\n"
+        "- node: {if: $(var enabled), pkg: p, exec: e, name: a,\n"
+        "         param: [{name: v, value: $(var disabled)}]}\n"
         "- node: {unless: $(var enabled), pkg: p, exec: e, name: b}\n"
         "- node: {if: $(equals $(var enabled) true), pkg: p, exec: e, name: c,\n"
         "         param: [{name: s, value: ''}], remap: [{from: /a, to: /b}]}\n"
