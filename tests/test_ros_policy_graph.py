@@ -20,7 +20,7 @@ import pytest
 
 pytest.importorskip("rclpy", reason="the ROS 2 Jazzy wheels are not installed")
 
-from tests.ros_graph import (  # noqa: E402
+from tests.ros_graph import (
     BIN,
     BUNDLE,
     ROOT,
