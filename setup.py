@@ -1,7 +1,7 @@
 """colcon's ament_python build runs this file; the package metadata lives in pyproject.toml.
 
 Only what ament needs is added here: the ament index marker, package.xml, and the launch and
-config files installed under share/<package>.
+config files and the bundled policies installed under share/<package>.
 """
 
 from glob import glob
@@ -49,7 +49,11 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", sorted(glob("launch/*.launch.yaml"))),
-        (f"share/{PACKAGE}/config", sorted(glob("config/*.yaml"))),
+        (f"share/{PACKAGE}/config", sorted(glob("config/*.yaml") + glob("config/*.xml"))),
+        *(
+            (f"share/{PACKAGE}/{bundle}", sorted(glob(f"{bundle}/*")))
+            for bundle in sorted(glob("bundles/*"))
+        ),
     ],
     **_metadata_without_pyproject(),
 )

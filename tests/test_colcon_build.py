@@ -20,8 +20,17 @@ REPO = Path(__file__).resolve().parent.parent
 BUILD_SH = REPO / "ros2_ws" / "build.sh"
 INSTALLED = (
     "lib/policy_runtime/prt",
+    # the nodes, where `ros2 run` and the launch files look for them
+    "lib/policy_runtime/prt-sim-bridge",
+    "lib/policy_runtime/prt-policy-server",
+    "lib/policy_runtime/prt-executor",
+    "lib/policy_runtime/prt-policy-node",
+    "lib/policy_runtime/prt-episodes",
     "share/ament_index/resource_index/packages/policy_runtime",
     "share/policy_runtime/package.xml",
+    "share/policy_runtime/launch/sim.launch.yaml",
+    "share/policy_runtime/config/fastdds_shm.xml",
+    "share/policy_runtime/bundles/push_t_drifting/manifest.json",
 )
 
 

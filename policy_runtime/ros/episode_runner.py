@@ -210,7 +210,10 @@ class EpisodeRunner(Node):
         lines = [
             f"success: {summary['successes']}/{summary['episodes']} = "
             f"{summary['success_rate']:.1%} (95% interval {low:.1%}-{high:.1%})",
-            "observation-to-chunk latency p50/p99: {} / {} ms".format(*summary["obs_to_chunk_ms"]),
+            "observation-to-chunk latency p50/p99: {} / {} ms (real time only)".format(
+                *summary["obs_to_chunk_ms"]
+            ),
+            "request-to-chunk latency p50/p99: {} / {} ms".format(*summary["request_to_chunk_ms"]),
             "inference p50/p99: {} / {} ms".format(*summary["inference_ms"]),
             "control tick jitter p50/p99: {} / {} ms".format(*summary["tick_jitter_ms"]),
             f"safety interventions: {summary['interventions'] or 'none'}",

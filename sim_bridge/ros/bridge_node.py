@@ -38,13 +38,17 @@ import math
 import queue
 import threading
 import time
+from collections import deque
 from typing import NamedTuple
 
 import mujoco
 import numpy as np
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, TransformStamped
 from rclpy._rclpy_pybind11 import RCLError
+from rclpy.clock import Clock as RosClock
+from rclpy.clock import ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
@@ -142,6 +146,11 @@ class SimBridge(Node):
         self._ack_cv = threading.Condition(self._lock)
         self._stop = threading.Event()
         self.stats = {"ticks": 0, "late_ticks": 0, "frames": 0, "frames_skipped": 0}
+        #: Wall seconds from publishing a tick's joint states to receiving a command (the
+        #: executor's answer, DDS both ways), recent ticks.
+        self.command_latency: deque[float] = deque(maxlen=2000)
+        self._joints_sent_at = 0.0
+        self._rtf_mark = (time.monotonic(), 0.0)
 
         self.pub_joints = self.create_publisher(JointState, "/joint_states", qos.STREAM)
         self.pub_tcp = self.create_publisher(PoseStamped, "/tcp_pose_broadcaster/pose", qos.STREAM)
@@ -157,6 +166,7 @@ class SimBridge(Node):
         self.pub_clock = (
             None if self.realtime else self.create_publisher(Clock, "/clock", qos.CLOCK)
         )
+        self.pub_tf = self._tf_publisher()
         self.cameras = {name: self._camera_publishers(name) for name in p["cameras"]}
         self._camera_period = 1.0 / p["camera_hz"]
         self._next_frame = 0.0
@@ -181,6 +191,10 @@ class SimBridge(Node):
             self.create_subscription(Header, TICK_DONE_TOPIC, self._on_tick_done, qos.STREAM)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_service(SetBool, "~/program_running", self._on_program)
+        self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", qos.STREAM)
+        self.create_timer(
+            1.0, self._publish_diagnostics, clock=RosClock(clock_type=ClockType.STEADY_TIME)
+        )
 
         self._start_episode()
         self._thread = threading.Thread(target=self._run, name="sim_bridge_ticks", daemon=True)
@@ -197,8 +211,10 @@ class SimBridge(Node):
     # -- inputs (callbacks: short, under the lock) -----------------------------------------------
 
     def _on_command(self, msg: Float64MultiArray) -> None:
+        received = time.monotonic()
         with self._lock:
             self._commands_received += 1
+            self.command_latency.append(received - self._joints_sent_at)
             problem = self.inbox.offer_positions(msg.data, self.env.commanded_joints)
             self._ack_cv.notify_all()
         if problem is not None:
@@ -370,6 +386,42 @@ class SimBridge(Node):
 
     # -- outputs --------------------------------------------------------------------------------
 
+    def _tf_publisher(self) -> Publisher | None:
+        """``/tf`` where tf2_msgs is importable (a full ROS 2 install); the pip wheels have none,
+        which is said once: the poses are on geometry_msgs topics either way."""
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError:
+            self.get_logger().info(
+                "tf2_msgs is not importable (ROS 2 from the pip wheels): no /tf; the TCP pose is "
+                "on /tcp_pose_broadcaster/pose, the cameras' frames name their images"
+            )
+            return None
+        return self.create_publisher(TFMessage, "/tf", qos.STREAM)
+
+    def _publish_tf(self, publisher: Publisher, header_stamp: Time) -> None:
+        """``base_link`` -> ``base`` (pi about z, the controller's frame), ``tcp`` and each
+        camera's optical frame (the names realsense-ros uses with ``camera_name``)."""
+        from tf2_msgs.msg import TFMessage
+
+        base_inverse = np.linalg.inv(self.cell.body_pose("base_link"))
+        turn = np.diag([-1.0, -1.0, 1.0, 1.0])
+        poses = {"base": turn, "tcp": self.env.tcp_pose()}
+        for name in self.cameras:
+            frame = f"{self.params['camera_namespace']}_{name}_color_optical_frame"
+            poses[frame] = base_inverse @ self.cell.camera_pose(name)
+        message = TFMessage()
+        for child, pose in poses.items():
+            transform = TransformStamped()
+            transform.header.stamp, transform.header.frame_id = header_stamp, BASE_FRAME
+            transform.child_frame_id = child
+            t = transform.transform
+            t.translation.x, t.translation.y, t.translation.z = pose[:3, 3].tolist()
+            r = quaternion_from_matrix(pose[:3, :3]).tolist()
+            t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w = r
+            message.transforms.append(transform)
+        publisher.publish(message)
+
     def _publish_state(self, t: float) -> None:
         header_stamp = stamp(t)
         joints = JointState()
@@ -379,6 +431,9 @@ class SimBridge(Node):
         joints.velocity = self.cell.joint_velocities.tolist()
         joints.effort = self.cell.joint_efforts.tolist()
         self.pub_joints.publish(joints)
+        self._joints_sent_at = time.monotonic()
+        if self.pub_tf is not None:
+            self._publish_tf(self.pub_tf, header_stamp)
 
         tcp = self.env.tcp_pose()
         pose = PoseStamped()
@@ -427,6 +482,32 @@ class SimBridge(Node):
         array = DiagnosticArray(status=[status])
         array.header.stamp = stamp(t)
         self.pub_episode.publish(array)
+
+    def _publish_diagnostics(self) -> None:
+        """Real-time factor, late ticks, frames, command latency, refused commands."""
+        now, sim = time.monotonic(), self.stats["ticks"] * self.period  # sim seconds stepped
+        mark_wall, mark_sim = self._rtf_mark
+        self._rtf_mark = (now, sim)
+        with self._lock:
+            latency = np.asarray(self.command_latency)
+        values = {
+            **{k: str(v) for k, v in self.stats.items()},
+            **{f"refused.{k}": str(v) for k, v in self.inbox.counts.items() if v},
+            "real_time_factor": f"{(sim - mark_sim) / max(now - mark_wall, 1e-9):.3f}",
+        }
+        if latency.size:
+            values["command_latency_p50_ms"] = f"{np.quantile(latency, 0.5) * 1e3:.3f}"
+            values["command_latency_p99_ms"] = f"{np.quantile(latency, 0.99) * 1e3:.3f}"
+        status = DiagnosticStatus(
+            name="sim_bridge: cell",
+            level=DiagnosticStatus.OK,
+            message="real time" if self.realtime else "fast (lockstep)",
+            hardware_id="mujoco",
+            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = stamp(self.now())
+        self.pub_diagnostics.publish(array)
 
     def _publish_program(self) -> None:
         self.pub_program.publish(Bool(data=self._program))
