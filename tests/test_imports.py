@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 # Modules allowed to import rclpy (ROS 2 adapters) or torch (training, export, torch backend).
-ROS_PARTS = (".ros", "sim_bridge.node")
+ROS_PARTS = (".ros",)
 TORCH_PARTS = (
     "policy_runtime.policies",
     "policy_runtime.training",

@@ -12,7 +12,7 @@ LAUNCH_EPILOG = (
     "  prt launch launch/sim.launch.yaml\n\n"
     "  prt launch launch/sim.launch.yaml realtime:=false cameras:=[] composed:=false\n\n"
     "  prt launch launch/sim_episodes.launch.yaml episodes:=10 out:=runs/sim\n\n"
-    "  prt launch launch/sim.launch.yaml --show-args"
+    "  prt launch --show-args launch/sim.launch.yaml"
 )
 SERVE_EPILOG = (
     "Examples:\n\n"
