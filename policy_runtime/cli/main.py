@@ -12,12 +12,12 @@ import typer
 
 from policy_runtime.cli.bench import bench_app
 from policy_runtime.cli.data import data_app
+from policy_runtime.cli.deploy import LAUNCH_EPILOG, SERVE_EPILOG, launch, serve
 from policy_runtime.cli.doctor import doctor
 from policy_runtime.cli.eval import EPILOG as EVAL_EPILOG
 from policy_runtime.cli.eval import eval_policy
 from policy_runtime.cli.export import EPILOG as EXPORT_EPILOG
 from policy_runtime.cli.export import export
-from policy_runtime.cli.deploy import LAUNCH_EPILOG, SERVE_EPILOG, launch, serve
 from policy_runtime.cli.sim import datagen, sim
 from policy_runtime.cli.train import train
 from sim_bridge.gl import configure_headless_rendering
