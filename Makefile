@@ -9,9 +9,11 @@ setup:
 	@scripts/setup
 
 # The main job: the simulated UR5 cell driven by the bundled push_t policy through ROS 2, in real
-# time, 10 episodes; prints the figures and writes runs/sim/episodes.json and an mp4.
+# time, 10 episodes, the front camera at 640x480 and 30 Hz; prints the figures and writes
+# runs/sim/episodes.json and an mp4 of the first episode.
 run: setup
-	$(BIN)/prt launch launch/sim_episodes.launch.yaml episodes:=10 realtime:=true out:=runs/sim
+	$(BIN)/prt launch launch/sim_episodes.launch.yaml episodes:=10 realtime:=true \
+		cameras:=[front] depth:=false out:=runs/sim
 
 lint: setup
 	$(BIN)/ruff check .
