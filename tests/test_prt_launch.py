@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("rclpy", reason="the ROS 2 Jazzy wheels are not installed")
 
-from tests.ros_graph import BIN, wait_for  # noqa: E402
+from tests.ros_graph import BIN, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

@@ -83,7 +83,7 @@ RequestChunk = Callable[[float, ChunkPrefix | None], None]
 
 
 class Executor(Node):
-    """See the module docs. ``requests`` replaces the DDS request topic (composition)."""
+    """See the module docs. ``request`` replaces the DDS request topic (composition)."""
 
     def __init__(self, request: RequestChunk | None = None, **kwargs: object) -> None:
         super().__init__("executor", **kwargs)  # type: ignore[arg-type]
@@ -158,23 +158,28 @@ class Executor(Node):
     # -- the policy ---------------------------------------------------------------------------
 
     def set_policy(self, info: PolicyInfo) -> None:
-        """The server's policy: (re)build the loop for its action space. A new policy while the
-        loop is stopped keeps the stop (a latched stop outlives a server restart)."""
+        """The server's policy (its latched description). The first builds the loop for its
+        action space; a later one with the same action space only changes how chunks are read
+        (the loop's state, a latched stop included, carries on); one with another action space
+        is refused: its chunks do not decode and the loop holds until the executor restarts."""
         with self._lock:
-            if self.info == info and self.loop is not None:
+            if self.loop is None:
+                self.info = info
+                self.loop = self.config.build(self.clock, info.action_space)
+                self.loop.set_estop(self._estop)
+            elif info.action_space != self.loop.action_space:
+                self.get_logger().error(
+                    f"the policy server now serves {info.action_space} actions, this executor "
+                    f"runs {self.loop.action_space} ones: its chunks are refused (restart the "
+                    "executor to switch)"
+                )
                 return
-            stopped = self.loop is not None and self.loop.state == "stopped"
-            if stopped:
-                self.get_logger().warning("a new policy while stopped: ~/reset first")
-                return
-            self.info = info
-            self.loop = self.config.build(self.clock, info.action_space)
-            self.loop.set_estop(self._estop)
-            self._requested_at = None
-            self.get_logger().info(
-                f"policy {info.kind}: {info.action_space} actions, {info.chunk_length} per chunk, "
-                f"{info.n_action_steps} executed, dt {info.dt:g} s"
-            )
+            else:
+                self.info = info
+        self.get_logger().info(
+            f"policy {info.kind}: {info.action_space} actions, {info.chunk_length} per chunk, "
+            f"{info.n_action_steps} executed, dt {info.dt:g} s"
+        )
 
     def chunk_arrived(self, chunk: ActionChunk, t_obs: float) -> None:
         """A chunk for this executor (from DDS or a composed server's thread)."""
