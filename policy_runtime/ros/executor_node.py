@@ -393,7 +393,9 @@ class Executor(Node):
                 values.update(
                     {f"intervention.{k}": str(v) for k, v in loop.safety.counts.items() if v}
                 )
-                values["chunks_accepted"] = str(loop.engine.stats.chunks_accepted)
+                engine = loop.engine.stats
+                for name in ("chunks_accepted", "stale_chunks", "rtc_actions_skipped", "run_outs"):
+                    values[f"engine.{name}"] = str(getattr(engine, name))
             for name, samples in (
                 ("obs_to_chunk", self.latencies),
                 ("request_to_chunk", self.round_trips),
