@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from policy_runtime.validation import read_yaml_mapping
 
 TRUE = ("true", "1", "yes", "on")
 FALSE = ("false", "0", "no", "off")
@@ -213,12 +213,10 @@ def _load_into(
     if depth > 8:
         raise LaunchFileError(f"{path}: includes nested deeper than 8 (an include cycle?)")
     try:
-        document: Any = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise LaunchFileError(f"launch file {path}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise LaunchFileError(f"launch file {path}: not YAML ({exc})") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("launch"), list):
+        document = read_yaml_mapping(path, "launch file")
+    except ValueError as exc:
+        raise LaunchFileError(str(exc)) from exc
+    if not isinstance(document.get("launch"), list):
         raise LaunchFileError(f"launch file {path}: expected a top-level 'launch:' list")
     variables: dict[str, str] = {}
     declared: set[str] = set()

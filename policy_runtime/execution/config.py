@@ -19,8 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from policy_runtime.execution.clock import Clock
 from policy_runtime.execution.control_loop import ControlLoop, LoopConfig
@@ -29,7 +28,7 @@ from policy_runtime.execution.interpolation import ActionSpace
 from policy_runtime.execution.kinematics import EeToJoint
 from policy_runtime.execution.safety import SafetyFilter, SafetyLimits
 from policy_runtime.execution.watchdog import Watchdog, WatchdogConfig
-from policy_runtime.validation import field_problems
+from policy_runtime.validation import load_yaml_model
 
 __all__ = ["ExecutorConfig"]
 
@@ -48,19 +47,7 @@ class ExecutorConfig(BaseModel):
     def load(cls, path: Path | str) -> ExecutorConfig:
         """The configuration in the YAML file ``path``; a bad file raises ValueError naming the
         file and the field."""
-        path = Path(path)
-        try:
-            data: Any = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ValueError(f"executor config {path}: {exc.strerror or exc}") from exc
-        except yaml.YAMLError as exc:
-            raise ValueError(f"executor config {path}: not YAML ({exc})") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"executor config {path}: expected a mapping at the top level")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ValueError(f"executor config {path}: {field_problems(exc)}") from exc
+        return load_yaml_model(cls, path, "executor config")
 
     def build(
         self,

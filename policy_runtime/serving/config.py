@@ -25,14 +25,13 @@ faster than real time) server waits for each stream's sample of the request's ti
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from policy_runtime.inference.specs import PolicySpecs
 from policy_runtime.serving.history import StreamSpec
-from policy_runtime.validation import field_problems
+from policy_runtime.validation import load_yaml_model
 
 #: A pose observation: position (3) and 6D rotation (6), the ``ee_pose`` encoding.
 POSE_DIM = 9
@@ -75,19 +74,7 @@ class ServerConfig(BaseModel):
     def load(cls, path: Path | str) -> ServerConfig:
         """The config in the YAML file ``path``; a bad file raises ValueError naming the file
         and the field."""
-        path = Path(path)
-        try:
-            data: Any = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ValueError(f"server config {path}: {exc.strerror or exc}") from exc
-        except yaml.YAMLError as exc:
-            raise ValueError(f"server config {path}: not YAML ({exc})") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"server config {path}: expected a mapping at the top level")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ValueError(f"server config {path}: {field_problems(exc)}") from exc
+        return load_yaml_model(cls, path, "server config")
 
     def for_policy(self, specs: PolicySpecs) -> dict[str, ObservationSource]:
         """The sources of the policy's keys, checked against their kinds and shapes; raises

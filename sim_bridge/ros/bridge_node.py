@@ -39,6 +39,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import NamedTuple
 
 import mujoco
@@ -276,11 +277,7 @@ class SimBridge(Node):
     # -- the tick thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        try:
-            self._tick_loop()
-        except RCLError:
-            if self.context.ok():
-                raise  # a shut-down context (Ctrl-C) ends the loop quietly; anything else not
+        self._until_shutdown(self._tick_loop)
 
     def _tick_loop(self) -> None:
         next_tick = time.monotonic()
@@ -534,11 +531,16 @@ class SimBridge(Node):
         self._frame_queue.put((copy.copy(self.cell.data), t))
 
     def _render_loop(self) -> None:
+        self._until_shutdown(self._render_frames)
+
+    def _until_shutdown(self, loop: Callable[[], None]) -> None:
+        """Run a thread's ``loop``: a shut-down context (Ctrl-C) ends it quietly, as a publish
+        then fails; any other failure is raised."""
         try:
-            self._render_frames()
+            loop()
         except RCLError:
             if self.context.ok():
-                raise  # a shut-down context (Ctrl-C) ends the loop quietly; anything else not
+                raise
 
     def _render_frames(self) -> None:
         renderers: dict[tuple[int, int], mujoco.Renderer] = {}
