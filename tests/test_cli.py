@@ -102,3 +102,10 @@ def test_doctor_runs_the_real_checks():
         "MUJOCO_GL=egl" in result.output and "software-device frame round trip ok" in result.output
     )
     assert "FAILED" not in result.output and "rmw_fastrtps_cpp: 5/5" in result.output
+
+
+def test_serve_and_launch_refuse_missing_files_naming_them(tmp_path: Path):
+    result = runner.invoke(app, ["serve", "--bundle", str(tmp_path / "nope"), "--config", "x"])
+    assert result.exit_code == 2 and "--bundle" in result.output and "nope" in result.output
+    result = runner.invoke(app, ["launch", str(tmp_path / "missing.launch.yaml")])
+    assert result.exit_code == 2 and "missing.launch.yaml" in result.output

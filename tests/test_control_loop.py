@@ -755,3 +755,40 @@ def test_the_execution_package_imports_without_onnxruntime_zarr_or_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_stopped_robot_program_holds_and_the_commands_follow_the_arm():
+    """The program stops while moving: the loop holds (decelerating) and from then on commands
+    where the arm is, wherever it is put (an operator, a simulation's reset: 0.6 rad away, far
+    beyond the tracking limit, and no tracking stop); the program runs again: a resume from
+    there, by a chunk that starts at the arm."""
+    rig = Rig()
+    rig.start(speed=0.5)
+    rig.run(range(1, 11))
+    rig.loop.set_robot_state(program_running=False, speed_scaling_percent=100.0)
+    held = rig.run(range(11, 20))
+    assert all(c.hold and "program_not_running" in c.reasons for c in held)
+    moved = rig.q + 0.6 * PAN
+    for k in range(20, 30):
+        command = rig.tick(k * DT, q=moved)
+        assert command is not None and command.state == "holding"
+    np.testing.assert_allclose(command.q, moved)  # following the arm, at rest
+    assert rig.loop.counts["tracking_error"] == 0
+    rig.q = moved.copy()
+    rig.loop.set_robot_state(program_running=True, speed_scaling_percent=100.0)
+    assert rig.run(range(30, 32))[-1].reasons == ("resuming",)
+    assert rig.loop.submit(chunk(line(0.5, start=moved)), 31 * DT).accepted
+    rig.run(range(32, 40))
+    assert rig.loop.state == "running" and rig.q[0] > moved[0]
+
+
+def test_speed_scaling_below_the_threshold_holds_until_it_is_back():
+    rig = Rig(watchdog={"min_speed_scaling_percent": 90.0})
+    rig.start(speed=0.5)
+    rig.run(range(1, 11))
+    rig.loop.set_robot_state(program_running=True, speed_scaling_percent=50.0)
+    assert rig.run(range(11, 13))[-1].reasons == ("speed_scaling_low",)
+    rig.loop.set_robot_state(program_running=True, speed_scaling_percent=float("nan"))
+    assert rig.run(range(13, 15))[-1].reasons == ("speed_scaling_low",)  # not a number: low
+    rig.loop.set_robot_state(program_running=True, speed_scaling_percent=100.0)
+    assert rig.run(range(15, 17))[-1].reasons == ("resuming",)
