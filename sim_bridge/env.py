@@ -142,6 +142,8 @@ class SimEnv:
 
     def step(self, action: np.ndarray) -> dict[str, np.ndarray]:
         """Move to one action over one policy period and return the observation after it."""
+        if self._ticks_in_step:
+            raise RuntimeError("step() in the middle of a policy period that tick() began")
         action = np.asarray(action, dtype=np.float64)
         if not np.isfinite(action).all():
             raise ValueError(f"action contains NaN or inf: {action}")

@@ -102,6 +102,7 @@ def test_server_death_holds_then_a_new_server_resumes_and_executor_death_holds(g
     # The executor's observation watchdog (0.25 s), then a hold decelerating within the
     # acceleration limits, then the servo settling: well within a second.
     assert rest is not None and rest < 1.0, rest
+    print(f"server killed: the arm at rest {rest:.3f} s later")
     wait_for(lambda: "hold.observation_stale" in _executor_status(watcher), 5, "the reason")
 
     nodes["server"] = NodeProcess(

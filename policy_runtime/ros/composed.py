@@ -36,13 +36,13 @@ def make_composed() -> list[Node]:
 
     def unanswered(t_request: float) -> None:
         assert executor is not None
-        executor.request_unanswered()
+        executor.request_unanswered(t_request)
 
     server = PolicyServer(deliver=deliver, heartbeat=heartbeat, unanswered=unanswered)
     try:
         executor = Executor(request=server.request)
-    except ValueError:
-        server.close()
+    except BaseException:
+        server.close()  # its inference thread must not keep the process alive
         raise
     executor.set_policy(server.info)
     return [executor, server]

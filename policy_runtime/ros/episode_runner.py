@@ -2,8 +2,9 @@
 
 For each episode: stop the robot program (the executor holds and stops asking for chunks),
 reset the executor (an operator's reset: a stop the last episode latched is cleared), re-seed
-the policy server's sampler with the episode's seed, reset the sim bridge with it, start the
-program again; then wait for the bridge's episode status to say done. Only services,
+the policy server's sampler with the episode's seed, reset the sim bridge with it (the bridge
+runs the program from the episode's first tick); then wait for the bridge's episode status to
+say done (the bridge stops the program there and keeps that status). Only services,
 parameters and topics: the same runner works against any graph that has these nodes.
 
 At the end it prints and writes (``out``/``episodes.json``): the success rate with its 95%
@@ -128,16 +129,9 @@ class EpisodeRunner(Node):
         reply = self._call(self.bridge_reset, Trigger.Request())
         if not reply.success:
             raise RuntimeError(f"/sim_bridge/reset failed: {reply.message}")
+        # The bridge starts the episode with the program running and ends it at its first done
+        # status, which then stays: nothing here races the episode.
         start = time.monotonic()
-        while True:  # the bridge announces the new episode once the arm stands at its start
-            with self._lock:
-                started = int(self._episode.get("episode", "0")) > before
-            if started:
-                break
-            if time.monotonic() - start > 30.0:
-                raise TimeoutError(f"the sim bridge did not start episode {index} in 30 s")
-            time.sleep(0.005)
-        self._program(True)
         while True:
             with self._lock:
                 episode = dict(self._episode)

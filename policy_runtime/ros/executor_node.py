@@ -101,6 +101,7 @@ class Executor(Node):
         self._program_running = True
         self._speed_scaling = 100.0
         self._estop = False
+        self._estop_pressed = False
         self._requested_at: float | None = None
         self._observed: float = -math.inf
         self._deferred: Sample | None = None
@@ -166,6 +167,8 @@ class Executor(Node):
             if self.loop is None:
                 self.info = info
                 self.loop = self.config.build(self.clock, info.action_space)
+                if self._estop_pressed:
+                    self.loop.set_estop(True)  # latched by the supervisor at the first tick
                 self.loop.set_estop(self._estop)
             elif info.action_space != self.loop.action_space:
                 self.get_logger().error(
@@ -188,7 +191,8 @@ class Executor(Node):
             if loop is None:
                 return
             report = loop.submit(chunk, t_obs)
-            self.round_trips.append(time.monotonic() - self._request_wall)
+            if self._requested_at is not None:
+                self.round_trips.append(time.monotonic() - self._request_wall)
             if not self.params["lockstep"]:  # stamps are the system clock
                 self.latencies.append(time.time() - t_obs)
             self._requested_at = None
@@ -200,10 +204,14 @@ class Executor(Node):
                 )
         self._run_deferred()
 
-    def request_unanswered(self) -> None:
-        """The server answered the request in flight with no chunk (no data yet, stopped):
-        another may start at once."""
+    def request_unanswered(self, t_request: float | None = None) -> None:
+        """The server answered the request of ``t_request`` (None: the one in flight) with no
+        chunk (no data yet, stopped, a bad request): another may start at once. An answer to an
+        older request than the one in flight changes nothing."""
         with self._lock:
+            requested = self._requested_at
+            if t_request is not None and (requested is None or abs(t_request - requested) > 1e-6):
+                return
             if self.loop is not None:
                 self.loop.engine.request_ended()
             self._requested_at = None
@@ -239,9 +247,10 @@ class Executor(Node):
                     self.loop.counts["invalid_chunk"] += 1
                     self.loop.engine.request_ended()
                 self._requested_at = None
+            self._run_deferred()
             return
         if decoded is None:
-            self.request_unanswered()
+            self.request_unanswered(seconds(msg.header.stamp))
         else:
             self.chunk_arrived(*decoded)
 
@@ -253,6 +262,9 @@ class Executor(Node):
     def _on_program(self, msg: Bool) -> None:
         with self._lock:
             self._program_running = bool(msg.data)
+            if not msg.data:
+                # The gripper may be anywhere when the program runs again: send it anew.
+                self._gripper_sent = None
         self._run_deferred()
 
     def _on_scaling(self, msg: Float64) -> None:
@@ -262,6 +274,8 @@ class Executor(Node):
     def _on_estop(self, msg: Bool) -> None:
         with self._lock:
             self._estop = bool(msg.data)
+            # A press before the loop exists still stops it when it is built.
+            self._estop_pressed = self._estop_pressed or self._estop
             if self.loop is not None:
                 self.loop.set_estop(self._estop)
         if msg.data:
@@ -332,12 +346,13 @@ class Executor(Node):
     def _tick(self, sample: Sample) -> None:
         with self._lock:
             loop = self.loop
+            sent = 0
             if loop is not None:
                 self.clock.set(sample.t)
                 loop.set_robot_state(self._program_running, self._speed_scaling)
                 command = loop.tick(sample.t, sample.q, sample.t)
                 if command is not None and self._program_running:
-                    self._publish_command(command.q, command.gripper)
+                    sent = self._publish_command(command.q, command.gripper)
                 if loop.should_request(sample.t):
                     loop.engine.request_started(sample.t)
                     prefix = (
@@ -349,10 +364,11 @@ class Executor(Node):
                     self._request_wall = time.monotonic()
                     self.request(sample.t, prefix)
             if self.pub_tick_done is not None:
-                done = Header(stamp=stamp(sample.t), frame_id=str(self.commands_sent))
-                self.pub_tick_done.publish(done)
+                # frame_id: the commands sent for this sample, all of which the bridge awaits.
+                self.pub_tick_done.publish(Header(stamp=stamp(sample.t), frame_id=str(sent)))
 
-    def _publish_command(self, q: np.ndarray, gripper: float | None) -> None:
+    def _publish_command(self, q: np.ndarray, gripper: float | None) -> int:
+        """Send a tick's joint command, and the gripper's when it changed; how many messages."""
         self.pub_command.publish(Float64MultiArray(data=[float(v) for v in q]))
         self.commands_sent += 1
         now = time.monotonic()
@@ -362,6 +378,8 @@ class Executor(Node):
         if gripper is not None and gripper != self._gripper_sent:
             self.pub_gripper.publish(Float64MultiArray(data=[float(gripper)]))
             self._gripper_sent = gripper
+            return 2
+        return 1
 
     # -- diagnostics ----------------------------------------------------------------------------
 

@@ -167,10 +167,13 @@ def request_from_msg(msg: JointTrajectory, info: PolicyInfo) -> tuple[float, Pre
         raise ValueError("a request stamped 0 (a clock that is not running)")
     if not msg.points:
         return t, None
-    actions = np.array([list(p.positions) for p in msg.points], dtype=np.float64)
-    weights = np.array([p.effort[0] if len(p.effort) else 0.0 for p in msg.points])
-    if actions.ndim != 2 or actions.shape[1] != info.action_dim:
+    rows = [list(p.positions) for p in msg.points]
+    if any(len(row) != info.action_dim for row in rows):
         raise ValueError(f"a prefix whose actions are not {info.action_dim}-dimensional")
+    actions = np.array(rows, dtype=np.float64)
+    weights = np.array([p.effort[0] if len(p.effort) else 0.0 for p in msg.points])
+    if not np.all(np.isfinite(actions)) or not np.all((weights >= 0.0) & (weights <= 1.0)):
+        raise ValueError("a prefix with non-finite actions or weights outside [0, 1]")
     return t, Prefix(actions, weights)
 
 

@@ -92,6 +92,8 @@ def run_nodes(make: Callable[[], Sequence[Node]], args: Sequence[str] | None = N
     """
     rclpy.init(args=list(sys.argv if args is None else args))
     nodes: Sequence[Node] = ()
+    executors: list[SingleThreadedExecutor] = []
+    threads: list[threading.Thread] = []
     try:
         try:
             nodes = make()
@@ -100,21 +102,22 @@ def run_nodes(make: Callable[[], Sequence[Node]], args: Sequence[str] | None = N
             # or config that does not load: say so and stop before anything moves.
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return BAD_INPUT_EXIT
-        executors = []
         for node in nodes:
             executor = SingleThreadedExecutor()
             executor.add_node(node)
             executors.append(executor)
         signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
-        threads = [
-            threading.Thread(target=_spin, args=(executor,), daemon=True)
-            for executor in executors[1:]
-        ]
+        threads = [threading.Thread(target=_spin, args=(e,), daemon=True) for e in executors[1:]]
         for thread in threads:
             thread.start()
         _spin(executors[0])
         return 0
     finally:
+        # Stop every spin before a node goes: no callback may run on a destroyed node.
+        for executor in executors:
+            executor.shutdown(timeout_sec=1.0)
+        for thread in threads:
+            thread.join(timeout=2.0)
         for node in nodes:
             close = getattr(node, "close", None)
             if close is not None:

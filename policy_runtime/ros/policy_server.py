@@ -21,6 +21,7 @@ import math
 import queue
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -151,7 +152,9 @@ class PolicyServer(Node):
         self.create_service(Trigger, "~/reset", self._on_reset)
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics, clock=steady)
-        self._worker = threading.Thread(target=self._serve, name="policy_server_inference")
+        self._worker = threading.Thread(
+            target=self._serve, name="policy_server_inference", daemon=True
+        )
         self._worker.start()
         self.get_logger().info(
             f"serving {p['bundle']} ({self.info.kind}, {self.info.action_space} actions) on "
@@ -271,31 +274,45 @@ class PolicyServer(Node):
             t, prefix = request_from_msg(msg, self.info)
         except ValueError as exc:
             self.get_logger().warning(f"request refused: {exc}", throttle_duration_sec=1.0)
+            self.core.stats.refusal("bad_request")
+            self.unanswered(seconds(msg.header.stamp))
             return
         self.request(t, prefix)
 
     def _serve(self) -> None:
+        """The inference thread: answer requests until :meth:`close`. Nothing ends it early: a
+        request that fails in any way is logged, counted and answered with "no chunk"."""
         while True:
             item = self._requests.get()
             if item is None:
                 return
             t, prefix = item
-            with self._lock:
-                serving = self._serving
-                if serving and self.params["lockstep"]:
-                    self._wait_for_data(t)
-                window = self.core.window_for(t) if serving else None
-            if window is None:
-                self.unanswered(t)
-                continue
-            answer = window if isinstance(window, Answer) else self.core.predict(window, prefix)
-            if answer.chunk is None or answer.t_obs is None:
-                self.get_logger().warning(
-                    f"request at {t:.3f} unanswered: {answer.problem}", throttle_duration_sec=1.0
-                )
+            try:
+                answer = self._answer(t, prefix)
+            except Exception:  # an onnxruntime failure, a bug: the next request is tried afresh
+                self.core.stats.refusal("server_error")
+                self.get_logger().error(f"request at {t:.3f} failed:\n{traceback.format_exc()}")
+                answer = None
+            if answer is None or answer.chunk is None or answer.t_obs is None:
+                if answer is not None and answer.problem is not None:
+                    self.get_logger().warning(
+                        f"request at {t:.3f} unanswered: {answer.problem}",
+                        throttle_duration_sec=1.0,
+                    )
                 self.unanswered(t)
                 continue
             self.deliver(answer.chunk, answer.t_obs)
+
+    def _answer(self, t: float, prefix: ChunkPrefix | None) -> Answer | None:
+        """The answer to the request of ``t`` (None while stopped)."""
+        lockstep = bool(self.params["lockstep"])
+        with self._lock:
+            if not self._serving:
+                return None
+            if lockstep:
+                self._wait_for_data(t)
+            window = self.core.window_for(t, exact=lockstep)
+        return window if isinstance(window, Answer) else self.core.predict(window, prefix)
 
     def _wait_for_data(self, t: float) -> None:
         """Lockstep: wait (lock held, released while waiting) until every stream has its sample
@@ -333,19 +350,19 @@ class PolicyServer(Node):
     # -- diagnostics ----------------------------------------------------------------------------
 
     def _publish_diagnostics(self) -> None:
+        stats = self.core.stats.snapshot()
         with self._lock:
-            stats = self.core.stats
-            p50, p99 = stats.latency_quantiles()
+            history = self.core.history
             values = {
                 "state": "serving" if self._serving else "stopped",
                 "chunks": str(stats.chunks),
-                "inference_p50_ms": f"{p50 * 1e3:.2f}",
-                "inference_p99_ms": f"{p99 * 1e3:.2f}",
-                "chunk_rate_hz": f"{stats.chunk_rate_hz():.2f}",
-                "out_of_order_samples": str(self.core.history.out_of_order),
+                "inference_p50_ms": f"{stats.inference_p50_s * 1e3:.2f}",
+                "inference_p99_ms": f"{stats.inference_p99_s * 1e3:.2f}",
+                "chunk_rate_hz": f"{stats.chunk_rate_hz:.2f}",
+                "out_of_order_samples": str(history.out_of_order),
             }
             values.update({f"refused.{k}": str(v) for k, v in stats.refused.items()})
-            values.update({f"gaps.{k}": str(v) for k, v in self.core.history.gaps.items() if v})
+            values.update({f"gaps.{k}": str(v) for k, v in history.gaps.items() if v})
             values.update(
                 {f"decode_errors.{k}": str(v) for k, v in self.decode_errors.items() if v}
             )

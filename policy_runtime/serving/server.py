@@ -11,9 +11,10 @@ the newest time all streams have reached (not after ``t_request``): that time is
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -62,28 +63,50 @@ class Answer:
     problem: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
+class StatsSnapshot:
+    chunks: int
+    refused: dict[str, int]
+    #: Inference time p50 and p99 in seconds (NaN before the first chunk).
+    inference_p50_s: float
+    inference_p99_s: float
+    #: Chunks per second of the clock they were stamped with, recently.
+    chunk_rate_hz: float
+
+
 class ServerStats:
-    """Figures for the diagnostics: answered and refused requests, inference times."""
+    """Figures for the diagnostics: answered and refused requests, inference times. Written by
+    the inference thread, read by the diagnostics timer: every access takes the lock."""
 
-    chunks: int = 0
-    refused: dict[str, int] = field(default_factory=dict)
-    inference_s: deque[float] = field(default_factory=lambda: deque(maxlen=500))
-    chunk_times: deque[float] = field(default_factory=lambda: deque(maxlen=50))
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.chunks = 0
+        self.refused: dict[str, int] = {}
+        self._inference_s: deque[float] = deque(maxlen=500)
+        self._chunk_times: deque[float] = deque(maxlen=50)
 
-    def latency_quantiles(self) -> tuple[float, float]:
-        """Inference time p50 and p99 in seconds over the recent requests (nan before any)."""
-        if not self.inference_s:
-            return float("nan"), float("nan")
-        values = np.asarray(self.inference_s)
-        return float(np.quantile(values, 0.5)), float(np.quantile(values, 0.99))
+    def chunk(self, t_obs: float, inference_s: float) -> None:
+        with self._lock:
+            self.chunks += 1
+            self._inference_s.append(inference_s)
+            self._chunk_times.append(t_obs)
 
-    def chunk_rate_hz(self) -> float:
-        """Chunks per second of the clock the answers were stamped with, recently."""
-        times = self.chunk_times
-        if len(times) < 2 or times[-1] <= times[0]:
-            return 0.0
-        return (len(times) - 1) / (times[-1] - times[0])
+    def refusal(self, reason: str) -> None:
+        with self._lock:
+            self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    def snapshot(self) -> StatsSnapshot:
+        with self._lock:
+            inference = np.asarray(list(self._inference_s))
+            times = list(self._chunk_times)
+            refused = dict(self.refused)
+            chunks = self.chunks
+        nan = float("nan")
+        p50 = float(np.quantile(inference, 0.5)) if inference.size else nan
+        p99 = float(np.quantile(inference, 0.99)) if inference.size else nan
+        span = times[-1] - times[0] if len(times) > 1 else 0.0
+        rate = (len(times) - 1) / span if span > 0 else 0.0
+        return StatsSnapshot(chunks, refused, p50, p99, rate)
 
 
 class PolicyServerCore:
@@ -155,10 +178,13 @@ class PolicyServerCore:
             return window
         return self.predict(window, prefix)
 
-    def window_for(self, t_request: float) -> Window | Answer:
+    def window_for(self, t_request: float, exact: bool = False) -> Window | Answer:
         """The observation window a request at ``t_request`` is answered from (a refusal when
-        there is none). Cheap: a server takes it under its lock, then predicts outside it."""
-        t_obs = self.t_obs_for(t_request)
+        there is none). Cheap: a server takes it under its lock, then predicts outside it.
+        ``exact``: the window ends at ``t_request`` itself (a lockstep simulation, where every
+        stream's data up to it has been waited for), not at the newest time all streams reached
+        (which there could depend on which later message came first)."""
+        t_obs = t_request if exact else self.t_obs_for(t_request)
         if t_obs is None:
             missing = [k for k in self.history.keys if self.history.newest_stamp(k) is None]
             return self._refuse("no_observations", f"no sample yet of {missing}")
@@ -179,13 +205,13 @@ class PolicyServerCore:
             )
         except ObservationError as exc:
             return self._refuse("bad_observation", str(exc))
+        except ValueError as exc:  # a prefix the sampler refuses (NaN, weights outside [0, 1])
+            return self._refuse("bad_request", str(exc))
         elapsed = time.perf_counter() - start
         chunk = ActionChunk(chunk.actions, chunk.stamps, self.info.n_action_steps, chunk.dt)
-        self.stats.chunks += 1
-        self.stats.inference_s.append(elapsed)
-        self.stats.chunk_times.append(window.t_obs)
+        self.stats.chunk(window.t_obs, elapsed)
         return Answer(chunk, window.t_obs, elapsed, window.gaps)
 
     def _refuse(self, reason: str, detail: str) -> Answer:
-        self.stats.refused[reason] = self.stats.refused.get(reason, 0) + 1
+        self.stats.refusal(reason)
         return Answer(None, None, problem=f"{reason}: {detail}")

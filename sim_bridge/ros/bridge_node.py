@@ -20,9 +20,11 @@ A thread steps the cell one controller tick at a time, applying the newest comma
 ==============================================================  ================================
 
 Services: ``~/reset`` (Trigger: the next episode, with the ``seed`` parameter, which then
-counts up by one) and ``~/program_running`` (SetBool: stop or start the "robot program", as
-the teach pendant would). The gripper has no standard UR topic: this pair mirrors a ros2_control
-forward command controller for one gripper joint.
+counts up by one; the robot program runs from its first tick) and ``~/program_running``
+(SetBool: stop or start the "robot program", as the teach pendant would). An episode ends at
+its first status that says done: the program stops there (the arm holds) and the status keeps
+that instant's values until the next reset. The gripper has no standard UR topic: its pair
+mirrors a ros2_control forward command controller for one gripper joint.
 
 Real time (``realtime: true``, the default) ticks on the wall clock and stamps with it, like
 the robot. Fast mode publishes ``/clock`` and steps as soon as the node named by
@@ -85,7 +87,8 @@ PARAMETERS = {
     ),
     "controller_hz": Param(125.0, "controller rate: 125 (UR5 CB3) or 500 (e-series)", positive),
     "lockstep_with": Param(
-        "executor", "fast mode: wait each tick for this node's tick_done ('' : do not wait)"
+        "executor",
+        "fast mode: the node whose /executor/tick_done each tick waits for ('' : none), for logs",
     ),
     "lockstep_timeout_s": Param(2.0, "fast mode: give up waiting for a tick after this", positive),
     "cameras": Param(["front", "wrist"], "sim cameras to publish (each its own namespace)"),
@@ -96,7 +99,6 @@ PARAMETERS = {
     "depth": Param(True, "publish aligned depth (16UC1, mm) with each colour frame"),
     "speed_scaling": Param(100.0, "published speed scaling in percent", non_negative),
     "max_command_jump_rad": Param(0.5, "a command this far from the last is refused", positive),
-    "start_program": Param(True, "robot program running at start"),
     "settle_ticks": Param(3, "ticks the arm stands at its start pose, program off, per reset"),
 }
 
@@ -135,15 +137,18 @@ class SimBridge(Node):
         self._lock = threading.Lock()
         self._gripper: float | None = None
         self._reset_requested = False
-        self._program = bool(p["start_program"])
+        self._program = False  # each episode starts it (see _start_episode)
         self._offset = 0.0  # ROS time of sim time 0 of this episode (fast mode)
         self._episode_start = 0.0  # ROS time the episode started
+        self._episode_over = False
         self._episode = 0
         self._episode_seed = int(p["seed"])
         self._acked = (-math.inf, 0)
         # Lockstep starts with the lockstep node's first answer (it may start after the bridge).
         self._ack_lost = True
-        self._commands_received = 0
+        #: Commands (joint and gripper) received since the last tick was stepped: the lockstep
+        #: node's answer names how many it sent for the tick, and all of them must be here.
+        self._commands_this_tick = 0
         self._ack_cv = threading.Condition(self._lock)
         self._stop = threading.Event()
         self.stats = {"ticks": 0, "late_ticks": 0, "frames": 0, "frames_skipped": 0}
@@ -173,7 +178,9 @@ class SimBridge(Node):
         self._next_frame = 0.0
         # One frame in the queue at most: real time skips frames, fast mode waits for a slot.
         self._frame_queue: queue.Queue[tuple[mujoco.MjData, float] | None] = queue.Queue(1)
-        self._renderer = threading.Thread(target=self._render_loop, name="sim_bridge_render")
+        self._renderer = threading.Thread(
+            target=self._render_loop, name="sim_bridge_render", daemon=True
+        )
         self._renderer.start()
 
         self.create_subscription(
@@ -214,7 +221,7 @@ class SimBridge(Node):
     def _on_command(self, msg: Float64MultiArray) -> None:
         received = time.monotonic()
         with self._lock:
-            self._commands_received += 1
+            self._commands_this_tick += 1
             self.command_latency.append(received - self._joints_sent_at)
             problem = self.inbox.offer_positions(msg.data, self.env.commanded_joints)
             self._ack_cv.notify_all()
@@ -248,6 +255,8 @@ class SimBridge(Node):
             return
         with self._lock:
             self._gripper = float(np.clip(msg.data[0], 0.0, 1.0))
+            self._commands_this_tick += 1
+            self._ack_cv.notify_all()
 
     def _on_tick_done(self, msg: Header) -> None:
         with self._lock:
@@ -306,11 +315,11 @@ class SimBridge(Node):
             period_ended = self.env.tick(q, gripper)
         t = self.now()
         self.stats["ticks"] += 1
-        if self.pub_clock is not None:
-            self.pub_clock.publish(Clock(clock=stamp(t)))
+        self._publish_clock(t)
         self._publish_state(t)
         if period_ended:
-            self._publish_episode(t)
+            if not self._episode_over:
+                self._publish_episode(t)
             self.pub_scaling.publish(Float64(data=float(self.params["speed_scaling"])))
         if self.cameras and self.env.time + 1e-9 >= self._next_frame:
             self._next_frame += self._camera_period * max(
@@ -328,7 +337,8 @@ class SimBridge(Node):
         with self._lock:
             while not self._stop.is_set():
                 acked_t, commands = self._acked
-                if acked_t >= t - 1e-6 and self._commands_received >= commands:
+                if acked_t >= t - 1e-6 and self._commands_this_tick >= commands:
+                    self._commands_this_tick = 0
                     return
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -342,16 +352,18 @@ class SimBridge(Node):
                 self._ack_cv.wait(timeout=min(left, 0.1))
 
     def _start_episode(self) -> None:
-        """Reset the cell with the ``seed`` parameter (then counted up by one).
+        """Reset the cell with the ``seed`` parameter (then counted up by one) and start the
+        episode with the robot program running.
 
-        The robot program is off during the reset: the arm standing at its new start pose is
+        The program is off during the reset: the arm standing at its new start pose is
         published for ``settle_ticks`` ticks before the episode's first (as a robot's joint
-        states flow before a program starts), so the executor follows the arm there; then the
-        program runs again if it ran before.
+        states flow before a program starts), so the executor follows the arm there; the
+        episode's first tick then runs with the program on.
         """
         with self._lock:
-            running, self._program = self._program, False
+            self._program = False
             self.inbox.clear()
+            self._gripper = None
         self._publish_program()
         before = self.now()
         seed = int(self.get_parameter("seed").value)
@@ -365,21 +377,29 @@ class SimBridge(Node):
                 self._offset = start - self.env.time
             self._episode += 1
             self._episode_seed = seed
+            self._episode_over = False
             self._next_frame = self.env.time
         self.set_parameters([Parameter("seed", value=seed + 1)])
         for k in range(settle, 0, -1):
-            t = self._offset + self.env.time - k * self.period
-            self._publish_state(time.time() if self.realtime else t)
+            t = time.time() if self.realtime else self._offset + self.env.time - k * self.period
+            self._publish_clock(t)
+            self._publish_state(t)
             if self.realtime:
                 time.sleep(self.period)
             else:
                 self._wait_for_ack(t)
+        with self._lock:
+            self._program = True
+            self.inbox.clear()
+        self._publish_program()
         self._episode_start = self.now()
+        self._publish_clock(self._episode_start)
         self._publish_state(self._episode_start)
         self._publish_episode(self._episode_start)
-        with self._lock:
-            self._program = running
-        self._publish_program()
+
+    def _publish_clock(self, t: float) -> None:
+        if self.pub_clock is not None:
+            self.pub_clock.publish(Clock(clock=stamp(t)))
 
     # -- outputs --------------------------------------------------------------------------------
 
@@ -455,6 +475,8 @@ class SimBridge(Node):
         self.pub_task.publish(state)
 
     def _publish_episode(self, t: float) -> None:
+        """The episode's status; the first one that says done is the last: the program stops
+        (the arm holds) and the status stays as it was at that instant until the next reset."""
         env = self.env
         success = env.success()
         done = success or env.steps >= env.task.max_steps
@@ -479,6 +501,12 @@ class SimBridge(Node):
         array = DiagnosticArray(status=[status])
         array.header.stamp = stamp(t)
         self.pub_episode.publish(array)
+        if done:
+            self._episode_over = True
+            with self._lock:
+                self._program = False
+                self.inbox.clear()
+            self._publish_program()
 
     def _publish_diagnostics(self) -> None:
         """Real-time factor, late ticks, frames, command latency, refused commands."""
