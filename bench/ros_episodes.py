@@ -3,7 +3,8 @@
     python -m bench.ros_episodes [--episodes 200] [--realtime-episodes 20] [--workdir DIR]
         [--bundle bundles/push_t_drifting]
 
-Runs, each only when its result is not already in ``--workdir`` (a rerun reports):
+Runs, each only when its result is not already in ``--workdir`` (a rerun reports; an
+interrupted ROS 2 run resumes after its last finished episode):
 
 1. ``prt eval`` of the bundle: the deployed stack inside the simulation, no ROS;
 2. the sim graph through ROS 2 in fast mode (lockstep: sim time, results independent of the
@@ -26,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from policy_runtime.evaluation.stats import wilson_interval
+from policy_runtime.ros.episode_runner import RECORDS_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -45,16 +47,23 @@ def run_eval(bundle: Path, episodes: int, out: Path) -> tuple[int, int]:
 
 
 def run_ros(bundle: Path, episodes: int, realtime: bool, out: Path) -> tuple[int, int]:
-    summary = out / "episodes.json"
-    if not summary.is_file():
+    """Episodes through the ROS 2 graph; resumes after the episodes already in ``out`` (the
+    runner appends each finished one to episodes.jsonl), so a long run may span sessions."""
+    log = out / RECORDS_FILE
+    records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    if len(records) < episodes:
+        first = SEED + len(records)
         subprocess.run(
             [str(BIN / "prt"), "launch", str(ROOT / "launch" / "sim_episodes.launch.yaml"),
-             f"episodes:={episodes}", f"seed:={SEED}", f"realtime:={str(realtime).lower()}",
-             f"bundle:={bundle}", "cameras:=[]", "video_topic:=''", f"out:={out}"],
+             f"episodes:={episodes - len(records)}", f"seed:={first}",
+             f"realtime:={str(realtime).lower()}", f"bundle:={bundle}", "cameras:=[]",
+             "video_topic:=''", f"out:={out}"],
             check=True,
         )  # fmt: skip
-    records = json.loads(summary.read_text())["records"]
-    return sum(r["success"] for r in records), len(records)
+        records = [json.loads(line) for line in log.read_text().splitlines()]
+    seeds = [r["seed"] for r in records[:episodes]]
+    assert seeds == list(range(SEED, SEED + episodes)), f"{log}: seeds {seeds[:5]}... not in order"
+    return sum(r["success"] for r in records[:episodes]), episodes
 
 
 def main() -> None:

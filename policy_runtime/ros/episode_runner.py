@@ -7,7 +7,8 @@ runs the program from the episode's first tick); then wait for the bridge's epis
 say done (the bridge stops the program there and keeps that status). Only services,
 parameters and topics: the same runner works against any graph that has these nodes.
 
-At the end it prints and writes (``out``/``episodes.json``): the success rate with its 95%
+Each finished episode is appended to ``out``/episodes.jsonl at once. At the end it prints and
+writes (``out``/``episodes.json``): the success rate with its 95%
 interval, per-episode results, observation-to-chunk latency and control tick jitter (the
 executor's diagnostics), safety interventions and holds, and camera delivery (frames received
 over frames published); and an mp4 of the first episode from ``video_topic``. It then exits,
@@ -35,6 +36,9 @@ from policy_runtime.evaluation.stats import wilson_interval
 from policy_runtime.ros import qos
 from policy_runtime.ros.messages import image_from_msg, seconds
 from policy_runtime.ros.params import Param, declare_parameters, positive
+
+#: One JSON line per finished episode, in ``out``.
+RECORDS_FILE = "episodes.jsonl"
 
 PARAMETERS = {
     "episodes": Param(10, "episodes to run", positive),
@@ -161,7 +165,10 @@ class EpisodeRunner(Node):
 
     def run(self) -> None:
         try:
-            records = [self.run_episode(i) for i in range(int(self.params["episodes"]))]
+            records = []
+            for index in range(int(self.params["episodes"])):
+                records.append(self.run_episode(index))
+                self._log_record(records[-1])
             self._program(False)
             summary = self.summary(records)
             self.report(summary)
@@ -173,6 +180,15 @@ class EpisodeRunner(Node):
             self.exit_code = 1
         finally:
             self.done.set()
+
+    def _log_record(self, record: dict[str, Any]) -> None:
+        """Append the episode to ``out``/episodes.jsonl as it ends: a long run that stops keeps
+        every finished episode (``bench.ros_episodes`` resumes from there)."""
+        if self.params["out"]:
+            directory = Path(self.params["out"])
+            directory.mkdir(parents=True, exist_ok=True)
+            with (directory / RECORDS_FILE).open("a") as log:
+                log.write(json.dumps(record) + "\n")
 
     def summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         time.sleep(1.2)  # one more diagnostics period, so the figures include the last episode
