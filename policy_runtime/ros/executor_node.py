@@ -114,6 +114,8 @@ class Executor(Node):
         #: to the chunk's arrival.
         self.latencies: deque[float] = deque(maxlen=1000)
         self.round_trips: deque[float] = deque(maxlen=1000)
+        #: Wall seconds a tick takes, from the sample's callback to the command sent.
+        self.tick_costs: deque[float] = deque(maxlen=1000)
         self._request_wall = 0.0
         self._last_publish: float | None = None
 
@@ -186,15 +188,16 @@ class Executor(Node):
 
     def chunk_arrived(self, chunk: ActionChunk, t_obs: float) -> None:
         """A chunk for this executor (from DDS or a composed server's thread)."""
+        arrived, arrived_wall = time.monotonic(), time.time()
         with self._lock:
             loop = self.loop
             if loop is None:
                 return
-            report = loop.submit(chunk, t_obs)
             if self._requested_at is not None:
-                self.round_trips.append(time.monotonic() - self._request_wall)
+                self.round_trips.append(arrived - self._request_wall)
             if not self.params["lockstep"]:  # stamps are the system clock
-                self.latencies.append(time.time() - t_obs)
+                self.latencies.append(arrived_wall - t_obs)
+            report = loop.submit(chunk, t_obs)
             self._requested_at = None
             self._server_silent = False
             if report.status != "accepted" and report.status != "stale":
@@ -344,6 +347,7 @@ class Executor(Node):
         self._run_deferred()
 
     def _tick(self, sample: Sample) -> None:
+        start = time.monotonic()
         with self._lock:
             loop = self.loop
             sent = 0
@@ -366,6 +370,7 @@ class Executor(Node):
             if self.pub_tick_done is not None:
                 # frame_id: the commands sent for this sample, all of which the bridge awaits.
                 self.pub_tick_done.publish(Header(stamp=stamp(sample.t), frame_id=str(sent)))
+            self.tick_costs.append(time.monotonic() - start)
 
     def _publish_command(self, q: np.ndarray, gripper: float | None) -> int:
         """Send a tick's joint command, and the gripper's when it changed; how many messages."""
@@ -417,6 +422,7 @@ class Executor(Node):
             for name, samples in (
                 ("obs_to_chunk", self.latencies),
                 ("request_to_chunk", self.round_trips),
+                ("tick_cost", self.tick_costs),
             ):
                 if samples:
                     values[f"{name}_p50_ms"] = f"{np.quantile(samples, 0.5) * 1e3:.2f}"

@@ -156,6 +156,8 @@ class SimBridge(Node):
         #: executor's answer, DDS both ways), recent ticks.
         self.command_latency: deque[float] = deque(maxlen=2000)
         self._joints_sent_at = 0.0
+        #: Real time: |interval - period| between joint-state messages (the driver's jitter).
+        self.period_errors: deque[float] = deque(maxlen=2000)
         self._rtf_mark = (time.monotonic(), 0.0)
 
         self.pub_joints = self.create_publisher(JointState, "/joint_states", qos.STREAM)
@@ -448,7 +450,10 @@ class SimBridge(Node):
         joints.velocity = self.cell.joint_velocities.tolist()
         joints.effort = self.cell.joint_efforts.tolist()
         self.pub_joints.publish(joints)
-        self._joints_sent_at = time.monotonic()
+        sent = time.monotonic()
+        if self.realtime and self._joints_sent_at:
+            self.period_errors.append(abs(sent - self._joints_sent_at - self.period))
+        self._joints_sent_at = sent
         if self.pub_tf is not None:
             self._publish_tf(self.pub_tf, header_stamp)
 
@@ -515,14 +520,16 @@ class SimBridge(Node):
         self._rtf_mark = (now, sim)
         with self._lock:
             latency = np.asarray(self.command_latency)
+            errors = np.asarray(self.period_errors)
         values = {
             **{k: str(v) for k, v in self.stats.items()},
             **{f"refused.{k}": str(v) for k, v in self.inbox.counts.items() if v},
             "real_time_factor": f"{(sim - mark_sim) / max(now - mark_wall, 1e-9):.3f}",
         }
-        if latency.size:
-            values["command_latency_p50_ms"] = f"{np.quantile(latency, 0.5) * 1e3:.3f}"
-            values["command_latency_p99_ms"] = f"{np.quantile(latency, 0.99) * 1e3:.3f}"
+        for name, samples in (("command_latency", latency), ("period_error", errors)):
+            if samples.size:
+                values[f"{name}_p50_ms"] = f"{np.quantile(samples, 0.5) * 1e3:.3f}"
+                values[f"{name}_p99_ms"] = f"{np.quantile(samples, 0.99) * 1e3:.3f}"
         status = DiagnosticStatus(
             name="sim_bridge: cell",
             level=DiagnosticStatus.OK,
