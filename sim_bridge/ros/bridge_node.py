@@ -252,17 +252,23 @@ class SimBridge(Node):
             self.get_logger().warning(f"{topic}: refused ({reason}, {count} so far): {values}")
 
     def _on_gripper(self, msg: Float64MultiArray) -> None:
-        if len(msg.data) != 1 or not math.isfinite(msg.data[0]):
-            self.get_logger().warning(f"/gripper_controller/commands refused: {list(msg.data)}")
-            return
+        good = len(msg.data) == 1 and math.isfinite(msg.data[0])
         with self._lock:
-            self._gripper = float(np.clip(msg.data[0], 0.0, 1.0))
-            self._commands_this_tick += 1
+            self._commands_this_tick += 1  # received, taken or not (the lockstep count)
+            if good:
+                self._gripper = float(np.clip(msg.data[0], 0.0, 1.0))
             self._ack_cv.notify_all()
+        if not good:
+            self.get_logger().warning(f"/gripper_controller/commands refused: {list(msg.data)}")
 
     def _on_tick_done(self, msg: Header) -> None:
+        try:
+            commands = int(msg.frame_id or 0)
+        except ValueError:
+            self.get_logger().warning(f"{TICK_DONE_TOPIC}: frame_id {msg.frame_id!r} is no count")
+            return
         with self._lock:
-            self._acked = (seconds(msg.stamp), int(msg.frame_id or 0))
+            self._acked = (seconds(msg.stamp), commands)
             self._ack_lost = False
             self._ack_cv.notify_all()
 
