@@ -15,13 +15,15 @@ Inputs: ``/io_and_status_controller/robot_program_running`` (latched; off: no co
 loop follows the arm), ``/speed_scaling_state_broadcaster/speed_scaling`` (percent; below the
 config's ``min_speed_scaling_percent``: hold), ``~/estop`` (std_msgs/Bool; true stops, latched
 until ``~/reset``), the policy server's description, chunks and observation heartbeat.
-``~/reset`` (Trigger) is the operator's reset after a stop. ``/diagnostics``: tick jitter,
-state, holds by reason, interventions.
+``~/reset`` (Trigger) is the operator's reset after a stop. ``/diagnostics``: state, tick
+jitter and cost, holds by reason, interventions, request-to-chunk and observation-to-chunk
+latency.
 
 Lockstep (simulation faster than real time, ``lockstep: true``): a tick waits, without
 blocking the callbacks, for the chunk of a request older than ``lockstep_latency_s`` and for the
 server's observations of the last policy period, and every answered sample is acknowledged on
-``/executor/tick_done`` (stamp: the sample's, frame_id: commands sent so far) for the sim bridge.
+``/executor/tick_done`` (stamp: the sample's, frame_id: the commands sent for it) for the sim
+bridge.
 """
 
 from __future__ import annotations

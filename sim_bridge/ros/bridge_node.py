@@ -29,8 +29,10 @@ mirrors a ros2_control forward command controller for one gripper joint.
 Real time (``realtime: true``, the default) ticks on the wall clock and stamps with it, like
 the robot. Fast mode publishes ``/clock`` and steps as soon as the node named by
 ``lockstep_with`` (the executor) has answered the tick's joint states (``/executor/tick_done``:
-stamp = the tick answered, frame_id = the commands it has sent so far): every node then follows
-``/clock``, and results do not depend on the machine's speed.
+stamp = the tick answered, frame_id = how many commands it sent for it, all of which must have
+arrived): every node then follows ``/clock``, and results do not depend on the machine's speed.
+Also ``/diagnostics``: real-time factor, late ticks, frames rendered and skipped, the
+joint-state period error and the joint-states-to-command round trip, refused commands.
 """
 
 from __future__ import annotations
