@@ -8,7 +8,8 @@ interrupted ROS 2 run resumes after its last finished episode):
 
 1. ``prt eval`` of the bundle: the deployed stack inside the simulation, no ROS;
 2. the sim graph through ROS 2 in fast mode (lockstep: sim time, results independent of the
-   machine's speed), ``--episodes`` episodes, cameras off (the policy reads no image);
+   machine's speed), ``--episodes`` episodes, cameras off (the policy reads no image), split
+   over ``--shards`` graphs side by side;
 3. the same graph in real time (the wall clock, like the robot), ``--realtime-episodes``.
 
 All from seed 100000 (test seeds). Prints each success rate with its 95% (Wilson) interval and
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -46,30 +48,67 @@ def run_eval(bundle: Path, episodes: int, out: Path) -> tuple[int, int]:
     return sum(e["success"] for e in episodes_run), len(episodes_run)
 
 
-def run_ros(bundle: Path, episodes: int, realtime: bool, out: Path) -> tuple[int, int]:
-    """Episodes through the ROS 2 graph; resumes after the episodes already in ``out`` (the
-    runner appends each finished one to episodes.jsonl), so a long run may span sessions."""
+def _records(out: Path) -> list[dict]:
     log = out / RECORDS_FILE
-    records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
-    if len(records) < episodes:
-        first = SEED + len(records)
-        subprocess.run(
-            [str(BIN / "prt"), "launch", str(ROOT / "launch" / "sim_episodes.launch.yaml"),
-             f"episodes:={episodes - len(records)}", f"seed:={first}",
-             f"realtime:={str(realtime).lower()}", f"bundle:={bundle}", "cameras:=[]",
-             "video_topic:=''", f"out:={out}"],
-            check=True,
-        )  # fmt: skip
-        records = [json.loads(line) for line in log.read_text().splitlines()]
-    seeds = [r["seed"] for r in records[:episodes]]
-    assert seeds == list(range(SEED, SEED + episodes)), f"{log}: seeds {seeds[:5]}... not in order"
-    return sum(r["success"] for r in records[:episodes]), episodes
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+
+
+def _launch_remaining(
+    bundle: Path, first: int, episodes: int, realtime: bool, out: Path, domain: int
+) -> subprocess.Popen[bytes] | None:
+    """Start the episodes of seeds ``first ..`` not yet in ``out`` (None: all are there)."""
+    done = len(_records(out))
+    if done >= episodes:
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [str(BIN / "prt"), "launch", str(ROOT / "launch" / "sim_episodes.launch.yaml"),
+         f"episodes:={episodes - done}", f"seed:={first + done}",
+         f"realtime:={str(realtime).lower()}", f"bundle:={bundle}", "cameras:=[]",
+         "video_topic:=''", f"out:={out}"],
+        env={**os.environ, "ROS_DOMAIN_ID": str(domain)},
+        stdout=(out / "launch.log").open("ab"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def run_ros(
+    bundle: Path, episodes: int, realtime: bool, out: Path, shards: int = 1
+) -> tuple[int, int]:
+    """Episodes through the ROS 2 graph, ``shards`` graphs side by side (each in a DDS domain of
+    its own, on its share of the seeds, in ``out/shard_<k>``); each resumes after the episodes it
+    already logged (the runner appends each finished one to episodes.jsonl), so a long run may
+    span sessions. Lockstep makes every episode independent of the others' load."""
+    per = -(-episodes // shards)
+    parts = [
+        (SEED + k * per, min(per, episodes - k * per), out / f"shard_{k}") for k in range(shards)
+    ]
+    running = [
+        _launch_remaining(bundle, first, n, realtime, path, domain=60 + k)
+        for k, (first, n, path) in enumerate(parts)
+    ]
+    for process in running:
+        if process is not None and process.wait() != 0:
+            raise RuntimeError(f"a ROS 2 run failed (see {out}/shard_*/launch.log)")
+    records: list[dict] = []
+    for first, n, path in parts:
+        shard = _records(path)[:n]
+        seeds = [r["seed"] for r in shard]
+        assert seeds == list(range(first, first + n)), f"{path}: seeds {seeds[:3]}... not in order"
+        records += shard
+    return sum(r["success"] for r in records), len(records)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--realtime-episodes", type=int, default=20)
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=2,
+        help="fast-mode graphs side by side (lockstep: the "
+        "results do not depend on it; a DDS round trip per tick leaves cores idle)",
+    )
     parser.add_argument("--workdir", type=Path, default=Path("bench_runs/ros_episodes"))
     parser.add_argument("--bundle", type=Path, default=ROOT / "bundles" / "push_t_drifting")
     args = parser.parse_args()
@@ -77,7 +116,9 @@ def main() -> None:
     bundle = args.bundle.resolve()
     results = {
         "prt eval": run_eval(bundle, args.episodes, work / "eval"),
-        "ROS 2, fast (lockstep)": run_ros(bundle, args.episodes, False, work / "ros_fast"),
+        "ROS 2, fast (lockstep)": run_ros(
+            bundle, args.episodes, False, work / "ros_fast", shards=args.shards
+        ),
         "ROS 2, real time": run_ros(bundle, args.realtime_episodes, True, work / "ros_realtime"),
     }
     table = Table(title=f"{bundle.name} on push_t, seeds from {SEED}")
