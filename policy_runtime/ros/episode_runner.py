@@ -64,7 +64,7 @@ class EpisodeRunner(Node):
         self._episode: dict[str, str] = {}
         self._diagnostics: dict[str, dict[str, str]] = {}
         self._frames: list[np.ndarray] = []
-        self._frame_stamps: list[float] = []
+        self._frames_received = 0
         self._filming = False
         self.create_subscription(
             DiagnosticArray, "/sim_bridge/episode", self._on_episode, qos.LATCHED
@@ -90,7 +90,7 @@ class EpisodeRunner(Node):
 
     def _on_image(self, msg: Image) -> None:
         with self._lock:
-            self._frame_stamps.append(seconds(msg.header.stamp))
+            self._frames_received += 1
             if self._filming:
                 self._frames.append(np.array(image_from_msg(msg)))
 
@@ -194,7 +194,7 @@ class EpisodeRunner(Node):
         time.sleep(1.2)  # one more diagnostics period, so the figures include the last episode
         with self._lock:
             diagnostics = {k: dict(v) for k, v in self._diagnostics.items()}
-            stamps = list(self._frame_stamps)
+            received = self._frames_received
         successes = sum(r["success"] for r in records)
         low, high = wilson_interval(successes, len(records))
         executor = diagnostics.get("policy_runtime: executor", {})
@@ -224,9 +224,7 @@ class EpisodeRunner(Node):
             # Frames rendered of those due at camera_hz (real time skips a frame while the last
             # renders), and frames received of those published (the transport).
             "camera_rendered": published / max(published + skipped, 1),
-            "camera_delivery": len(stamps) / max(published, 1)
-            if self.params["video_topic"]
-            else None,
+            "camera_delivery": received / max(published, 1) if self.params["video_topic"] else None,
             "records": records,
         }
 
