@@ -150,14 +150,14 @@ class ProcessGroup:
             alive = [r for r in self.running if r.process.poll() is None]
             if not alive:
                 break
+            if sig != signal.SIGINT:
+                names = [r.node.label for r in alive]
+                self._say(f"{names} still running: sending {signal.Signals(sig).name}")
             for entry in alive:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(entry.process.pid, sig)
             deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline and any(r.process.poll() is None for r in alive):
                 time.sleep(0.05)
-            if sig != signal.SIGINT and any(r.process.poll() is not None for r in alive):
-                names = [r.node.label for r in alive]
-                self._say(f"sent {signal.Signals(sig).name} to {names}")
         for entry in self.running:
             entry.reader.join(timeout=1.0)
