@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from policy_runtime.bringup.launch_file import NodeAction
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BUNDLE = ROOT / "bundles" / "push_t_drifting"
@@ -23,10 +25,12 @@ class NodeProcess:
     """One node executable in its own process, its output in a file (read on failure)."""
 
     def __init__(self, executable: str, params: dict[str, Any], log_dir: Path) -> None:
-        args = [str(BIN / executable), "--ros-args"]
-        for name, value in params.items():
-            text = str(value).lower() if isinstance(value, bool) else str(value)
-            args += ["-p", f"{name}:={text if text else repr('')}"]
+        parameters = tuple(
+            (name, str(value).lower() if isinstance(value, bool) else str(value))
+            for name, value in params.items()
+        )
+        node = NodeAction("policy_runtime", executable, parameters=parameters)
+        args = [str(BIN / executable), *node.ros_arguments()]
         self.name = executable
         self.log = log_dir / f"{executable}-{time.monotonic_ns()}.log"
         env = {**os.environ, "FASTRTPS_DEFAULT_PROFILES_FILE": str(PROFILE)}

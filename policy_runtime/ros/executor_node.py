@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -48,6 +48,7 @@ from policy_runtime.chunk import ActionChunk, ChunkPrefix
 from policy_runtime.execution import ControlLoop, ExecutorConfig, FakeClock
 from policy_runtime.robots.ur5 import JOINT_NAMES
 from policy_runtime.ros import qos
+from policy_runtime.ros.diagnostics import diagnostic_array, millisecond_quantiles
 from policy_runtime.ros.messages import chunk_from_msg, request_to_msg, seconds, stamp
 from policy_runtime.ros.params import Param, declare_parameters, non_negative, positive
 from policy_runtime.serving.decode import DecodeError, NamePicker
@@ -390,13 +391,6 @@ class Executor(Node):
 
     # -- diagnostics ----------------------------------------------------------------------------
 
-    def jitter(self) -> tuple[float, float]:
-        """|interval - controller period| between published commands, p50 and p99 (s, wall)."""
-        if not self.intervals:
-            return math.nan, math.nan
-        error = np.abs(np.asarray(self.intervals) - self.period)
-        return float(np.quantile(error, 0.5)), float(np.quantile(error, 0.99))
-
     def _publish_diagnostics(self) -> None:
         with self._lock:
             loop = self.loop
@@ -406,11 +400,9 @@ class Executor(Node):
                 "speed_scaling": f"{self._speed_scaling:g}",
                 "ticks_skipped": str(self.ticks_skipped),
             }
-            p50, p99 = self.jitter()
-            values["jitter_p50_ms"], values["jitter_p99_ms"] = (
-                f"{p50 * 1e3:.3f}",
-                f"{p99 * 1e3:.3f}",
-            )
+            # |interval - controller period| between published commands (wall clock).
+            errors = np.abs(np.asarray(self.intervals) - self.period)
+            values.update(millisecond_quantiles("jitter", errors))
             state = "no policy"
             if loop is not None:
                 state = loop.state
@@ -421,27 +413,16 @@ class Executor(Node):
                 engine = loop.engine.stats
                 for name in ("chunks_accepted", "stale_chunks", "rtc_actions_skipped", "run_outs"):
                     values[f"engine.{name}"] = str(getattr(engine, name))
-            for name, samples in (
-                ("obs_to_chunk", self.latencies),
-                ("request_to_chunk", self.round_trips),
-                ("tick_cost", self.tick_costs),
-            ):
-                if samples:
-                    values[f"{name}_p50_ms"] = f"{np.quantile(samples, 0.5) * 1e3:.2f}"
-                    values[f"{name}_p99_ms"] = f"{np.quantile(samples, 0.99) * 1e3:.2f}"
+            values.update(millisecond_quantiles("obs_to_chunk", self.latencies))
+            values.update(millisecond_quantiles("request_to_chunk", self.round_trips))
+            values.update(millisecond_quantiles("tick_cost", self.tick_costs))
         level = DiagnosticStatus.OK if state in ("running", "resuming") else DiagnosticStatus.WARN
         if state == "stopped":
             level = DiagnosticStatus.ERROR
-        status = DiagnosticStatus(
-            name="policy_runtime: executor",
-            level=level,
-            message=state,
-            hardware_id="ur",
-            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        stamp_now = self.get_clock().now().to_msg()
+        self.pub_diagnostics.publish(
+            diagnostic_array("policy_runtime: executor", level, state, "ur", values, stamp_now)
         )
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self.pub_diagnostics.publish(array)
 
 
 def main() -> None:

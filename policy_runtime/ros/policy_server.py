@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -37,6 +37,7 @@ from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
 from policy_runtime.chunk import ActionChunk, ChunkPrefix
 from policy_runtime.ros import qos
+from policy_runtime.ros.diagnostics import diagnostic_array
 from policy_runtime.ros.messages import (
     chunk_to_msg,
     image_from_msg,
@@ -366,15 +367,14 @@ class PolicyServer(Node):
             values.update(
                 {f"decode_errors.{k}": str(v) for k, v in self.decode_errors.items() if v}
             )
-        status = DiagnosticStatus(
-            name="policy_runtime: policy_server",
-            level=DiagnosticStatus.OK if self._serving else DiagnosticStatus.WARN,
-            message=values["state"],
-            hardware_id=str(self.params["bundle"]),
-            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        array = diagnostic_array(
+            "policy_runtime: policy_server",
+            DiagnosticStatus.OK if self._serving else DiagnosticStatus.WARN,
+            values["state"],
+            str(self.params["bundle"]),
+            values,
+            self.get_clock().now().to_msg(),
         )
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
         self.pub_diagnostics.publish(array)
 
     def close(self) -> None:

@@ -49,7 +49,7 @@ from typing import NamedTuple
 import mujoco
 import numpy as np
 from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, TransformStamped
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.clock import Clock as RosClock
@@ -66,6 +66,7 @@ from trajectory_msgs.msg import JointTrajectory
 from policy_runtime.robots.poses import quaternion_from_matrix
 from policy_runtime.robots.ur5 import JOINT_NAMES
 from policy_runtime.ros import qos
+from policy_runtime.ros.diagnostics import diagnostic_array, millisecond_quantiles
 from policy_runtime.ros.messages import BASE_FRAME, image_to_msg, seconds, stamp
 from policy_runtime.ros.params import Param, declare_parameters, non_negative, positive
 from sim_bridge.cell import render_view
@@ -435,8 +436,7 @@ class SimBridge(Node):
         turn = np.diag([-1.0, -1.0, 1.0, 1.0])
         poses = {"base": turn, "tcp": self.env.tcp_pose()}
         for name in self.cameras:
-            frame = f"{self.params['camera_namespace']}_{name}_color_optical_frame"
-            poses[frame] = base_inverse @ self.cell.camera_pose(name)
+            poses[self._optical_frame(name)] = base_inverse @ self.cell.camera_pose(name)
         message = TFMessage()
         for child, pose in poses.items():
             transform = TransformStamped()
@@ -493,26 +493,22 @@ class SimBridge(Node):
         env = self.env
         success = env.success()
         done = success or env.steps >= env.task.max_steps
-        status = DiagnosticStatus(
-            name="sim_bridge: episode",
-            level=DiagnosticStatus.OK,
-            message="done" if done else "running",
-            hardware_id="mujoco",
-            values=[
-                KeyValue(key="episode", value=str(self._episode)),
-                KeyValue(key="seed", value=str(self._episode_seed)),
-                KeyValue(key="task", value=env.task.name),
-                KeyValue(key="variant", value=env.task.variant),
-                KeyValue(key="step", value=str(env.steps)),
-                KeyValue(key="max_steps", value=str(env.task.max_steps)),
-                KeyValue(key="success", value=str(success).lower()),
-                KeyValue(key="score", value=f"{env.score():.6f}"),
-                KeyValue(key="done", value=str(done).lower()),
-                KeyValue(key="start", value=f"{self._episode_start:.9f}"),
-            ],
+        values = {
+            "episode": str(self._episode),
+            "seed": str(self._episode_seed),
+            "task": env.task.name,
+            "variant": env.task.variant,
+            "step": str(env.steps),
+            "max_steps": str(env.task.max_steps),
+            "success": str(success).lower(),
+            "score": f"{env.score():.6f}",
+            "done": str(done).lower(),
+            "start": f"{self._episode_start:.9f}",
+        }
+        message = "done" if done else "running"
+        array = diagnostic_array(
+            "sim_bridge: episode", DiagnosticStatus.OK, message, "mujoco", values, stamp(t)
         )
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = stamp(t)
         self.pub_episode.publish(array)
         if done:
             self._episode_over = True
@@ -527,30 +523,26 @@ class SimBridge(Node):
         mark_wall, mark_sim = self._rtf_mark
         self._rtf_mark = (now, sim)
         with self._lock:
-            latency = np.asarray(self.command_latency)
-            errors = np.asarray(self.period_errors)
+            latency, errors = list(self.command_latency), list(self.period_errors)
         values = {
             **{k: str(v) for k, v in self.stats.items()},
             **{f"refused.{k}": str(v) for k, v in self.inbox.counts.items() if v},
             "real_time_factor": f"{(sim - mark_sim) / max(now - mark_wall, 1e-9):.3f}",
+            **millisecond_quantiles("command_latency", latency),
+            **millisecond_quantiles("period_error", errors),
         }
-        for name, samples in (("command_latency", latency), ("period_error", errors)):
-            if samples.size:
-                values[f"{name}_p50_ms"] = f"{np.quantile(samples, 0.5) * 1e3:.3f}"
-                values[f"{name}_p99_ms"] = f"{np.quantile(samples, 0.99) * 1e3:.3f}"
-        status = DiagnosticStatus(
-            name="sim_bridge: cell",
-            level=DiagnosticStatus.OK,
-            message="real time" if self.realtime else "fast (lockstep)",
-            hardware_id="mujoco",
-            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        message = "real time" if self.realtime else "fast (lockstep)"
+        array = diagnostic_array(
+            "sim_bridge: cell", DiagnosticStatus.OK, message, "mujoco", values, stamp(self.now())
         )
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = stamp(self.now())
         self.pub_diagnostics.publish(array)
 
     def _publish_program(self) -> None:
         self.pub_program.publish(Bool(data=self._program))
+
+    def _optical_frame(self, camera: str) -> str:
+        """The colour optical frame of a camera, as realsense-ros names it."""
+        return f"{self.params['camera_namespace']}_{camera}_color_optical_frame"
 
     def _camera_publishers(self, name: str) -> CameraPublishers:
         base = f"/{self.params['camera_namespace']}/{name}"
@@ -595,7 +587,7 @@ class SimBridge(Node):
                 break
             data, t = item
             for name, publishers in self.cameras.items():
-                frame = f"{self.params['camera_namespace']}_{name}_color_optical_frame"
+                frame = self._optical_frame(name)
                 rgb = render_view(renderers, model, data, name, size)
                 publishers.color.publish(image_to_msg(rgb, t, frame, "rgb8"))
                 publishers.info.publish(self._camera_info(name, *size, t, frame))
