@@ -86,6 +86,9 @@ class EpisodeRunner(Node):
         with self._lock:
             for status in msg.status:
                 values = {kv.key: kv.value for kv in status.values}
+                if status.name == "sim_bridge: cell":
+                    # Frames received when the bridge counted those it published: one instant.
+                    values["frames_received"] = str(self._frames_received)
                 self._diagnostics[status.name] = {"message": status.message, **values}
 
     def _on_image(self, msg: Image) -> None:
@@ -194,13 +197,13 @@ class EpisodeRunner(Node):
         time.sleep(1.2)  # one more diagnostics period, so the figures include the last episode
         with self._lock:
             diagnostics = {k: dict(v) for k, v in self._diagnostics.items()}
-            received = self._frames_received
         successes = sum(r["success"] for r in records)
         low, high = wilson_interval(successes, len(records))
         executor = diagnostics.get("policy_runtime: executor", {})
         server = diagnostics.get("policy_runtime: policy_server", {})
         bridge = diagnostics.get("sim_bridge: cell", {})
         published, skipped = int(bridge.get("frames", 0)), int(bridge.get("frames_skipped", 0))
+        received = int(bridge.get("frames_received", 0))
         return {
             "realtime": bridge.get("message") == "real time",
             "episodes": len(records),
