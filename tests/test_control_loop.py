@@ -757,29 +757,49 @@ def test_the_execution_package_imports_without_onnxruntime_zarr_or_torch():
     assert out.stdout.strip() == "[]"
 
 
-def test_a_stopped_robot_program_holds_and_the_commands_follow_the_arm():
-    """The program stops while moving: the loop holds (decelerating) and from then on commands
-    where the arm is, wherever it is put (an operator, a simulation's reset: 0.6 rad away, far
-    beyond the tracking limit, and no tracking stop); the program runs again: a resume from
-    there, by a chunk that starts at the arm."""
+def test_a_stopped_robot_program_latches_a_stop_the_commands_follow_the_arm_and_a_reset_resumes():
+    """The program stops while moving: the loop stops (decelerating, latched) and from then on
+    commands where the arm is, wherever it is put (an operator, a simulation's reset: 0.6 rad
+    away, far beyond the tracking limit, and no tracking stop). The program running again
+    does not resume (a chunk is refused); the operator's reset does, by a chunk that starts at
+    the arm."""
     rig = Rig()
     rig.start(speed=0.5)
     rig.run(range(1, 11))
     rig.loop.set_robot_state(program_running=False, speed_scaling_percent=100.0)
     held = rig.run(range(11, 20))
-    assert all(c.hold and "program_not_running" in c.reasons for c in held)
+    assert all(c.hold and c.reasons == ("program_stopped",) for c in held)
+    assert all(c.state == "stopped" for c in held)
     moved = rig.q + 0.6 * PAN
     for k in range(20, 30):
         command = rig.tick(k * DT, q=moved)
-        assert command is not None and command.state == "holding"
+        assert command is not None and command.state == "stopped"
     np.testing.assert_allclose(command.q, moved)  # following the arm, at rest
     assert rig.loop.counts["tracking_error"] == 0
     rig.q = moved.copy()
     rig.loop.set_robot_state(program_running=True, speed_scaling_percent=100.0)
-    assert rig.run(range(30, 32))[-1].reasons == ("resuming",)
-    assert rig.loop.submit(chunk(line(0.5, start=moved)), 31 * DT).accepted
-    rig.run(range(32, 40))
+    assert rig.run(range(30, 40))[-1].reasons == ("program_stopped",)
+    assert not rig.loop.submit(chunk(line(0.5, start=moved)), 39 * DT).accepted
+    np.testing.assert_allclose(rig.q, moved)
+    assert rig.loop.reset().ok
+    assert rig.run(range(40, 42))[-1].reasons == ("resuming",)
+    assert rig.loop.submit(chunk(line(0.5, start=moved)), 41 * DT).accepted
+    rig.run(range(42, 50))
     assert rig.loop.state == "running" and rig.q[0] > moved[0]
+
+
+def test_a_reset_while_the_program_is_off_resumes_once_it_runs():
+    """The operator resets before starting the program again (a simulation's next episode):
+    the loop holds until the program runs, then resumes without another reset."""
+    rig = Rig()
+    rig.start(speed=0.5)
+    rig.run(range(1, 5))
+    rig.loop.set_robot_state(program_running=False, speed_scaling_percent=100.0)
+    assert rig.run(range(5, 8))[-1].state == "stopped"
+    assert rig.loop.reset().ok
+    assert rig.run(range(8, 10))[-1].reasons == ("program_not_running",)
+    rig.loop.set_robot_state(program_running=True, speed_scaling_percent=100.0)
+    assert rig.run(range(10, 12))[-1].reasons == ("resuming",)
 
 
 def test_speed_scaling_below_the_threshold_holds_until_it_is_back():

@@ -81,7 +81,7 @@ def test_cameras_are_realsense_rosss_both_qos_receive(watcher: Watcher):
     image = reliable[-1]
     assert (image.encoding, image.width, image.height) == ("rgb8", WIDTH, HEIGHT)
     assert image.step == 3 * WIDTH and len(image.data) == 3 * WIDTH * HEIGHT
-    assert image.header.frame_id == "camera_front_color_optical_frame"
+    assert image.header.frame_id == "front_color_optical_frame"  # realsense-ros: <name>_...
     info = watcher.received("/camera/front/color/camera_info")[-1]
     np.testing.assert_allclose(
         np.reshape(info.k, (3, 3)), intrinsics_matrix(REALSENSE_COLOR_FOVY_DEG, WIDTH, HEIGHT)

@@ -17,7 +17,8 @@ LAUNCH_EPILOG = (
 SERVE_EPILOG = (
     "Examples:\n\n"
     "  prt serve --bundle bundles/push_t_drifting --config config/server_sim.yaml\n\n"
-    "  prt serve --bundle bundle.zip --config server.yaml --ros-args -p seed:=7"
+    "  prt serve --bundle bundle.zip --config server.yaml --ros-args -p seed:=7\n\n"
+    "  prt serve --deployment config/deploy_ur5.yaml"
 )
 
 
@@ -63,8 +64,14 @@ def launch(
 
 
 def serve(
-    bundle: Annotated[Path, typer.Option(help="The policy bundle (directory or .zip).")],
-    config: Annotated[Path, typer.Option(help="The observation mapping (YAML).")],
+    bundle: Annotated[
+        Path | None, typer.Option(help="The policy bundle (directory or .zip).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="The observation mapping (YAML).")] = None,
+    deployment: Annotated[
+        Path | None,
+        typer.Option(help="A deployment (YAML): its bundle and observations replace the two."),
+    ] = None,
     ros_args: Annotated[
         list[str] | None,
         typer.Argument(help="More ROS arguments, after --ros-args.", show_default=False),
@@ -72,14 +79,29 @@ def serve(
 ) -> None:
     """Run the policy server alone: observation topics in, action chunks out (pair it with
     ``prt-executor`` on the robot PC)."""
-    for name, path in (("--bundle", bundle), ("--config", config)):
-        if not path.exists():
+    given = {"--bundle": bundle, "--config": config, "--deployment": deployment}
+    for name, path in given.items():
+        if path is not None and not path.exists():
             typer.echo(f"prt serve: error: {name} {path} does not exist", err=True)
             raise typer.Exit(2)
+    if deployment is None and (bundle is None or config is None):
+        typer.echo("prt serve: error: give --bundle and --config, or --deployment", err=True)
+        raise typer.Exit(2)
+    if deployment is not None:
+        from policy_runtime.deployment.config import DeploymentConfig
+
+        try:
+            DeploymentConfig.load(deployment)
+        except ValueError as exc:
+            typer.echo(f"prt serve: error: {exc}", err=True)
+            raise typer.Exit(2) from None
     from policy_runtime.ros.params import run_nodes
     from policy_runtime.ros.policy_server import PolicyServer
 
     extra = [a for a in (ros_args or []) if a != "--ros-args"]
-    args = ["prt", "--ros-args", "-p", f"bundle:={bundle.resolve()}"]
-    args += ["-p", f"config:={config.resolve()}", *extra]
-    raise typer.Exit(run_nodes(lambda: [PolicyServer()], args=args))
+    args = ["prt", "--ros-args"]
+    parameters = {"bundle": bundle, "config": config, "deployment": deployment}
+    for name, path in parameters.items():
+        if path is not None:
+            args += ["-p", f"{name}:={path.resolve()}"]
+    raise typer.Exit(run_nodes(lambda: [PolicyServer()], args=[*args, *extra]))

@@ -102,10 +102,11 @@ __all__ = [
 #: wrong shape (``invalid_target``), a joint feed repeating one sample while the commands move
 #: (``joint_states_frozen``), measured joints that are no joints
 #: (``invalid_measurement``) or lag more than the servo explains (``tracking_lag``) or than
-#: ``max_tracking_error_rad`` (``tracking_error``, a latched stop), waiting for a fresh chunk
-#: (``resuming``), and the repeats: a time that is not finite (``invalid_time``), not after
-#: the previous tick (``time_not_advancing``) or too soon after the last command
-#: (``tick_too_early``).
+#: ``max_tracking_error_rad`` (``tracking_error``, a latched stop), the robot program stopped
+#: (``program_stopped``, a latched stop: see :meth:`ControlLoop.set_robot_state`), waiting for
+#: a fresh chunk (``resuming``), and the repeats: a time that is not finite
+#: (``invalid_time``), not after the previous tick (``time_not_advancing``) or too soon after
+#: the last command (``tick_too_early``).
 HoldReason = Literal[
     WatchdogReason,
     "joint_states_frozen",
@@ -116,6 +117,7 @@ HoldReason = Literal[
     "invalid_measurement",
     "tracking_lag",
     "tracking_error",
+    "program_stopped",
     "resuming",
     "invalid_time",
     "time_not_advancing",
@@ -284,6 +286,8 @@ class ControlLoop:
         self._time: float | None = None  # the last valid tick time
         self._bad_times = 0  # consecutive ticks with a bad time
         self._last: JointCommand | None = None
+        self._program_running = True
+        self._program_stopped = False  # the program stopped since the last tick: latch a stop
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -309,13 +313,25 @@ class ControlLoop:
         self.watchdog.set_estop(active)
 
     def set_robot_state(self, program_running: bool, speed_scaling_percent: float) -> None:
-        """The driver's robot program state and speed scaling (percent): either off holds while
-        it lasts, and while the program is off the commands follow the measured arm."""
-        self.watchdog.set_robot_state(program_running, speed_scaling_percent)
+        """The driver's robot program state and speed scaling (percent).
+
+        A speed scaling below the watchdog's ``min_speed_scaling_percent`` holds while it lasts
+        (the robot would run each command at that fraction of its speed, behind the plan).
+        The program stopping (a protective stop, the pendant's stop button, a dropped
+        connection) latches a stop: while it is off the commands follow the measured arm, so
+        they start from wherever the arm was put, and only the operator's :meth:`reset` lets
+        the loop resume, after the program runs again (a reset while it is still off is taken
+        and resumes when it runs)."""
+        running = bool(program_running)
+        if self._program_running and not running:
+            self._program_stopped = True
+        self._program_running = running
+        self.watchdog.set_robot_state(running, speed_scaling_percent)
 
     def reset(self) -> ResetReport:
-        """The operator's reset after a stop (e-stop, tracking error): refused while the e-stop
-        input is active. The loop then waits for a fresh chunk that starts near the arm."""
+        """The operator's reset after a stop (e-stop, tracking error, the robot program
+        stopped): refused while the e-stop input is active. The loop then waits for the
+        inputs (the program running among them) and a fresh chunk that starts near the arm."""
         t = self._time if self._time is not None else -np.inf
         report = self.supervisor.reset(t, self.watchdog.estop_active)
         if report.ok:
@@ -434,6 +450,8 @@ class ControlLoop:
 
         status = self.watchdog.check(t)
         faults: tuple[str, ...] = ("estop",) if "estop" in status.reasons else ()
+        if self._program_stopped:
+            faults, self._program_stopped = (*faults, "program_stopped"), False
         inputs: tuple[str, ...] = tuple(r for r in status.reasons if r in INPUT_REASONS)
         if self.feed.frozen(t, measured, self._q) and "joint_states_stale" not in inputs:
             inputs = (*inputs, "joint_states_frozen")

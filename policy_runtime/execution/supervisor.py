@@ -6,16 +6,17 @@
     running  --(an input goes stale or missing)----------> holding   (plan cleared)
     running  --(plan stale, chunk invalid, arm lagging)---> resuming  (plan cleared)
     holding  --(the inputs are fresh again)---------------> resuming
-    any      --(e-stop input, arm not following)----------> stopped   (plan cleared, latched)
+    any      --(e-stop, arm not following, program off)---> stopped   (plan cleared, latched)
     stopped  --(reset(), e-stop input released)-----------> resuming
 
 * ``running``: the loop follows the plan.
 * ``holding``: an input the policy or the loop depends on (observations, joint states, the
   clocks' agreement) is stale or missing. The arm decelerates to rest and stays there. The plan
   is dropped on entry: a plan made before the gap must not resume as if nothing happened.
-* ``stopped``: a fault latched: the e-stop input was active, or the arm stopped following its
-  commands. Only an explicit :meth:`Supervisor.reset`, refused while the e-stop input is still
-  active, leaves it; releasing a button alone never restarts the arm.
+* ``stopped``: a fault latched: the e-stop input was active, the arm stopped following its
+  commands, or the robot program stopped (a protective stop, the pendant). Only an explicit
+  :meth:`Supervisor.reset`, refused while the e-stop input is still active, leaves it;
+  releasing a button or restarting the program alone never restarts the arm.
 * ``resuming``: the state at start-up and after every hold or stop: at rest, waiting for a chunk
   observed after the resume began (``resume_since``) whose first action is near the arm; the
   control loop checks the distance and approaches that action within the limits.
@@ -75,9 +76,10 @@ class Supervisor:
     ) -> bool:
         """Move on from this tick's conditions; True when the plan must be dropped now.
 
-        ``faults`` latch a stop (e-stop input, tracking error); ``input_holds`` hold until they
-        clear (stale or missing observations or joint states); ``plan_stale`` (no chunk, or the
-        newest too old) sends a running loop back to waiting for a fresh chunk.
+        ``faults`` latch a stop (e-stop input, tracking error, program stopped);
+        ``input_holds`` hold until they clear (stale or missing observations or joint states);
+        ``plan_stale`` (no chunk, or the newest too old) sends a running loop back to waiting
+        for a fresh chunk.
         """
         state = self.state
         if faults:

@@ -19,6 +19,18 @@ until ``~/reset``), the policy server's description, chunks and observation hear
 jitter and cost, holds by reason, interventions, request-to-chunk and observation-to-chunk
 latency.
 
+Arming and shadow mode (``require_arming: true``, the real cell's launch file): the executor
+starts disarmed. Disarmed, the whole loop runs on the real topics against a virtual arm that
+starts where the real one is and follows every command exactly, and its commands go to
+``~/shadow/joint_commands`` (JointState, stamped, UR names, and ``gripper``) while nothing
+reaches the controller: the arm holds, and ``prt shadow-report`` shows where the commands
+would have taken it. ``~/arm`` (SetBool) arms: refused while nothing subscribes to the
+controller's command topic (the driver's ``forward_position_controller`` is not active), while
+the robot program is off, or before the policy and the joint states are known; arming builds a
+fresh loop that starts at rest from the measured arm and waits for a chunk that starts near
+it. Disarming is refused while the arm moves (stop it first: it would stop streaming while
+moving, which the driver answers with a protective stop); the loop then returns to shadow.
+
 Lockstep (simulation faster than real time, ``lockstep: true``): a tick waits, without
 blocking the callbacks, for the chunk of a request older than ``lockstep_latency_s`` and for the
 server's observations of the last policy period, and every answered sample is acknowledged on
@@ -41,11 +53,12 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64, Float64MultiArray, Header, String
-from std_srvs.srv import Trigger
+from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
 from policy_runtime.chunk import ActionChunk, ChunkPrefix
-from policy_runtime.execution import ControlLoop, ExecutorConfig, FakeClock
+from policy_runtime.execution import ControlLoop, ExecutorConfig, FakeClock, JointCommand
+from policy_runtime.execution.kinematics import EeToJoint
 from policy_runtime.robots.ur5 import JOINT_NAMES
 from policy_runtime.ros import qos
 from policy_runtime.ros.diagnostics import diagnostic_array, millisecond_quantiles
@@ -61,9 +74,13 @@ EE_CHUNK_TOPIC = "/policy_server/ee_chunk"
 REQUEST_TOPIC = "/policy_server/request"
 OBSERVED_TOPIC = "/policy_server/observed"
 TICK_DONE_TOPIC = "/executor/tick_done"
+#: The UR driver's position streaming topic (``forward_position_controller``).
+COMMAND_TOPIC = "/forward_position_controller/commands"
 
 PARAMETERS = {
     "executor_config": Param("", "executor YAML (config/executor_ur5.yaml); '' : its defaults"),
+    "deployment": Param("", "deployment YAML (its executor section and TCP; replaces the above)"),
+    "require_arming": Param(False, "start disarmed (shadow mode) until ~/arm; the real cell's way"),
     "lockstep": Param(False, "simulation faster than real time: wait for the server in sim time"),
     "lockstep_latency_s": Param(
         0.0, "lockstep: sim seconds from a request to its chunk", non_negative
@@ -91,9 +108,7 @@ class Executor(Node):
     def __init__(self, request: RequestChunk | None = None, **kwargs: object) -> None:
         super().__init__("executor", **kwargs)  # type: ignore[arg-type]
         p = declare_parameters(self, PARAMETERS)
-        self.config = (
-            ExecutorConfig.load(p["executor_config"]) if p["executor_config"] else ExecutorConfig()
-        )
+        self.config, self.kinematics = _executor_config(p["executor_config"], p["deployment"])
         self.params = p
         self.period = self.config.loop.period_s
         self.clock = FakeClock(0.0)
@@ -110,6 +125,10 @@ class Executor(Node):
         self._deferred: Sample | None = None
         self._server_silent = False  # lockstep gave up waiting: do not wait again until heard
         self._gripper_sent: float | None = None
+        self.armed = not p["require_arming"]
+        #: Disarmed: the virtual arm the loop drives (None until the first sample).
+        self._shadow_q: np.ndarray | None = None
+        self._q_measured: np.ndarray | None = None
         self.commands_sent = 0
         self.ticks_skipped = 0
         self.intervals: deque[float] = deque(maxlen=1000)
@@ -122,9 +141,8 @@ class Executor(Node):
         self._request_wall = 0.0
         self._last_publish: float | None = None
 
-        self.pub_command = self.create_publisher(
-            Float64MultiArray, "/forward_position_controller/commands", qos.STREAM
-        )
+        self.pub_command = self.create_publisher(Float64MultiArray, COMMAND_TOPIC, qos.STREAM)
+        self.pub_shadow = self.create_publisher(JointState, "~/shadow/joint_commands", qos.STREAM)
         self.pub_gripper = self.create_publisher(
             Float64MultiArray, "/gripper_controller/commands", qos.STREAM
         )
@@ -156,6 +174,7 @@ class Executor(Node):
         )
         self.create_subscription(Bool, "~/estop", self._on_estop, qos.STREAM)
         self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_service(SetBool, "~/arm", self._on_arm)
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics, clock=steady)
         if p["lockstep"]:
@@ -171,7 +190,7 @@ class Executor(Node):
         with self._lock:
             if self.loop is None:
                 self.info = info
-                self.loop = self.config.build(self.clock, info.action_space)
+                self.loop = self._build_loop(info)
                 if self._estop_pressed:
                     self.loop.set_estop(True)  # latched by the supervisor at the first tick
                 self.loop.set_estop(self._estop)
@@ -287,6 +306,56 @@ class Executor(Node):
         if msg.data:
             self.get_logger().error("e-stop input active: stopping (latched until ~/reset)")
 
+    def _build_loop(self, info: PolicyInfo) -> ControlLoop:
+        return self.config.build(self.clock, info.action_space, kinematics=self.kinematics)
+
+    def _on_arm(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        with self._lock:
+            problem = self._arm_problem() if request.data else self._disarm_problem()
+            if problem is None and self.armed != request.data:
+                assert self.info is not None
+                # A fresh loop: at rest from the arm (real or virtual), waiting for a chunk
+                # that starts near it; the e-stop input carries over.
+                self.loop = self._build_loop(self.info)
+                self.loop.set_estop(self._estop)
+                self._requested_at, self._deferred = None, None
+                self._shadow_q = None
+                self.armed = bool(request.data)
+        word = "arm" if request.data else "disarm"
+        response.success = problem is None
+        response.message = f"{word}ed" if problem is None else f"{word} refused: {problem}"
+        (self.get_logger().warning if problem else self.get_logger().info)(response.message)
+        return response
+
+    def _arm_problem(self) -> str | None:
+        if self.armed:
+            return None
+        if self.pub_command.get_subscription_count() == 0:
+            return (
+                f"nothing subscribes to {COMMAND_TOPIC}: activate the driver's "
+                "forward_position_controller (ros2 control switch_controllers --deactivate "
+                "scaled_joint_trajectory_controller --activate forward_position_controller)"
+            )
+        if not self._program_running:
+            return "the robot program is not running: start it on the teach pendant"
+        if self._estop:
+            return "the e-stop input is active: release it first"
+        if self.info is None or self.loop is None:
+            return "no policy yet (is the policy server up?)"
+        if self.loop.state == "stopped":
+            transition = self.loop.supervisor.last_transition
+            why = ", ".join(transition.reasons) if transition is not None else "a fault"
+            return f"the loop is stopped ({why}): call ~/reset first"
+        if self._q_measured is None or not np.all(np.isfinite(self._q_measured)):
+            return "no valid /joint_states yet"
+        return None
+
+    def _disarm_problem(self) -> str | None:
+        last = None if self.loop is None else self.loop.last_command
+        if self.armed and last is not None and np.any(last.velocity):
+            return "the arm is moving: stop it first (~/estop, or stop the policy server)"
+        return None
+
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._lock:
             if self.loop is None:
@@ -307,6 +376,7 @@ class Executor(Node):
             q = np.full(6, np.nan)  # the loop counts it and holds
         sample = Sample(t, q, time.monotonic())
         with self._lock:
+            self._q_measured = q
             if self._must_wait(t):
                 if self._deferred is not None:
                     self.ticks_skipped += 1
@@ -357,9 +427,12 @@ class Executor(Node):
             if loop is not None:
                 self.clock.set(sample.t)
                 loop.set_robot_state(self._program_running, self._speed_scaling)
-                command = loop.tick(sample.t, sample.q, sample.t)
-                if command is not None and self._program_running:
-                    sent = self._publish_command(command.q, command.gripper)
+                if self.armed:
+                    command = loop.tick(sample.t, sample.q, sample.t)
+                    if command is not None and self._program_running:
+                        sent = self._publish_command(command.q, command.gripper)
+                else:
+                    command = self._shadow_tick(loop, sample)
                 if loop.should_request(sample.t):
                     loop.engine.request_started(sample.t)
                     prefix = (
@@ -374,6 +447,25 @@ class Executor(Node):
                 # frame_id: the commands sent for this sample, all of which the bridge awaits.
                 self.pub_tick_done.publish(Header(stamp=stamp(sample.t), frame_id=str(sent)))
             self.tick_costs.append(time.monotonic() - start)
+
+    def _shadow_tick(self, loop: ControlLoop, sample: Sample) -> JointCommand | None:
+        """Disarmed: the loop drives the virtual arm (from the real one, then exactly where
+        each command puts it) and the command goes to the shadow topic only."""
+        if self._shadow_q is None and np.all(np.isfinite(sample.q)):
+            self._shadow_q = sample.q.copy()
+        virtual = sample.q if self._shadow_q is None else self._shadow_q
+        command = loop.tick(sample.t, virtual, sample.t)
+        if command is not None:
+            self._shadow_q = command.q.copy()
+            names = [*JOINT_NAMES, "gripper"] if command.gripper is not None else JOINT_NAMES
+            positions = [float(v) for v in command.q]
+            if command.gripper is not None:
+                positions.append(float(command.gripper))
+            msg = JointState(name=list(names), position=positions)
+            msg.header.stamp = stamp(sample.t)
+            msg.header.frame_id = command.state
+            self.pub_shadow.publish(msg)
+        return command
 
     def _publish_command(self, q: np.ndarray, gripper: float | None) -> int:
         """Send a tick's joint command, and the gripper's when it changed; how many messages."""
@@ -395,6 +487,7 @@ class Executor(Node):
         with self._lock:
             loop = self.loop
             values = {
+                "armed": str(self.armed).lower(),
                 "commands_sent": str(self.commands_sent),
                 "program_running": str(self._program_running).lower(),
                 "speed_scaling": f"{self._speed_scaling:g}",
@@ -420,9 +513,27 @@ class Executor(Node):
         if state == "stopped":
             level = DiagnosticStatus.ERROR
         stamp_now = self.get_clock().now().to_msg()
+        message = state if self.armed else f"shadow: {state}"
         self.pub_diagnostics.publish(
-            diagnostic_array("policy_runtime: executor", level, state, "ur", values, stamp_now)
+            diagnostic_array("policy_runtime: executor", level, message, "ur", values, stamp_now)
         )
+
+
+def _executor_config(
+    executor_config: str, deployment: str
+) -> tuple[ExecutorConfig, EeToJoint | None]:
+    """The execution stack and the kinematics (None: the default TCP) from the parameters."""
+    if executor_config and deployment:
+        raise ValueError(
+            "parameters 'executor_config' and 'deployment': give one (a deployment has its "
+            "executor section)"
+        )
+    if deployment:
+        from policy_runtime.deployment.config import DeploymentConfig
+
+        config = DeploymentConfig.load(deployment)
+        return config.executor, config.kinematics()
+    return (ExecutorConfig.load(executor_config) if executor_config else ExecutorConfig()), None
 
 
 def main() -> None:

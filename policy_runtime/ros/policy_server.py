@@ -54,6 +54,7 @@ from policy_runtime.serving.server import Answer, PolicyServerCore
 PARAMETERS = {
     "bundle": Param("", "the policy bundle (directory or .zip) to serve"),
     "config": Param("", "the observation mapping (config/server_*.yaml)"),
+    "deployment": Param("", "deployment YAML: its bundle and observations replace the two above"),
     "seed": Param(0, "the sampler's seed; ~/reset re-seeds with it"),
     "inference_steps": Param(0, "sampler steps (0: the bundle's)", non_negative),
     "execution_horizon": Param(0, "actions executed per chunk (0: the bundle's)", non_negative),
@@ -85,18 +86,14 @@ class PolicyServer(Node):
     ) -> None:
         super().__init__("policy_server", **kwargs)  # type: ignore[arg-type]
         p = declare_parameters(self, PARAMETERS)
-        for name in ("bundle", "config"):
-            if not p[name]:
-                raise ValueError(f"parameter '{name}' is required")
-            if not Path(p[name]).exists():
-                raise ValueError(f"parameter '{name}': {p[name]} does not exist")
+        bundle, config = _bundle_and_config(p["bundle"], p["config"], p["deployment"])
+        p["bundle"] = str(bundle)
         from policy_runtime.inference import RuntimeOptions, load_policy
 
         runtime = load_policy(
-            p["bundle"],
+            bundle,
             options=RuntimeOptions(intra_op_threads=p["intra_op_threads"], inter_op_threads=1),
         )
-        config = ServerConfig.load(p["config"])
         self.core = PolicyServerCore(
             runtime,
             config,
@@ -380,6 +377,30 @@ class PolicyServer(Node):
     def close(self) -> None:
         self._requests.put(None)
         self._worker.join(timeout=5.0)
+
+
+def _bundle_and_config(bundle: str, config: str, deployment: str) -> tuple[Path, ServerConfig]:
+    """The bundle and observation mapping from the parameters: ``bundle`` and ``config``, or
+    a deployment file's (a bundle given beside a deployment replaces the deployment's)."""
+    if deployment:
+        if config:
+            raise ValueError(
+                "parameters 'config' and 'deployment': give one (a deployment maps the "
+                "observations itself)"
+            )
+        from policy_runtime.deployment.config import DeploymentConfig
+
+        cell = DeploymentConfig.load(deployment)
+        path = Path(bundle) if bundle else cell.bundle
+        if not path.exists():
+            raise ValueError(f"deployment {deployment}: bundle {path} does not exist")
+        return path, cell.server_config()
+    for name, value in (("bundle", bundle), ("config", config)):
+        if not value:
+            raise ValueError(f"parameter '{name}' is required (or give 'deployment')")
+        if not Path(value).exists():
+            raise ValueError(f"parameter '{name}': {value} does not exist")
+    return Path(bundle), ServerConfig.load(config)
 
 
 def main() -> None:

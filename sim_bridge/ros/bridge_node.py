@@ -7,7 +7,7 @@ A thread steps the cell one controller tick at a time, applying the newest comma
 ``/joint_states`` (sensor_msgs/JointState)                      every tick, stamped, UR names
 ``/forward_position_controller/commands`` (Float64MultiArray)   in: 6 joint positions
 ``/scaled_joint_trajectory_controller/joint_trajectory``        in: JointTrajectory
-``/speed_scaling_state_broadcaster/speed_scaling`` (Float64)     percent (100.0), 10 Hz
+``/speed_scaling_state_broadcaster/speed_scaling`` (Float64)     percent, 10 Hz and on change
 ``/io_and_status_controller/robot_program_running`` (Bool)      reliable + transient local
 ``/tcp_pose_broadcaster/pose`` (PoseStamped)                    TCP in ``base_link``, every tick
 ``/gripper_controller/commands`` (Float64MultiArray)            in: [opening], 0 closed .. 1 open
@@ -25,6 +25,14 @@ counts up by one; the robot program runs from its first tick) and ``~/program_ru
 its first status that says done: the program stops there (the arm holds) and the status keeps
 that instant's values until the next reset. The gripper has no standard UR topic: its pair
 mirrors a ros2_control forward command controller for one gripper joint.
+
+Like the real driver: only the ``active_controller``'s command topic is subscribed (the driver
+starts with ``scaled_joint_trajectory_controller``; a deployment switches to
+``forward_position_controller``), and the ``speed_scaling`` parameter (percent, settable while
+running, as the pendant's slider) slows the arm the way the robot does: each controller cycle
+the arm goes that fraction of the way to the newest position command (the robot runs a
+``servoj`` target meant for one cycle at the scaled speed). Trajectories are not slowed (the
+trajectory controller's own time scaling is not modelled).
 
 Real time (``realtime: true``, the default) ticks on the wall clock and stamps with it, like
 the robot. Fast mode publishes ``/clock`` and steps as soon as the node named by
@@ -51,6 +59,7 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, TransformStamped
+from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.clock import Clock as RosClock
 from rclpy.clock import ClockType
@@ -68,11 +77,15 @@ from policy_runtime.robots.ur5 import JOINT_NAMES
 from policy_runtime.ros import qos
 from policy_runtime.ros.diagnostics import diagnostic_array, millisecond_quantiles
 from policy_runtime.ros.messages import BASE_FRAME, image_to_msg, seconds, stamp
-from policy_runtime.ros.params import Param, declare_parameters, non_negative, positive
+from policy_runtime.ros.params import Param, declare_parameters, one_of, positive
 from sim_bridge.cell import render_view
 from sim_bridge.commands import CommandInbox
 
 TICK_DONE_TOPIC = "/executor/tick_done"
+
+
+def _percent(value: float) -> str | None:
+    return None if 0.0 <= value <= 100.0 else "must be within [0, 100]"
 
 
 def _tasks(value: str) -> str | None:
@@ -100,7 +113,14 @@ PARAMETERS = {
     "image_height": Param(480, "camera image height in pixels", positive),
     "camera_hz": Param(30.0, "camera frame rate", positive),
     "depth": Param(True, "publish aligned depth (16UC1, mm) with each colour frame"),
-    "speed_scaling": Param(100.0, "published speed scaling in percent", non_negative),
+    "speed_scaling": Param(
+        100.0, "the pendant's speed slider in percent (slows the arm; settable)", _percent
+    ),
+    "active_controller": Param(
+        "forward_position_controller",
+        "the controller whose command topic is subscribed",
+        one_of("forward_position_controller", "scaled_joint_trajectory_controller"),
+    ),
     "max_command_jump_rad": Param(0.5, "a command this far from the last is refused", positive),
     "settle_ticks": Param(3, "ticks the arm stands at its start pose, program off, per reset"),
 }
@@ -188,15 +208,22 @@ class SimBridge(Node):
         )
         self._renderer.start()
 
-        self.create_subscription(
-            Float64MultiArray, "/forward_position_controller/commands", self._on_command, qos.STREAM
-        )
-        self.create_subscription(
-            JointTrajectory,
-            "/scaled_joint_trajectory_controller/joint_trajectory",
-            self._on_trajectory,
-            qos.STREAM,
-        )
+        if p["active_controller"] == "forward_position_controller":
+            self.create_subscription(
+                Float64MultiArray,
+                "/forward_position_controller/commands",
+                self._on_command,
+                qos.STREAM,
+            )
+        else:
+            self.create_subscription(
+                JointTrajectory,
+                "/scaled_joint_trajectory_controller/joint_trajectory",
+                self._on_trajectory,
+                qos.STREAM,
+            )
+        self._speed_scaling = float(p["speed_scaling"])
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_subscription(
             Float64MultiArray, "/gripper_controller/commands", self._on_gripper, qos.STREAM
         )
@@ -286,6 +313,21 @@ class SimBridge(Node):
         response.message = f"episode {self._episode + 1} with seed {seed} starts after this tick"
         return response
 
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        """``speed_scaling`` takes effect at the next tick and is published at once (the
+        pendant's slider); ``seed`` is read at the next reset."""
+        for parameter in parameters:
+            if parameter.name == "speed_scaling":
+                problem = _percent(float(parameter.value))
+                if problem is not None:
+                    return SetParametersResult(successful=False, reason=f"speed_scaling {problem}")
+        for parameter in parameters:
+            if parameter.name == "speed_scaling":
+                with self._lock:
+                    self._speed_scaling = float(parameter.value)
+                self.pub_scaling.publish(Float64(data=float(parameter.value)))
+        return SetParametersResult(successful=True)
+
     def _on_program(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         with self._lock:
             self._program = bool(request.data)
@@ -322,6 +364,10 @@ class SimBridge(Node):
         with self._lock:
             t_cmd = self.env.time if not self.realtime else time.time()
             q = self.inbox.command_at(t_cmd) if self._program else None
+            if q is not None and self._speed_scaling < 100.0:
+                # The robot runs the cycle's target at the scaled speed: part of the way.
+                current = self.env.commanded_joints
+                q = current + (self._speed_scaling / 100.0) * (q - current)
             gripper, self._gripper = self._gripper, None
             period_ended = self.env.tick(q, gripper)
         t = self.now()
@@ -331,7 +377,7 @@ class SimBridge(Node):
         if period_ended:
             if not self._episode_over:
                 self._publish_episode(t)
-            self.pub_scaling.publish(Float64(data=float(self.params["speed_scaling"])))
+            self.pub_scaling.publish(Float64(data=self._speed_scaling))
         if self.cameras and self.env.time + 1e-9 >= self._next_frame:
             self._next_frame += self._camera_period * max(
                 1, math.floor((self.env.time - self._next_frame) / self._camera_period) + 1
@@ -542,7 +588,7 @@ class SimBridge(Node):
 
     def _optical_frame(self, camera: str) -> str:
         """The colour optical frame of a camera, as realsense-ros names it."""
-        return f"{self.params['camera_namespace']}_{camera}_color_optical_frame"
+        return f"{camera}_color_optical_frame"
 
     def _camera_publishers(self, name: str) -> CameraPublishers:
         base = f"/{self.params['camera_namespace']}/{name}"

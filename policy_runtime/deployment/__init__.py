@@ -1,0 +1,1 @@
+"""Site-specific deployment configuration (robot, cameras, limits, bundle)."""
