@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from policy_runtime.bringup.launch_file import NodeAction
 
@@ -111,3 +114,69 @@ class Watcher:
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
+
+
+MOVING = 0.05  # rad/s: the arm is moving when a joint is faster
+AT_REST = 0.01  # rad/s: at rest when every joint is slower
+
+
+def moving(watcher: Watcher, window_s: float = 0.5) -> bool:
+    now = time.monotonic()
+    recent = [m for t, m in watcher.timed("/joint_states") if t > now - window_s]
+    return any(np.max(np.abs(m.velocity)) > MOVING for m in recent)
+
+
+def rest_time_after(watcher: Watcher, since: float, hold_s: float = 0.3) -> float | None:
+    """Seconds from ``since`` until the arm came to rest and stayed there ``hold_s``."""
+    samples = [(t, np.max(np.abs(m.velocity))) for t, m in watcher.timed("/joint_states")]
+    after = [(t, v) for t, v in samples if t >= since]
+    for i, (t, _) in enumerate(after):
+        window = [v for u, v in after[i:] if u <= t + hold_s]
+        if after[-1][0] >= t + hold_s and all(v < AT_REST for v in window):
+            return t - since
+    return None
+
+
+def executor_status(watcher: Watcher) -> dict[str, str]:
+    for msg in reversed(watcher.received("/diagnostics")):
+        for status in msg.status:
+            if status.name == "policy_runtime: executor":
+                return {"state": status.message, **{kv.key: kv.value for kv in status.values}}
+    return {}
+
+
+@contextlib.contextmanager
+def policy_graph(
+    tmp_path: Path, executor: dict[str, Any] | None = None, bridge: dict[str, Any] | None = None
+) -> Iterator[tuple[dict[str, NodeProcess], Watcher, Path]]:
+    """Sim bridge (no cameras), policy server and executor in real time, as processes, and a
+    watcher keeping /joint_states and /diagnostics."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import JointState
+
+    from policy_runtime.ros import qos
+
+    nodes = {
+        "bridge": NodeProcess("prt-sim-bridge", {"cameras": "[]", **(bridge or {})}, tmp_path),
+        "server": NodeProcess(
+            "prt-policy-server", {"bundle": BUNDLE, "config": SERVER_CONFIG}, tmp_path
+        ),
+        "executor": NodeProcess("prt-executor", executor or {}, tmp_path),
+    }
+    watcher = Watcher()
+    watcher.keep("/joint_states", JointState, qos.STREAM)
+    watcher.keep("/diagnostics", DiagnosticArray, qos.STREAM)
+    try:
+        yield nodes, watcher, tmp_path
+    finally:
+        watcher.close()
+        for node in nodes.values():
+            node.stop()
+
+
+def call(watcher: Watcher, client: Any, request: Any, timeout: float = 10.0) -> Any:
+    """A service's answer (the watcher's node spins in its thread)."""
+    assert client.wait_for_service(timeout_sec=timeout), client.srv_name
+    future = client.call_async(request)
+    wait_for(future.done, timeout, f"{client.srv_name} to answer")
+    return future.result()

@@ -788,6 +788,18 @@ def test_a_stopped_robot_program_latches_a_stop_the_commands_follow_the_arm_and_
     assert rig.loop.state == "running" and rig.q[0] > moved[0]
 
 
+def test_a_program_that_was_never_running_holds_and_resumes_when_it_runs():
+    """Before the loop has moved the arm (the program not yet started on the pendant), the
+    program being off only holds: no reset is needed once it runs."""
+    rig = Rig()
+    rig.begin()
+    rig.loop.set_robot_state(program_running=False, speed_scaling_percent=100.0)
+    assert rig.run(range(1, 4))[-1].reasons == ("program_not_running",)
+    rig.loop.set_robot_state(program_running=True, speed_scaling_percent=100.0)
+    assert rig.run(range(4, 6))[-1].reasons == ("resuming",)
+    assert rig.loop.submit(chunk(line(0.5)), 5 * DT).accepted
+
+
 def test_a_reset_while_the_program_is_off_resumes_once_it_runs():
     """The operator resets before starting the program again (a simulation's next episode):
     the loop holds until the program runs, then resumes without another reset."""

@@ -163,8 +163,26 @@ def doctor(
         list[str] | None,
         typer.Option("--skip", help=f"Checks to skip: {', '.join(CHECKS)}", show_default=False),
     ] = None,
+    robot: Annotated[
+        bool,
+        typer.Option(
+            "--robot",
+            help="Pre-flight a live robot graph against --deployment instead (one line a "
+            "check; exit 1 on any failure).",
+        ),
+    ] = False,
+    deployment: Annotated[
+        Path | None, typer.Option(help="--robot: the cell's deployment YAML.")
+    ] = None,
+    duration: Annotated[
+        float, typer.Option(help="--robot: seconds to watch the graph.", min=0.5)
+    ] = 3.0,
 ) -> None:
-    """Check this machine end to end: DDS round trip, EGL render, onnxruntime, RealSense, zarr."""
+    """Check this machine end to end: DDS round trip, EGL render, onnxruntime, RealSense, zarr.
+    With --robot: check a live robot graph before the first motion."""
+    if robot:
+        _preflight(deployment, duration)
+        return
     skip = skip or []
     unknown = sorted(set(skip) - set(CHECKS))
     if unknown:
@@ -191,3 +209,19 @@ def doctor(
         typer.echo(f"prt doctor: failed: {', '.join(failed)}", err=True)
         raise typer.Exit(1)
     typer.echo("all checks passed")
+
+
+def _preflight(deployment: Path | None, duration: float) -> None:
+    if deployment is None:
+        typer.echo("prt doctor --robot: error: give --deployment (the cell's YAML)", err=True)
+        raise typer.Exit(2)
+    from policy_runtime.ros.preflight import run_preflight
+
+    checks = run_preflight(deployment, duration_s=duration)
+    for check in checks:
+        typer.echo(f"{'ok  ' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
+    failed = [c.name for c in checks if not c.ok]
+    if failed:
+        typer.echo(f"prt doctor --robot: failed: {', '.join(failed)}", err=True)
+        raise typer.Exit(1)
+    typer.echo("pre-flight passed")

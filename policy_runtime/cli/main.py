@@ -18,6 +18,8 @@ from policy_runtime.cli.eval import EPILOG as EVAL_EPILOG
 from policy_runtime.cli.eval import eval_policy
 from policy_runtime.cli.export import EPILOG as EXPORT_EPILOG
 from policy_runtime.cli.export import export
+from policy_runtime.cli.shadow import EPILOG as SHADOW_EPILOG
+from policy_runtime.cli.shadow import shadow_report_command
 from policy_runtime.cli.sim import datagen, sim
 from policy_runtime.cli.train import train
 from sim_bridge.gl import configure_headless_rendering
@@ -83,7 +85,8 @@ def _register_planned(command: PlannedCommand) -> None:
 
 app.command(
     "doctor",
-    epilog="Examples:\n\n  prt doctor\n\n  prt doctor --skip ros --skip realsense",
+    epilog="Examples:\n\n  prt doctor\n\n  prt doctor --skip ros --skip realsense\n\n"
+    "  prt doctor --robot --deployment config/deploy_ur5.yaml",
 )(doctor)
 app.command(
     "sim",
@@ -114,6 +117,7 @@ app.command(
     epilog=SERVE_EPILOG,
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )(serve)
+app.command("shadow-report", epilog=SHADOW_EPILOG)(shadow_report_command)
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
 for _command in PLANNED:

@@ -288,6 +288,9 @@ class ControlLoop:
         self._last: JointCommand | None = None
         self._program_running = True
         self._program_stopped = False  # the program stopped since the last tick: latch a stop
+        #: The supervisor's count of entries into running at the last reset (or start): more
+        #: now means the loop has moved the arm since.
+        self._running_since_reset = 0
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -317,13 +320,16 @@ class ControlLoop:
 
         A speed scaling below the watchdog's ``min_speed_scaling_percent`` holds while it lasts
         (the robot would run each command at that fraction of its speed, behind the plan).
-        The program stopping (a protective stop, the pendant's stop button, a dropped
-        connection) latches a stop: while it is off the commands follow the measured arm, so
-        they start from wherever the arm was put, and only the operator's :meth:`reset` lets
-        the loop resume, after the program runs again (a reset while it is still off is taken
-        and resumes when it runs)."""
+        The program stopping after the loop has moved the arm (since it was built or last
+        reset: a protective stop, the pendant's stop button, a dropped connection) latches a
+        stop; before that (the program not yet started) it only holds. While it is off the
+        commands follow the measured arm, so they start from wherever the arm was put, and
+        after a latched stop only the operator's :meth:`reset` lets the loop resume, once the
+        program runs again (a reset while it is still off is taken and resumes when it
+        runs)."""
         running = bool(program_running)
-        if self._program_running and not running:
+        engaged = self.supervisor.entries["running"] > self._running_since_reset
+        if self._program_running and not running and engaged:
             self._program_stopped = True
         self._program_running = running
         self.watchdog.set_robot_state(running, speed_scaling_percent)
@@ -335,6 +341,7 @@ class ControlLoop:
         t = self._time if self._time is not None else -np.inf
         report = self.supervisor.reset(t, self.watchdog.estop_active)
         if report.ok:
+            self._running_since_reset = self.supervisor.entries["running"]
             self._lags.clear()
             self._tracking_samples = self._offset_samples = 0
         return report
