@@ -79,7 +79,7 @@ def test_one_key_has_one_source(tmp_path):
         cameras={"front": {"observation": "front_rgb"}},
         observations={"front_rgb": {"topic": "/other", "type": "image"}},
     )
-    with pytest.raises(ValueError, match="cameras.front.observation 'front_rgb'"):
+    with pytest.raises(ValueError, match=r"cameras\.front\.observation 'front_rgb'"):
         DeploymentConfig.load(_write(tmp_path, data))
 
 

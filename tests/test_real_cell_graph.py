@@ -1,6 +1,6 @@
 """The real driver's behaviours, against the sim bridge standing in for ``ur_robot_driver``
 (real DDS, real processes): the robot program stopping mid-episode, the speed slider at 50%,
-shadow mode and arming."""
+shadow mode and arming, the driver's default trajectory controller."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ pytest.importorskip("rclpy", reason="the ROS 2 Jazzy wheels are not installed")
 
 from tests.ros_graph import (
     BIN,
+    NodeProcess,
+    Watcher,
     call,
     executor_status,
     moving,
@@ -156,3 +158,61 @@ def test_arming_is_refused_while_nothing_subscribes_to_the_command_topic(tmp_pat
         assert not answer.success
         assert "forward_position_controller" in answer.message
         assert executor_status(watcher)["armed"] == "false"
+
+
+def test_with_the_trajectory_controller_active_trajectories_move_the_arm_by_joint_name(
+    tmp_path: Path,
+):
+    """The driver's default controller: trajectories by joint name in any order, the gripper's
+    own controller, and nothing subscribed to the position streaming topic."""
+    from builtin_interfaces.msg import Duration
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    from policy_runtime.robots.ur5 import JOINT_NAMES
+    from policy_runtime.ros import qos
+
+    bridge = NodeProcess(
+        "prt-sim-bridge",
+        {"cameras": "[]", "active_controller": "scaled_joint_trajectory_controller"},
+        tmp_path,
+    )
+    watcher = Watcher()
+    try:
+        watcher.keep("/joint_states", JointState, qos.STREAM)
+        watcher.keep("/gripper/joint_states", JointState, qos.STREAM)
+        trajectories = watcher.node.create_publisher(
+            JointTrajectory, "/scaled_joint_trajectory_controller/joint_trajectory", qos.STREAM
+        )
+        gripper = watcher.node.create_publisher(
+            Float64MultiArray, "/gripper_controller/commands", qos.STREAM
+        )
+        positions = watcher.node.create_publisher(
+            Float64MultiArray, "/forward_position_controller/commands", qos.STREAM
+        )
+        wait_for(lambda: trajectories.get_subscription_count() > 0, 30, "the trajectory topic")
+        wait_for(lambda: gripper.get_subscription_count() > 0, 10, "the gripper topic")
+        wait_for(lambda: len(watcher.received("/joint_states")) > 10, 10, "joint states")
+        assert positions.get_subscription_count() == 0
+
+        def measured() -> np.ndarray:
+            return np.array(watcher.received("/joint_states")[-1].position)
+
+        target = measured() + np.array([0.1, -0.05, 0.05, 0.0, 0.0, 0.1])
+        order = [5, 3, 1, 0, 2, 4]
+        point = JointTrajectoryPoint(
+            positions=[float(target[i]) for i in order], time_from_start=Duration(sec=1)
+        )
+        message = JointTrajectory(joint_names=[JOINT_NAMES[i] for i in order], points=[point])
+        trajectories.publish(message)  # unstamped: from its arrival
+        wait_for(lambda: np.abs(measured() - target).max() < 5e-3, 10, "the trajectory")
+        gripper.publish(Float64MultiArray(data=[0.0]))
+
+        def closed() -> bool:
+            return watcher.received("/gripper/joint_states")[-1].position[0] < 0.05
+
+        wait_for(closed, 10, "the gripper to close")
+    finally:
+        watcher.close()
+        bridge.stop()

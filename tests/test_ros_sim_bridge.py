@@ -150,38 +150,6 @@ def test_bad_commands_are_refused_and_the_arm_holds(watcher: Watcher, bridge: No
     wait_for(lambda: abs(_positions(watcher)[0] - target[0]) < 5e-3, 5, "the arm to follow")
 
 
-def test_trajectories_by_joint_name_in_any_order_and_the_gripper(watcher: Watcher):
-    from builtin_interfaces.msg import Duration
-    from std_msgs.msg import Float64MultiArray
-    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
-
-    from policy_runtime.robots.ur5 import JOINT_NAMES
-    from policy_runtime.ros import qos
-
-    trajectories = watcher.node.create_publisher(
-        JointTrajectory, "/scaled_joint_trajectory_controller/joint_trajectory", qos.STREAM
-    )
-    gripper = watcher.node.create_publisher(
-        Float64MultiArray, "/gripper_controller/commands", qos.STREAM
-    )
-    wait_for(lambda: trajectories.get_subscription_count() > 0, 10, "the bridge's subscription")
-    wait_for(lambda: gripper.get_subscription_count() > 0, 10, "the bridge's subscription")
-    target = _positions(watcher) + np.array([0.1, -0.05, 0.05, 0.0, 0.0, 0.1])
-    order = [5, 3, 1, 0, 2, 4]
-    point = JointTrajectoryPoint(
-        positions=[float(target[i]) for i in order], time_from_start=Duration(sec=1)
-    )
-    message = JointTrajectory(joint_names=[JOINT_NAMES[i] for i in order], points=[point])
-    trajectories.publish(message)  # unstamped: from its arrival
-    wait_for(lambda: np.abs(_positions(watcher) - target).max() < 5e-3, 10, "the trajectory")
-    gripper.publish(Float64MultiArray(data=[0.0]))
-
-    def closed() -> bool:
-        return watcher.received("/gripper/joint_states")[-1].position[0] < 0.05
-
-    wait_for(closed, 10, "the gripper to close")
-
-
 @pytest.mark.parametrize(
     ("executable", "params", "named"),
     [

@@ -1,0 +1,273 @@
+"""The worst gap between consecutive executor commands, as the UR driver would see it.
+
+    python -m bench.command_gaps [--minutes 10] [--rates 125 500]
+
+The UR driver stops the robot program when position commands pause longer than its
+``robot_receive_timeout`` (0.04 s by default); the goal is a worst gap under half of it
+(20 ms) while moving, with everything a deployment runs on the same machine: the sim bridge
+standing in for the driver in real time (125 Hz like a CB3, 500 Hz like an e-series), the
+policy server running inference and the executor (composed, one process), and two camera nodes
+streaming 640x480 colour + aligned depth at 30 Hz through librealsense software devices. A
+separate process receives the commands (as the driver's does) and measures the gaps; when an
+episode ends (the bridge stops its robot program, the executor then stops streaming on
+purpose) it resets the executor and starts the next, and gaps that span a program stop are
+not counted. Side by side: the stand-in driver's own joint-state gaps (what the executor ticks
+on) and the executor's tick cost. Figures of one run on this machine; the README quotes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PROFILE = ROOT / "config" / "fastdds_shm.xml"
+LAUNCH = ROOT / "launch" / "sim.launch.yaml"
+EXECUTOR_CONFIG = {125: "executor_ur5.yaml", 500: "executor_ur5e.yaml"}
+CAMERAS = ("front", "wrist")
+GOAL_S = 0.020
+
+
+class Recorder:
+    """Command and joint-state arrivals (monotonic), robot program periods, and episode
+    restarts, in a node of its own."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from sensor_msgs.msg import CameraInfo, JointState
+        from std_msgs.msg import Bool, Float64MultiArray
+        from std_srvs.srv import Trigger
+
+        from policy_runtime.ros import qos
+
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("bench_command_gaps", context=self.context)
+        self.lock = threading.Lock()
+        self.commands: list[float] = []
+        self.joint_states: list[float] = []
+        self.frames = dict.fromkeys(CAMERAS, 0)
+        #: (monotonic, running) at each robot program change.
+        self.program: list[tuple[float, bool]] = []
+        self.executor_status: dict[str, str] = {}
+        self.episodes = 0
+        self._done_seen = ""
+        node = self.node
+        node.create_subscription(
+            Float64MultiArray,
+            "/forward_position_controller/commands",
+            lambda _: self._stamp(self.commands),
+            qos.STREAM,
+        )
+        node.create_subscription(
+            JointState, "/joint_states", lambda _: self._stamp(self.joint_states), qos.STREAM
+        )
+        node.create_subscription(
+            Bool, "/io_and_status_controller/robot_program_running", self._on_program, qos.LATCHED
+        )
+        node.create_subscription(
+            DiagnosticArray, "/sim_bridge/episode", self._on_episode, qos.LATCHED
+        )
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, qos.STREAM)
+        for name in CAMERAS:
+            node.create_subscription(
+                CameraInfo,
+                f"/camera/{name}/color/camera_info",
+                lambda _, name=name: self._count_frame(name),
+                qos.SENSOR,
+            )
+        self.bridge_reset = node.create_client(Trigger, "/sim_bridge/reset")
+        self.executor_reset = node.create_client(Trigger, "/executor/reset")
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while self.context.ok():
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def _stamp(self, times: list[float]) -> None:
+        now = time.monotonic()
+        with self.lock:
+            times.append(now)
+
+    def _count_frame(self, name: str) -> None:
+        with self.lock:
+            self.frames[name] += 1
+
+    def _on_program(self, msg: Any) -> None:
+        with self.lock:
+            self.program.append((time.monotonic(), bool(msg.data)))
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        for status in msg.status:
+            if status.name == "policy_runtime: executor":
+                with self.lock:
+                    self.executor_status = {kv.key: kv.value for kv in status.values}
+
+    def _on_episode(self, msg: Any) -> None:
+        values = {kv.key: kv.value for kv in msg.status[0].values} if msg.status else {}
+        if values.get("done") == "true" and values.get("episode") != self._done_seen:
+            self._done_seen = values.get("episode", "")
+            self.episodes += 1
+            # The next episode: the operator's reset (the program is off), then the bridge's.
+            from std_srvs.srv import Trigger
+
+            self.executor_reset.call_async(Trigger.Request())
+            self.bridge_reset.call_async(Trigger.Request())
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray, list[tuple[float, bool]]]:
+        with self.lock:
+            return np.array(self.commands), np.array(self.joint_states), list(self.program)
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def gaps_while_running(arrivals: np.ndarray, program: list[tuple[float, bool]]) -> np.ndarray:
+    """Gaps between consecutive arrivals, leaving out those that span any time the robot
+    program was off (the executor then stops streaming on purpose)."""
+    gaps = np.diff(arrivals)
+    keep = np.ones(len(gaps), dtype=bool)
+    running, since = True, -np.inf
+    periods_off: list[tuple[float, float]] = []
+    for t, value in program:
+        if running and not value:
+            since = t
+        elif not running and value:
+            periods_off.append((since, t))
+        running = value
+    if not running:
+        periods_off.append((since, np.inf))
+    for start, end in periods_off:
+        # A gap from a to b overlaps [start, end] when a < end and b > start.
+        keep &= ~((arrivals[:-1] < end) & (arrivals[1:] > start))
+    return gaps[keep]
+
+
+def _start(executable: str, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "FASTRTPS_DEFAULT_PROFILES_FILE": str(PROFILE)}
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [str(BIN / executable), *args], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+        )
+
+
+def run(rate: int, seconds: float, log_dir: Path) -> dict[str, Any]:
+    cameras = []
+    for name in CAMERAS:
+        params = {"camera_name": name, "device": "test_pattern", "width": 640, "height": 480}
+        params.update({"fps": 30, "enable_depth": "true"})
+        args = ["--ros-args", "-r", f"__node:={name}_camera"]
+        for key, value in params.items():
+            args += ["-p", f"{key}:={value}"]
+        cameras.append(_start("prt-camera", args, log_dir / f"camera_{name}_{rate}.log"))
+    graph = _start(
+        "prt",
+        ["launch", str(LAUNCH), "realtime:=true", "cameras:=[]", f"controller_hz:={rate}",
+         f"executor_config:={ROOT / 'config' / EXECUTOR_CONFIG[rate]}"],
+        log_dir / f"graph_{rate}.log",
+    )  # fmt: skip
+    recorder = Recorder()
+    try:
+        deadline = time.monotonic() + 120
+        while len(recorder.snapshot()[0]) < 1000:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no commands at {rate} Hz: see {log_dir}")
+            time.sleep(0.5)
+        start = time.monotonic()
+        frames_before = dict(recorder.frames)
+        time.sleep(seconds)
+        end = time.monotonic()
+        commands, joint_states, program = recorder.snapshot()
+        frames = {k: (recorder.frames[k] - frames_before[k]) / (end - start) for k in CAMERAS}
+        status = dict(recorder.executor_status)
+        episodes = recorder.episodes
+    finally:
+        recorder.close()
+        graph.send_signal(signal.SIGINT)
+        for camera in cameras:
+            camera.send_signal(signal.SIGINT)
+        for process in (graph, *cameras):
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    window = (commands >= start) & (commands <= end)
+    command_gaps = gaps_while_running(commands[window], program)
+    js = joint_states[(joint_states >= start) & (joint_states <= end)]
+    return {
+        "rate": rate,
+        "seconds": end - start,
+        "command_gaps": command_gaps,
+        "joint_state_gaps": gaps_while_running(js, program),
+        "frames": frames,
+        "episodes": episodes,
+        "tick_cost_p99_ms": status.get("tick_cost_p99_ms", "-"),
+    }
+
+
+def _row(name: str, gaps: np.ndarray) -> list[str]:
+    ms = gaps * 1e3
+    return [
+        name,
+        str(gaps.size),
+        f"{np.median(ms):.2f}",
+        f"{np.quantile(ms, 0.999):.2f}",
+        f"{ms.max():.2f}",
+        str(int(np.sum(gaps > GOAL_S))),
+        str(int(np.sum(gaps > 0.040))),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--rates", type=int, nargs="+", default=[125, 500], choices=[125, 500])
+    parser.add_argument("--logs", type=Path, default=Path("/tmp/bench_command_gaps"))
+    args = parser.parse_args()
+    args.logs.mkdir(parents=True, exist_ok=True)
+    table = Table(
+        "stream", "gaps", "p50 ms", "p99.9 ms", "worst ms", "> 20 ms", "> 40 ms",
+        title=f"gaps between consecutive messages, {args.minutes:g} min per rate, "
+        "inference + 2 cameras 640x480 + depth at 30 Hz",
+    )  # fmt: skip
+    verdicts = []
+    for rate in args.rates:
+        result = run(rate, args.minutes * 60.0, args.logs)
+        table.add_row(*_row(f"{rate} Hz: executor commands", result["command_gaps"]))
+        table.add_row(*_row(f"{rate} Hz: driver stand-in joint states", result["joint_state_gaps"]))
+        worst = result["command_gaps"].max()
+        fps = ", ".join(f"{k} {v:.1f} fps" for k, v in result["frames"].items())
+        verdicts.append(
+            f"{rate} Hz: worst command gap {worst * 1e3:.1f} ms -> goal (< 20 ms) "
+            f"{'met' if worst < GOAL_S else 'MISSED'}; cameras {fps}; {result['episodes']} "
+            f"episodes; executor tick cost p99 {result['tick_cost_p99_ms']} ms"
+        )
+    Console().print(table)
+    for line in verdicts:
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
