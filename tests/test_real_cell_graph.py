@@ -110,7 +110,6 @@ def test_shadow_mode_moves_nothing_reports_the_would_be_motion_and_arms_on_reque
     tmp_path: Path,
 ):
     from sensor_msgs.msg import JointState
-    from std_srvs.srv import SetBool
 
     from policy_runtime.ros import qos
 
@@ -139,24 +138,26 @@ def test_shadow_mode_moves_nothing_reports_the_would_be_motion_and_arms_on_reque
         assert "obs_to_chunk_p50" in summary["latencies_ms"]
         print(report.stdout)
 
-        arm = watcher.node.create_client(SetBool, "/executor/arm")
-        answer = call(watcher, arm, SetBool.Request(data=True))
-        assert answer.success, answer.message
+        armed = subprocess.run(
+            [str(BIN / "prt"), "executor", "arm"], capture_output=True, text=True, timeout=60
+        )
+        assert armed.returncode == 0 and "armed" in armed.stdout, armed.stdout + armed.stderr
         wait_for(lambda: moving(watcher), 60, "the armed executor to move the arm")
 
 
 def test_arming_is_refused_while_nothing_subscribes_to_the_command_topic(tmp_path: Path):
     """The driver still runs its default trajectory controller: arming names the fix."""
-    from std_srvs.srv import SetBool
-
     bridge = {"active_controller": "scaled_joint_trajectory_controller"}
     with policy_graph(tmp_path, executor={"require_arming": True}, bridge=bridge) as graph:
         _, watcher, _ = graph
         wait_for(lambda: executor_status(watcher).get("state", "").startswith("shadow"), 60, "")
-        arm = watcher.node.create_client(SetBool, "/executor/arm")
-        answer = call(watcher, arm, SetBool.Request(data=True))
-        assert not answer.success
-        assert "forward_position_controller" in answer.message
+        refused = subprocess.run(
+            [str(BIN / "prt"), "executor", "arm"], capture_output=True, text=True, timeout=60
+        )
+        assert refused.returncode == 1
+        assert "arm refused: nothing subscribes" in refused.stdout
+        assert "forward_position_controller" in refused.stdout
+        time.sleep(1.5)
         assert executor_status(watcher)["armed"] == "false"
 
 
