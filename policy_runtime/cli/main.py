@@ -11,11 +11,13 @@ from dataclasses import dataclass
 import typer
 
 from policy_runtime.cli.bench import bench_app
+from policy_runtime.cli.camera import CAMERA_EPILOG, camera
 from policy_runtime.cli.data import data_app
 from policy_runtime.cli.deploy import LAUNCH_EPILOG, SERVE_EPILOG, launch, serve
 from policy_runtime.cli.doctor import doctor
 from policy_runtime.cli.eval import EPILOG as EVAL_EPILOG
 from policy_runtime.cli.eval import eval_policy
+from policy_runtime.cli.executor import executor_app
 from policy_runtime.cli.export import EPILOG as EXPORT_EPILOG
 from policy_runtime.cli.export import export
 from policy_runtime.cli.shadow import EPILOG as SHADOW_EPILOG
@@ -118,7 +120,13 @@ app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )(serve)
 app.command("shadow-report", epilog=SHADOW_EPILOG)(shadow_report_command)
+app.command(
+    "camera",
+    epilog=CAMERA_EPILOG,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)(camera)
 app.add_typer(data_app, name="data")
+app.add_typer(executor_app, name="executor")
 app.add_typer(bench_app, name="bench")
 for _command in PLANNED:
     _register_planned(_command)

@@ -1,0 +1,118 @@
+"""``prt doctor --robot`` against live graphs: the sim bridge standing in for the UR driver,
+camera nodes on librealsense software devices. It passes on a healthy graph and names the
+failing check for each fault: no joint states, a controller topic nobody subscribes to, a
+missing observation topic, a stale camera."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("rclpy", reason="the ROS 2 Jazzy wheels are not installed")
+
+from tests.ros_graph import BIN, BUNDLE, NodeProcess
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+
+def _deployment(tmp_path: Path, block_topic: str = "/sim_bridge/task_state") -> Path:
+    cell = {
+        "robot": {"type": "ur5"},
+        "bundle": str(BUNDLE),
+        "cameras": {
+            "front": {"serial": "front-sw", "depth": False},
+            "wrist": {"serial": "wrist-sw", "depth": False},
+        },
+        "observations": {
+            "ee_pose": {"topic": "/tcp_pose_broadcaster/pose", "type": "pose", "rate_hz": 125},
+            "block_keypoints": {
+                "topic": block_topic,
+                "type": "joint_state",
+                "name_prefix": "block_keypoints/",
+                "rate_hz": 125,
+            },
+        },
+    }
+    path = tmp_path / f"deploy{len(block_topic)}.yaml"
+    path.write_text(yaml.safe_dump(cell))
+    return path
+
+
+def _doctor(deployment: Path) -> tuple[int, dict[str, str]]:
+    """The exit status and each check's line, by check name."""
+    done = subprocess.run(
+        [str(BIN / "prt"), "doctor", "--robot", "--deployment", str(deployment),
+         "--duration", "2"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = {}
+    for line in done.stdout.splitlines():
+        status, _, rest = line.partition("  ")
+        rest = rest.strip()
+        if status in ("ok", "FAIL") and ":" in rest:
+            name, _, detail = rest.partition(": ")
+            lines[name] = f"{status} {detail}"
+    assert lines, done.stdout + done.stderr
+    return done.returncode, lines
+
+
+def _failed(lines: dict[str, str]) -> set[str]:
+    return {name for name, line in lines.items() if line.startswith("FAIL")}
+
+
+def test_preflight_passes_on_a_healthy_graph_and_names_each_fault(tmp_path: Path):
+    deployment = _deployment(tmp_path)
+    cameras = {
+        name: NodeProcess(
+            "prt-camera",
+            {"camera_name": name, "device": "test_pattern", "deployment": deployment},
+            tmp_path,
+        )
+        for name in ("front", "wrist")
+    }
+    bridge = None
+    try:
+        # No driver yet: no joint states (and what depends on them).
+        code, lines = _doctor(deployment)
+        assert code == 1
+        assert lines["joint_states"].startswith("FAIL no /joint_states")
+        assert {"joint_states", "program_running", "command_topic", "workspace"} <= _failed(lines)
+        assert lines["camera front"].startswith("ok"), lines["camera front"]
+
+        # The driver still runs its default trajectory controller.
+        bridge = NodeProcess(
+            "prt-sim-bridge",
+            {"cameras": "[]", "active_controller": "scaled_joint_trajectory_controller"},
+            tmp_path,
+        )
+        code, lines = _doctor(deployment)
+        assert code == 1 and _failed(lines) == {"command_topic"}, lines
+        assert "forward_position_controller" in lines["command_topic"]
+        bridge.stop()
+
+        # Healthy.
+        bridge = NodeProcess("prt-sim-bridge", {"cameras": "[]"}, tmp_path)
+        code, lines = _doctor(deployment)
+        assert code == 0 and not _failed(lines), lines
+        assert {"joint_states", "camera front", "camera wrist", "bundle", "workspace"} <= set(lines)
+        assert {"observation ee_pose", "observation block_keypoints"} <= set(lines)
+
+        # An observation mapped to a topic nobody publishes.
+        code, lines = _doctor(_deployment(tmp_path, block_topic="/perception/block_state"))
+        assert code == 1 and _failed(lines) == {"observation block_keypoints"}, lines
+        assert "does not exist" in lines["observation block_keypoints"]
+
+        # A camera that stops sending (its process frozen).
+        cameras["front"].process.send_signal(signal.SIGSTOP)
+        code, lines = _doctor(deployment)
+        cameras["front"].process.send_signal(signal.SIGCONT)
+        assert code == 1 and _failed(lines) == {"camera front"}, lines
+    finally:
+        if bridge is not None:
+            bridge.stop()
+        for camera in cameras.values():
+            camera.stop()
