@@ -72,6 +72,34 @@ def test_the_sim_launch_file_resolves_to_the_files_of_the_repository():
     assert dict(fast.nodes[1].parameters)["use_sim_time"] == "true"
 
 
+def test_the_real_cell_launch_file_reads_one_deployment_and_starts_disarmed():
+    """Every node reads the repository's deployment; the executor, composed or not, starts in
+    shadow mode; each camera node serves its deployment camera and can be left out."""
+    path = ROOT / "launch" / "ur5_real.launch.yaml"
+    for composed in ("true", "false"):
+        description = load_launch_file(path, {"composed": composed})
+        profile = Path(description.environment["FASTRTPS_DEFAULT_PROFILES_FILE"])
+        assert profile.is_file() and profile.parent == ROOT / "config"
+        executors = [
+            n for n in description.nodes if n.executable in ("prt-policy-node", "prt-executor")
+        ]
+        assert len(executors) == 1 and dict(executors[0].parameters)["require_arming"] == "true"
+        for node in description.nodes:
+            assert Path(dict(node.parameters)["deployment"]) == ROOT / "config" / "deploy_ur5.yaml"
+        cameras = [dict(n.parameters) for n in description.nodes if n.executable == "prt-camera"]
+        assert [c["camera_name"] for c in cameras] == ["front", "wrist"]
+        assert {c["device"] for c in cameras} == {"realsense"}
+    from policy_runtime.deployment.config import DeploymentConfig
+
+    assert set(DeploymentConfig.load(ROOT / "config" / "deploy_ur5.yaml").cameras) == {
+        "front",
+        "wrist",
+    }
+    without = load_launch_file(path, {"wrist": "false", "camera_device": "test_pattern"})
+    cameras = [dict(n.parameters) for n in without.nodes if n.executable == "prt-camera"]
+    assert [(c["camera_name"], c["device"]) for c in cameras] == [("front", "test_pattern")]
+
+
 def test_substitutions_conditions_and_includes(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("PRT_TEST_ENV", "from-env")
     inner = tmp_path / "inner.launch.yaml"
