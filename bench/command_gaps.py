@@ -1,18 +1,27 @@
 """The worst gap between consecutive executor commands, as the UR driver would see it.
 
-    python -m bench.command_gaps [--minutes 10] [--rates 125 500]
+    python -m bench.command_gaps [--minutes 10] [--rates 125 500] [--driver standin|sim]
 
 The UR driver stops the robot program when position commands pause longer than its
 ``robot_receive_timeout`` (0.04 s by default); the goal is a worst gap under half of it
-(20 ms) while moving, with everything a deployment runs on the same machine: the sim bridge
-standing in for the driver in real time (125 Hz like a CB3, 500 Hz like an e-series), the
-policy server running inference and the executor (composed, one process), and two camera nodes
-streaming 640x480 colour + aligned depth at 30 Hz through librealsense software devices. A
-separate process receives the commands (as the driver's does) and measures the gaps; when an
-episode ends (the bridge stops its robot program, the executor then stops streaming on
-purpose) it resets the executor and starts the next, and gaps that span a program stop are
-not counted. Side by side: the stand-in driver's own joint-state gaps (what the executor ticks
-on) and the executor's tick cost. Figures of one run on this machine; the README quotes them.
+(20 ms) while moving, with everything a deployment runs on the same machine: the policy server
+running inference, the executor (in its own process, its tick thread under SCHED_FIFO as the
+real launch file runs it), and two camera nodes streaming 640x480 colour + aligned depth at
+30 Hz through librealsense software devices.
+
+The driver, at 125 Hz like a CB3 or 500 Hz like an e-series, is one of:
+
+- ``standin`` (default): the real driver's timing without its physics, in its own process: a
+  SCHED_FIFO thread publishing ``/joint_states`` (and the TCP pose) every controller cycle from
+  a sleep loop, as ros2_control's update loop does, the arm following each newest command
+  exactly, the program running, a push_t scene's block state for the policy; it receives the
+  commands on a SCHED_FIFO thread too and measures the gaps where the driver would.
+- ``sim``: the sim bridge (MuJoCo in the loop, Python); a separate process receives the
+  commands and measures the gaps, resetting episodes as they end (gaps spanning a robot
+  program stop are not counted: the executor stops streaming on purpose then).
+
+Side by side: the driver's own joint-state gaps (what the executor ticks on). Figures of one
+run on this machine; the README quotes them.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+BUNDLE = ROOT / "bundles" / "push_t_drifting"
 PROFILE = ROOT / "config" / "fastdds_shm.xml"
 LAUNCH = ROOT / "launch" / "sim.launch.yaml"
 EXECUTOR_CONFIG = {125: "executor_ur5.yaml", 500: "executor_ur5e.yaml"}
@@ -173,7 +183,7 @@ def _start(executable: str, args: list[str], log: Path) -> subprocess.Popen[byte
         )
 
 
-def run(rate: int, seconds: float, log_dir: Path) -> dict[str, Any]:
+def _cameras(rate: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
     cameras = []
     for name in CAMERAS:
         params = {"camera_name": name, "device": "test_pattern", "width": 640, "height": 480}
@@ -182,12 +192,48 @@ def run(rate: int, seconds: float, log_dir: Path) -> dict[str, Any]:
         for key, value in params.items():
             args += ["-p", f"{key}:={value}"]
         cameras.append(_start("prt-camera", args, log_dir / f"camera_{name}_{rate}.log"))
-    graph = _start(
-        "prt",
-        ["launch", str(LAUNCH), "realtime:=true", "cameras:=[]", f"controller_hz:={rate}",
-         f"executor_config:={ROOT / 'config' / EXECUTOR_CONFIG[rate]}"],
-        log_dir / f"graph_{rate}.log",
-    )  # fmt: skip
+    return cameras
+
+
+def _policy_nodes(
+    rate: int, composed: bool, priority: int, log_dir: Path
+) -> list[subprocess.Popen[bytes]]:
+    """The policy server and the executor, as the real launch file runs them."""
+    server = {"bundle": BUNDLE, "config": ROOT / "config" / "server_sim.yaml"}
+    executor = {"executor_config": ROOT / "config" / EXECUTOR_CONFIG[rate]}
+    executor["realtime_priority"] = priority
+
+    def args(params: dict[str, Any]) -> list[str]:
+        return ["--ros-args", *[a for k, v in params.items() for a in ("-p", f"{k}:={v}")]]
+
+    if composed:
+        return [_start("prt-policy-node", args({**server, **executor}), log_dir / "policy.log")]
+    return [
+        _start("prt-policy-server", args(server), log_dir / f"server_{rate}.log"),
+        _start("prt-executor", args(executor), log_dir / f"executor_{rate}.log"),
+    ]
+
+
+def run(
+    rate: int, seconds: float, log_dir: Path, composed: bool, priority: int, driver: str
+) -> dict[str, Any]:
+    processes = _cameras(rate, log_dir)
+    gaps_file = log_dir / f"standin_{rate}.npz"
+    if driver == "sim":
+        launch = [str(LAUNCH), "realtime:=true", "cameras:=[]", f"controller_hz:={float(rate)}"]
+        launch += [f"executor_config:={ROOT / 'config' / EXECUTOR_CONFIG[rate]}"]
+        launch += [f"composed:={str(composed).lower()}", f"realtime_priority:={priority}"]
+        processes.append(_start("prt", ["launch", *launch], log_dir / f"graph_{rate}.log"))
+    else:
+        gaps_file.unlink(missing_ok=True)
+        with (log_dir / f"standin_{rate}.log").open("wb") as out:
+            standin = subprocess.Popen(
+                [sys.executable, "-m", "bench.driver_standin", "--rate", str(rate),
+                 "--seconds", str(seconds), "--out", str(gaps_file)],
+                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                env={**os.environ, "FASTRTPS_DEFAULT_PROFILES_FILE": str(PROFILE)},
+            )  # fmt: skip
+        processes += [standin, *_policy_nodes(rate, composed, priority, log_dir)]
     recorder = Recorder()
     try:
         deadline = time.monotonic() + 120
@@ -197,32 +243,42 @@ def run(rate: int, seconds: float, log_dir: Path) -> dict[str, Any]:
             time.sleep(0.5)
         start = time.monotonic()
         frames_before = dict(recorder.frames)
+        chunks_before = int(recorder.executor_status.get("engine.chunks_accepted", "0"))
         time.sleep(seconds)
         end = time.monotonic()
         commands, joint_states, program = recorder.snapshot()
         frames = {k: (recorder.frames[k] - frames_before[k]) / (end - start) for k in CAMERAS}
         status = dict(recorder.executor_status)
+        chunks = int(status.get("engine.chunks_accepted", "0")) - chunks_before
         episodes = recorder.episodes
+        if driver == "standin":
+            standin.wait(timeout=120)
     finally:
         recorder.close()
-        graph.send_signal(signal.SIGINT)
-        for camera in cameras:
-            camera.send_signal(signal.SIGINT)
-        for process in (graph, *cameras):
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in processes:
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
-    window = (commands >= start) & (commands <= end)
-    command_gaps = gaps_while_running(commands[window], program)
-    js = joint_states[(joint_states >= start) & (joint_states <= end)]
+    if driver == "standin":
+        # Measured where the driver receives them, on its real-time thread.
+        measured = np.load(gaps_file)
+        command_gaps = np.diff(measured["commands"])
+        joint_state_gaps = np.diff(measured["joint_states"])
+    else:
+        window = (commands >= start) & (commands <= end)
+        command_gaps = gaps_while_running(commands[window], program)
+        js = joint_states[(joint_states >= start) & (joint_states <= end)]
+        joint_state_gaps = gaps_while_running(js, program)
     return {
-        "rate": rate,
-        "seconds": end - start,
         "command_gaps": command_gaps,
-        "joint_state_gaps": gaps_while_running(js, program),
+        "joint_state_gaps": joint_state_gaps,
         "frames": frames,
         "episodes": episodes,
+        "chunks_per_s": chunks / (end - start),
         "tick_cost_p99_ms": status.get("tick_cost_p99_ms", "-"),
     }
 
@@ -245,24 +301,45 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--rates", type=int, nargs="+", default=[125, 500], choices=[125, 500])
     parser.add_argument("--logs", type=Path, default=Path("/tmp/bench_command_gaps"))
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=80,
+        help="SCHED_FIFO priority of the executor's and the driver stand-in's tick threads "
+        "(0: normal scheduling)",
+    )
+    parser.add_argument(
+        "--composed", action="store_true", help="server and executor in one process"
+    )
+    parser.add_argument(
+        "--driver",
+        choices=["standin", "sim"],
+        default="standin",
+        help="the driver: its timing without physics (standin) or the sim bridge (sim)",
+    )
     args = parser.parse_args()
     args.logs.mkdir(parents=True, exist_ok=True)
     table = Table(
         "stream", "gaps", "p50 ms", "p99.9 ms", "worst ms", "> 20 ms", "> 40 ms",
         title=f"gaps between consecutive messages, {args.minutes:g} min per rate, "
-        "inference + 2 cameras 640x480 + depth at 30 Hz",
+        "inference + 2 cameras 640x480 + depth at 30 Hz; "
+        f"{'composed' if args.composed else 'executor in its own process'}, "
+        f"SCHED_FIFO {args.priority or 'off'}, driver: {args.driver}",
     )  # fmt: skip
     verdicts = []
     for rate in args.rates:
-        result = run(rate, args.minutes * 60.0, args.logs)
+        result = run(
+            rate, args.minutes * 60.0, args.logs, args.composed, args.priority, args.driver
+        )
         table.add_row(*_row(f"{rate} Hz: executor commands", result["command_gaps"]))
-        table.add_row(*_row(f"{rate} Hz: driver stand-in joint states", result["joint_state_gaps"]))
+        table.add_row(*_row(f"{rate} Hz: the driver's joint states", result["joint_state_gaps"]))
         worst = result["command_gaps"].max()
         fps = ", ".join(f"{k} {v:.1f} fps" for k, v in result["frames"].items())
         verdicts.append(
             f"{rate} Hz: worst command gap {worst * 1e3:.1f} ms -> goal (< 20 ms) "
-            f"{'met' if worst < GOAL_S else 'MISSED'}; cameras {fps}; {result['episodes']} "
-            f"episodes; executor tick cost p99 {result['tick_cost_p99_ms']} ms"
+            f"{'met' if worst < GOAL_S else 'MISSED'}; cameras {fps}; "
+            f"{result['chunks_per_s']:.1f} chunks/s accepted; {result['episodes']} episodes; "
+            f"executor tick cost p99 {result['tick_cost_p99_ms']} ms"
         )
     Console().print(table)
     for line in verdicts:

@@ -59,11 +59,18 @@ from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 from policy_runtime.chunk import ActionChunk, ChunkPrefix
 from policy_runtime.execution import ControlLoop, ExecutorConfig, FakeClock, JointCommand
 from policy_runtime.execution.kinematics import EeToJoint
+from policy_runtime.execution.realtime import raise_process_priority, raise_thread_priority
 from policy_runtime.robots.ur5 import JOINT_NAMES
 from policy_runtime.ros import qos
 from policy_runtime.ros.diagnostics import diagnostic_array, millisecond_quantiles
 from policy_runtime.ros.messages import chunk_from_msg, request_to_msg, seconds, stamp
-from policy_runtime.ros.params import Param, declare_parameters, non_negative, positive
+from policy_runtime.ros.params import (
+    Param,
+    declare_parameters,
+    fifo_priority,
+    non_negative,
+    positive,
+)
 from policy_runtime.serving.decode import DecodeError, NamePicker
 from policy_runtime.serving.server import PolicyInfo
 
@@ -87,6 +94,9 @@ PARAMETERS = {
     ),
     "lockstep_timeout_s": Param(2.0, "lockstep: wall seconds to wait for the server", positive),
     "diagnostics_period_s": Param(1.0, "seconds between /diagnostics messages", positive),
+    "realtime_priority": Param(
+        0, "SCHED_FIFO priority (1-99) of the ticking thread; 0: normal", fifo_priority
+    ),
 }
 
 
@@ -106,6 +116,7 @@ class Executor(Node):
     """See the module docs. ``request`` replaces the DDS request topic (composition)."""
 
     def __init__(self, request: RequestChunk | None = None, **kwargs: object) -> None:
+        composed = request is not None
         super().__init__("executor", **kwargs)  # type: ignore[arg-type]
         p = declare_parameters(self, PARAMETERS)
         self.config, self.kinematics = _executor_config(p["executor_config"], p["deployment"])
@@ -129,6 +140,7 @@ class Executor(Node):
         #: Disarmed: the virtual arm the loop drives (None until the first sample).
         self._shadow_q: np.ndarray | None = None
         self._q_measured: np.ndarray | None = None
+        self._priority_set = False
         self.commands_sent = 0
         self.ticks_skipped = 0
         self.intervals: deque[float] = deque(maxlen=1000)
@@ -165,7 +177,8 @@ class Executor(Node):
             self.create_subscription(String, INFO_TOPIC, self._on_info_msg, qos.LATCHED)
             self.create_subscription(Header, OBSERVED_TOPIC, self._on_observed_msg, qos.STREAM)
         self.request = request
-        self.create_subscription(JointState, "/joint_states", self._on_joint_state, qos.STREAM)
+        self.composed = composed
+        self.create_subscription(JointState, "/joint_states", self._on_joint_state, qos.NEWEST)
         self.create_subscription(
             Bool, "/io_and_status_controller/robot_program_running", self._on_program, qos.LATCHED
         )
@@ -368,6 +381,14 @@ class Executor(Node):
     # -- the tick ---------------------------------------------------------------------------
 
     def _on_joint_state(self, msg: JointState) -> None:
+        if not self._priority_set:
+            # The thread that ticks is the one spinning this node: raise it from here; in a
+            # process of its own, the middleware's threads too (composed: not the server's).
+            self._priority_set = True
+            raise_priority = raise_thread_priority if self.composed else raise_process_priority
+            problem = raise_priority(self.params["realtime_priority"])
+            if problem is not None:
+                self.get_logger().warning(f"realtime_priority: {problem}; ticking normally")
         t = seconds(msg.header.stamp)
         try:
             q = self._joints(msg.name, msg.position).astype(np.float64)

@@ -48,6 +48,11 @@ def non_negative(value: float) -> str | None:
     return None if value >= 0 else "must be >= 0"
 
 
+def fifo_priority(value: int) -> str | None:
+    """A ``SCHED_FIFO`` priority, or 0 for normal scheduling."""
+    return None if 0 <= value <= 99 else "must be within [0, 99] (0: normal scheduling)"
+
+
 def one_of(*choices: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         return None if value in choices else f"must be one of {list(choices)}"

@@ -8,6 +8,9 @@
   150), and a reliable publisher still serves best-effort subscribers.
 - ``STREAM``: joint states, commands, chunks, requests: reliable, shallow (the newest matters;
   the UR driver's controllers subscribe with the system default, reliable, depth 10).
+- ``NEWEST``: the executor's ``/joint_states``: reliable, depth 1. Each sample is a tick; when a
+  tick runs late, the samples that arrived meanwhile are stale, and ticking through a backlog
+  of them would send each command later still: only the newest is kept.
 - ``LATCHED``: state that a late subscriber must still get (``robot_program_running``, the
   policy description, the episode status): reliable + transient local, depth 1.
 - ``CLOCK``: ``/clock`` as rosgraph publishes it (best effort would drop ticks a lockstep
@@ -30,6 +33,9 @@ SENSOR_PUBLISH = QoSProfile(
 )
 STREAM = QoSProfile(
     depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE
+)
+NEWEST = QoSProfile(
+    depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE
 )
 LATCHED = QoSProfile(
     depth=1,
