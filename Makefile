@@ -34,6 +34,8 @@ bench: setup
 	$(BIN)/python -m bench.policies
 	$(BIN)/python -m bench.ros_transport
 	$(BIN)/python -m bench.ros_episodes
+	$(BIN)/python -m bench.camera_latency
+	$(BIN)/python -m bench.command_gaps
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

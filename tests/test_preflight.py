@@ -1,7 +1,7 @@
-"""``prt doctor --robot`` against live graphs: the sim bridge standing in for the UR driver,
-camera nodes on librealsense software devices. It passes on a healthy graph and names the
-failing check for each fault: no joint states, a controller topic nobody subscribes to, a
-missing observation topic, a stale camera."""
+"""The real cell's graph beside the sim bridge standing in for the UR driver, camera nodes on
+librealsense software devices: ``prt doctor --robot`` passes on a healthy graph and names the
+failing check for each fault (no joint states, a controller topic nobody subscribes to, a
+missing observation topic, a stale camera), and ``ur5_real.launch.yaml`` runs end to end."""
 
 from __future__ import annotations
 
@@ -116,3 +116,52 @@ def test_preflight_passes_on_a_healthy_graph_and_names_each_fault(tmp_path: Path
             bridge.stop()
         for camera in cameras.values():
             camera.stop()
+
+
+def test_the_real_cell_launch_file_starts_in_shadow_passes_preflight_and_arms(tmp_path: Path):
+    """``ur5_real.launch.yaml`` end to end beside the sim bridge standing in for the driver:
+    camera nodes on software devices, server and executor from one deployment file; the arm
+    holds in shadow mode while the loop runs, pre-flight passes, and ``prt executor arm`` hands
+    the arm to the policy."""
+    import numpy as np
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import JointState
+
+    from policy_runtime.ros import qos
+    from tests.ros_graph import ROOT, Watcher, executor_status, moving, wait_for
+
+    deployment = _deployment(tmp_path)
+    bridge = NodeProcess("prt-sim-bridge", {"cameras": "[]"}, tmp_path)
+    log = (tmp_path / "launch.log").open("wb")
+    launch = subprocess.Popen(
+        [str(BIN / "prt"), "launch", str(ROOT / "launch" / "ur5_real.launch.yaml"),
+         f"deployment:={deployment}", "camera_device:=test_pattern"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    watcher = Watcher()
+    try:
+        watcher.keep("/joint_states", JointState, qos.STREAM)
+        watcher.keep("/diagnostics", DiagnosticArray, qos.STREAM)
+        wait_for(
+            lambda: executor_status(watcher).get("state") == "shadow: running", 90, "shadow mode"
+        )
+        code, lines = _doctor(deployment)
+        assert code == 0 and not _failed(lines), lines
+        positions = np.array([m.position for m in watcher.received("/joint_states")])
+        assert np.abs(positions - positions[0]).max() <= 1e-9  # disarmed: the arm held
+
+        armed = subprocess.run(
+            [str(BIN / "prt"), "executor", "arm"], capture_output=True, text=True, timeout=60
+        )
+        assert armed.returncode == 0, armed.stdout + armed.stderr
+        wait_for(lambda: moving(watcher), 60, "the armed executor to move the arm")
+    finally:
+        watcher.close()
+        launch.send_signal(signal.SIGINT)
+        try:
+            launch.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            launch.kill()
+        log.close()
+        bridge.stop()
+    assert launch.returncode == 0, (tmp_path / "launch.log").read_text()[-3000:]

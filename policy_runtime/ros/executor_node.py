@@ -9,12 +9,17 @@ stamp, like a ros2_control update. The driver publishes joint states once per co
 (125 Hz on a CB3, 500 Hz on an e-series), so this never publishes faster than the controller
 reads and never pauses while the driver runs; an rclpy timer would alias against the
 controller's cycle (and at 500 Hz is unreliable), and a sleep loop would need a second clock
-agreeing with the driver's. Ticks hold the arm whenever the loop says so.
+agreeing with the driver's. Ticks hold the arm whenever the loop says so. Only the newest
+joint state is kept (``qos.NEWEST``): a tick that runs late skips the samples that came
+meanwhile instead of answering each late. ``realtime_priority`` runs the ticks under
+``SCHED_FIFO``: in a process of its own, every thread of it (the middleware's receive threads
+deliver the samples); composed with the server, the ticking thread only (not inference).
 
 Inputs: ``/io_and_status_controller/robot_program_running`` (latched; off: no commands, the
-loop follows the arm), ``/speed_scaling_state_broadcaster/speed_scaling`` (percent; below the
-config's ``min_speed_scaling_percent``: hold), ``~/estop`` (std_msgs/Bool; true stops, latched
-until ``~/reset``), the policy server's description, chunks and observation heartbeat.
+loop follows the arm, and once the loop has moved the arm a stop latched until ``~/reset``),
+``/speed_scaling_state_broadcaster/speed_scaling`` (percent; below the config's
+``min_speed_scaling_percent``: hold), ``~/estop`` (std_msgs/Bool; true stops, latched until
+``~/reset``), the policy server's description, chunks and observation heartbeat.
 ``~/reset`` (Trigger) is the operator's reset after a stop. ``/diagnostics``: state, tick
 jitter and cost, holds by reason, interventions, request-to-chunk and observation-to-chunk
 latency.
