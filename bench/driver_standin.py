@@ -15,6 +15,7 @@ times of the commands and the publication times of the joint states (monotonic s
 from __future__ import annotations
 
 import argparse
+import gc
 import threading
 import time
 from pathlib import Path
@@ -129,6 +130,8 @@ def main() -> None:
             elif delay < -period:
                 next_tick = time.monotonic()  # late by over a period: no catching up
 
+    gc.collect()
+    gc.freeze()  # start-up's objects out of the collector's scans, as the executor does
     threads = [threading.Thread(target=f, daemon=True) for f in (spin, cycle_loop)]
     for thread in threads:
         thread.start()
