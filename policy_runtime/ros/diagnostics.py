@@ -11,12 +11,18 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 
 def millisecond_quantiles(name: str, samples_s: Iterable[float]) -> dict[str, str]:
-    """``{name}_p50_ms`` and ``{name}_p99_ms`` of samples in seconds (nothing without any)."""
+    """``{name}_p50_ms``, ``{name}_p99_ms`` and ``{name}_max_ms`` of samples in seconds
+    (nothing without any)."""
     values = np.asarray(list(samples_s), dtype=np.float64)
     if values.size == 0:
         return {}
     p50, p99 = np.quantile(values, (0.5, 0.99)) * 1e3
-    return {f"{name}_p50_ms": f"{p50:.3f}", f"{name}_p99_ms": f"{p99:.3f}"}
+    worst = values.max() * 1e3
+    return {
+        f"{name}_p50_ms": f"{p50:.3f}",
+        f"{name}_p99_ms": f"{p99:.3f}",
+        f"{name}_max_ms": f"{worst:.3f}",
+    }
 
 
 def diagnostic_array(

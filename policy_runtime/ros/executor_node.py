@@ -157,6 +157,8 @@ class Executor(Node):
         self.round_trips: deque[float] = deque(maxlen=1000)
         #: Wall seconds a tick takes, from the sample's callback to the command sent.
         self.tick_costs: deque[float] = deque(maxlen=1000)
+        #: Wall seconds a chunk message takes to decode and submit (on the ticking thread).
+        self.chunk_costs: deque[float] = deque(maxlen=1000)
         self._request_wall = 0.0
         self._last_publish: float | None = None
 
@@ -285,6 +287,11 @@ class Executor(Node):
         self.set_policy(info)
 
     def _on_chunk_msg(self, msg: JointTrajectory | MultiDOFJointTrajectory) -> None:
+        start = time.monotonic()
+        self._take_chunk_msg(msg)
+        self.chunk_costs.append(time.monotonic() - start)
+
+    def _take_chunk_msg(self, msg: JointTrajectory | MultiDOFJointTrajectory) -> None:
         info = self.info
         if info is None:
             return
@@ -542,6 +549,7 @@ class Executor(Node):
             values.update(millisecond_quantiles("obs_to_chunk", self.latencies))
             values.update(millisecond_quantiles("request_to_chunk", self.round_trips))
             values.update(millisecond_quantiles("tick_cost", self.tick_costs))
+            values.update(millisecond_quantiles("chunk_cost", self.chunk_costs))
         level = DiagnosticStatus.OK if state in ("running", "resuming") else DiagnosticStatus.WARN
         if state == "stopped":
             level = DiagnosticStatus.ERROR

@@ -54,7 +54,7 @@ class Check:
 
 
 def run_preflight(
-    deployment_path: Path, duration_s: float = 3.0, discovery_s: float = 1.5
+    deployment_path: Path, duration_s: float = 3.0, discovery_s: float = 5.0
 ) -> list[Check]:
     """Every check of the module docs against the graph seen for ``duration_s`` seconds."""
     try:
@@ -66,8 +66,9 @@ def run_preflight(
     sources = cell.server_config().observations
     probe = GraphProbe("prt_preflight")
     try:
-        time.sleep(discovery_s)  # DDS discovery: the graph's topics and their types
-        types = probe.topic_types()
+        wanted = {"/joint_states"} | {source.topic for source in sources.values()}
+        wanted |= {cell.camera_topic(name) for name in cell.cameras}
+        types = _discover(probe, wanted, discovery_s)
         probe.listen("/joint_states", JointState, qos.STREAM)
         probe.listen(PROGRAM_TOPIC, Bool, qos.LATCHED)
         probe.listen(SCALING_TOPIC, Float64, qos.STREAM)
@@ -102,6 +103,18 @@ def run_preflight(
     finally:
         probe.close()
     return checks
+
+
+def _discover(probe: GraphProbe, wanted: set[str], timeout_s: float) -> dict[str, list[str]]:
+    """The graph's topics and types once every ``wanted`` topic is seen (DDS discovery takes a
+    moment), or as they are after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    time.sleep(0.5)
+    types = probe.topic_types()
+    while not wanted <= set(types) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        types = probe.topic_types()
+    return types
 
 
 def _load_bundle(cell: DeploymentConfig) -> tuple[Check, dict[str, tuple[int, ...]]]:

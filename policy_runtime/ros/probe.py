@@ -39,9 +39,12 @@ class Stream:
             self.messages.append(msg)
 
     def rate(self) -> float:
+        """Messages per second, from the median interval between arrivals (a burst, as when a
+        subscription first matches, does not move it)."""
         if len(self.arrivals) < 2:
             return 0.0
-        return (len(self.arrivals) - 1) / (self.arrivals[-1] - self.arrivals[0])
+        interval = float(np.median(np.diff(self.arrivals)))
+        return 1.0 / interval if interval > 0 else math.inf
 
     def skew(self) -> float:
         """Median of arrival minus stamp (s): the transport delay plus any clock offset."""
