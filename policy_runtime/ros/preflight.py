@@ -66,7 +66,7 @@ def run_preflight(
     sources = cell.server_config().observations
     probe = GraphProbe("prt_preflight")
     try:
-        wanted = {"/joint_states"} | {source.topic for source in sources.values()}
+        wanted = {"/joint_states"} | {sources[key].topic for key in specs if key in sources}
         wanted |= {cell.camera_topic(name) for name in cell.cameras}
         types = _discover(probe, wanted, discovery_s)
         probe.listen("/joint_states", JointState, qos.STREAM)
