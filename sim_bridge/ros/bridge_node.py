@@ -72,12 +72,13 @@ from std_msgs.msg import Bool, Float64, Float64MultiArray, Header
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from policy_runtime.execution.realtime import raise_thread_priority
 from policy_runtime.robots.poses import quaternion_from_matrix
 from policy_runtime.robots.ur5 import JOINT_NAMES
 from policy_runtime.ros import qos
 from policy_runtime.ros.diagnostics import diagnostic_array, millisecond_quantiles
 from policy_runtime.ros.messages import BASE_FRAME, image_to_msg, seconds, stamp
-from policy_runtime.ros.params import Param, declare_parameters, one_of, positive
+from policy_runtime.ros.params import Param, declare_parameters, fifo_priority, one_of, positive
 from sim_bridge.cell import render_view
 from sim_bridge.commands import CommandInbox
 
@@ -123,6 +124,11 @@ PARAMETERS = {
     ),
     "max_command_jump_rad": Param(0.5, "a command this far from the last is refused", positive),
     "settle_ticks": Param(3, "ticks the arm stands at its start pose, program off, per reset"),
+    "realtime_priority": Param(
+        0,
+        "SCHED_FIFO priority (1-99) of the tick thread, as the driver's; 0: normal",
+        fifo_priority,
+    ),
 }
 
 
@@ -342,6 +348,9 @@ class SimBridge(Node):
         self._until_shutdown(self._tick_loop)
 
     def _tick_loop(self) -> None:
+        problem = raise_thread_priority(self.params["realtime_priority"])
+        if problem is not None:
+            self.get_logger().warning(f"realtime_priority: {problem}; ticking normally")
         next_tick = time.monotonic()
         while not self._stop.is_set() and self.context.ok():
             with self._lock:
