@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from policy_runtime.bringup.launch_file import NodeAction
+from policy_runtime.ros.probe import GraphProbe
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -62,31 +62,14 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.01)
 
 
-class Watcher:
-    """A test node spinning in a thread; ``keep(topic, type, qos)`` records every message."""
+class Watcher(GraphProbe):
+    """A test node spinning in a thread (a :class:`GraphProbe`); ``keep(topic, type, qos)``
+    records every message with its arrival time."""
 
     def __init__(self, name: str = "test_watcher") -> None:
-        import rclpy
-        from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
-
         os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(PROFILE))
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node(name, context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.lock = threading.Lock()
+        super().__init__(name)
         self.messages: dict[str, list[tuple[float, Any]]] = {}
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # the context went away during shutdown
-                return
 
     def keep(self, topic: str, msg_type: Any, qos: Any, key: str | None = None) -> str:
         key = key or topic
@@ -107,13 +90,6 @@ class Watcher:
     def timed(self, key: str) -> list[tuple[float, Any]]:
         with self.lock:
             return list(self.messages[key])
-
-    def close(self) -> None:
-        import rclpy
-
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
 
 
 MOVING = 0.05  # rad/s: the arm is moving when a joint is faster

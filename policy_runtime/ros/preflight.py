@@ -138,16 +138,28 @@ def _joint_states(stream: Stream, cell: DeploymentConfig, now: float) -> Check:
     missing = sorted(set(JOINT_NAMES) - set(msg.name))
     if missing:
         return Check(name, False, f"/joint_states lacks joints {missing} (names: {msg.name})")
-    rate, age = stream.rate(), now - stream.arrivals[-1]
-    period = 1.0 / expected
-    if age > 5 * period:
-        return Check(name, False, f"the newest /joint_states arrived {age * 1e3:.0f} ms ago")
-    if abs(rate - expected) > RATE_TOLERANCE * expected:
-        return Check(name, False, f"{rate:.1f} Hz, the {cell.robot.type} driver runs {expected:g}")
+    problem = _timing_problem(stream, "/joint_states", expected, 5.0, now)
+    if problem is not None:
+        return Check(name, False, f"{problem} (a {cell.robot.type} driver runs {expected:g} Hz)")
+    rate, skew = stream.rate(), stream.skew()
+    return Check(name, True, f"{rate:.1f} Hz (expected {expected:g}), stamps {skew * 1e3:+.1f} ms")
+
+
+def _timing_problem(
+    stream: Stream, topic: str, expected_hz: float, stale_periods: float, now: float
+) -> str | None:
+    """Why a periodic stream is not fit (stale, off its rate, stamped off this machine's
+    clock), or None."""
+    age = now - stream.arrivals[-1]
+    if age > stale_periods / expected_hz:
+        return f"stale: the newest message on {topic} arrived {age * 1e3:.0f} ms ago"
+    rate = stream.rate()
+    if abs(rate - expected_hz) > RATE_TOLERANCE * expected_hz:
+        return f"{rate:.1f} Hz on {topic}, expected {expected_hz:g}"
     skew = stream.skew()
     if not abs(skew) <= MAX_SKEW_S:
-        return Check(name, False, f"stamps {skew * 1e3:+.0f} ms from this clock (clock skew?)")
-    return Check(name, True, f"{rate:.1f} Hz (expected {expected:g}), stamps {skew * 1e3:+.1f} ms")
+        return f"stamps on {topic} {skew * 1e3:+.0f} ms from this clock (clock skew?)"
+    return None
 
 
 def _program(stream: Stream) -> Check:
@@ -185,15 +197,10 @@ def _camera(name: str, topic: str, stream: Stream, fps: float, now: float) -> Ch
     label = f"camera {name}"
     if stream.newest is None:
         return Check(label, False, f"no frame on {topic}")
-    age = now - stream.arrivals[-1]
-    if age > 3.0 / fps:
-        return Check(label, False, f"stale: the newest frame on {topic} is {age:.2f} s old")
-    rate = stream.rate()
-    if abs(rate - fps) > RATE_TOLERANCE * fps:
-        return Check(label, False, f"{rate:.1f} fps on {topic}, configured {fps:g}")
-    skew = stream.skew()
-    if not abs(skew) <= MAX_SKEW_S:
-        return Check(label, False, f"stamps {skew * 1e3:+.0f} ms from this clock (clock skew?)")
+    problem = _timing_problem(stream, topic, fps, 3.0, now)
+    if problem is not None:
+        return Check(label, False, problem)
+    rate, skew = stream.rate(), stream.skew()
     return Check(label, True, f"{rate:.1f} fps, capture to arrival {skew * 1e3:.1f} ms")
 
 

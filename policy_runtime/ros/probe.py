@@ -68,7 +68,10 @@ class GraphProbe:
 
     def _spin(self) -> None:
         while self.context.ok():
-            self.executor.spin_once(timeout_sec=0.05)
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # the context went away during shutdown
+                return
 
     def listen(self, topic: str, msg_type: type, profile: Any, keep: bool = False) -> None:
         """Record ``topic`` (every message too when ``keep``)."""
