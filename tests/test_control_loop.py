@@ -800,6 +800,20 @@ def test_a_program_that_was_never_running_holds_and_resumes_when_it_runs():
     assert rig.loop.submit(chunk(line(0.5)), 5 * DT).accepted
 
 
+def test_a_reset_right_after_the_program_stops_answers_that_stop():
+    """The operator's reset may come before the loop has ticked since the program stopped (a
+    simulation's next episode): the stop is latched and cleared by that reset, not left to
+    latch at the next tick."""
+    rig = Rig()
+    rig.start(speed=0.5)
+    rig.run(range(1, 5))
+    rig.loop.set_robot_state(program_running=False, speed_scaling_percent=100.0)
+    assert rig.loop.reset().ok
+    assert rig.run(range(5, 8))[-1].reasons == ("program_not_running",)
+    rig.loop.set_robot_state(program_running=True, speed_scaling_percent=100.0)
+    assert rig.run(range(8, 10))[-1].reasons == ("resuming",)
+
+
 def test_a_reset_while_the_program_is_off_resumes_once_it_runs():
     """The operator resets before starting the program again (a simulation's next episode):
     the loop holds until the program runs, then resumes without another reset."""

@@ -339,6 +339,11 @@ class ControlLoop:
         stopped): refused while the e-stop input is active. The loop then waits for the
         inputs (the program running among them) and a fresh chunk that starts near the arm."""
         t = self._time if self._time is not None else -np.inf
+        if self._program_stopped:
+            # A program stop not ticked yet is latched first: the reset answers it too.
+            self._program_stopped = False
+            if self.supervisor.update(t, ("program_stopped",), (), ()):
+                self.engine.reset()
         report = self.supervisor.reset(t, self.watchdog.estop_active)
         if report.ok:
             self._running_since_reset = self.supervisor.entries["running"]

@@ -121,12 +121,23 @@ class EpisodeRunner(Node):
     def _program(self, running: bool) -> None:
         self._call(self.bridge_program, SetBool.Request(data=running))
 
+    def _reset_executor(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._call(self.executor_reset, Trigger.Request())
+            if reply.success or "the loop is running" not in reply.message:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"/executor/reset: {reply.message} {timeout} s after the stop")
+            time.sleep(0.01)
+
     def run_episode(self, index: int) -> dict[str, Any]:
         seed = int(self.params["seed"]) + index
         self._program(False)
         # Each episode starts with the whole stack fresh, as prt eval builds it per episode: the
-        # operator's reset clears a stop the last episode latched (else: "nothing to reset").
-        self._call(self.executor_reset, Trigger.Request())
+        # operator's reset clears the stop the program's end latched. An executor still
+        # "running" has not seen the program stop yet: ask again until it has.
+        self._reset_executor()
         self._set_seed(self.server_params, seed)
         self._call(self.server_reset, Trigger.Request())
         self._set_seed(self.bridge_params, seed)

@@ -319,6 +319,9 @@ class Executor(Node):
     def _on_program(self, msg: Bool) -> None:
         with self._lock:
             self._program_running = bool(msg.data)
+            if self.loop is not None:
+                # At once, not at the next tick: a reset that follows must see the stop.
+                self.loop.set_robot_state(self._program_running, self._speed_scaling)
             if not msg.data:
                 # The gripper may be anywhere when the program runs again: send it anew.
                 self._gripper_sent = None
