@@ -133,7 +133,9 @@ def test_shadow_mode_moves_nothing_reports_the_would_be_motion_and_arms_on_reque
         still = _positions(watcher, started)
         assert np.abs(still - still[0]).max() <= 1e-9  # the arm did not move
         assert summary["real_arm_motion_rad"] <= 1e-9
-        assert summary["commands"] > 200 and summary["states"].get("running", 0) > 0
+        # Commands over most of the 4 s window (125 Hz; fewer on a busy machine).
+        assert summary["seconds"] > 3.0 and summary["commands"] > 100
+        assert summary["states"].get("running", 0) > 0
         assert summary["max_tcp_displacement_m"] > 0.005  # the policy wanted to move it
         assert "obs_to_chunk_p50" in summary["latencies_ms"]
         print(report.stdout)

@@ -16,6 +16,8 @@ EPILOG = (
     "  prt shadow-report --deployment config/deploy_ur5.yaml --duration 30 --out runs/shadow"
 )
 SHADOW_TOPIC = "/executor/shadow/joint_commands"
+#: Seconds to wait for the first shadow command before the window starts.
+DISCOVERY_S = 10.0
 EXECUTOR_STATUS = "policy_runtime: executor"
 
 
@@ -53,6 +55,9 @@ def shadow_report_command(
         probe.listen("/joint_states", JointState, qos.STREAM, keep=True)
         probe.listen(SHADOW_TOPIC, JointState, qos.STREAM, keep=True)
         probe.listen("/diagnostics", DiagnosticArray, qos.STREAM, keep=True)
+        deadline = time.monotonic() + DISCOVERY_S
+        while not probe.stream(SHADOW_TOPIC).arrivals and time.monotonic() < deadline:
+            time.sleep(0.05)  # DDS discovery: the window starts with the first command
         typer.echo(f"prt shadow-report: watching {SHADOW_TOPIC} for {duration:g} s ...")
         time.sleep(duration)
         real, shadow = probe.stream("/joint_states"), probe.stream(SHADOW_TOPIC)
