@@ -31,7 +31,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,8 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+
+from policy_runtime.ros.probe import GraphProbe
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -50,7 +51,7 @@ CAMERAS = ("front", "wrist")
 GOAL_S = 0.020
 
 
-class Recorder:
+class Recorder(GraphProbe):
     """Command and joint-state arrivals (monotonic), robot program periods, and episode
     restarts, in a node of its own."""
 
@@ -58,20 +59,14 @@ class Recorder:
         """``streams``: record the command and joint-state arrivals here (the sim driver's
         case; the stand-in records them on its real-time threads, and a subscriber more here
         would only add load)."""
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
         from sensor_msgs.msg import CameraInfo, JointState
         from std_msgs.msg import Bool, Float64MultiArray
         from std_srvs.srv import Trigger
 
         from policy_runtime.ros import qos
 
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("bench_command_gaps", context=self.context)
-        self.lock = threading.Lock()
+        super().__init__("bench_command_gaps")
         self.commands: list[float] = []
         self.joint_states: list[float] = []
         self.frames = dict.fromkeys(CAMERAS, 0)
@@ -107,14 +102,6 @@ class Recorder:
             )
         self.bridge_reset = node.create_client(Trigger, "/sim_bridge/reset")
         self.executor_reset = node.create_client(Trigger, "/executor/reset")
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while self.context.ok():
-            self.executor.spin_once(timeout_sec=0.05)
 
     def _stamp(self, times: list[float]) -> None:
         now = time.monotonic()
@@ -149,13 +136,6 @@ class Recorder:
     def snapshot(self) -> tuple[np.ndarray, np.ndarray, list[tuple[float, bool]]]:
         with self.lock:
             return np.array(self.commands), np.array(self.joint_states), list(self.program)
-
-    def close(self) -> None:
-        import rclpy
-
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
 
 
 def gaps_while_running(arrivals: np.ndarray, program: list[tuple[float, bool]]) -> np.ndarray:

@@ -20,32 +20,24 @@ NodeOption = Annotated[str, typer.Option(help="The executor node's name.")]
 
 
 def _call(service: str, service_type: Any, request: Any, timeout: float) -> None:
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
+    from policy_runtime.ros.probe import GraphProbe
 
-    context = Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("prt_executor_cli", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
+    probe = GraphProbe("prt_executor_cli")
     try:
-        client = node.create_client(service_type, service)
+        client = probe.node.create_client(service_type, service)
         if not client.wait_for_service(timeout_sec=timeout):
             typer.echo(f"prt executor: {service} is not available (is the executor up?)", err=True)
             raise typer.Exit(1)
         future = client.call_async(request)
         deadline = time.monotonic() + timeout
         while not future.done() and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.05)
+            time.sleep(0.01)
         if not future.done():
             typer.echo(f"prt executor: {service} did not answer in {timeout:g} s", err=True)
             raise typer.Exit(1)
         answer = future.result()
     finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        probe.close()
     typer.echo(answer.message)
     if not answer.success:
         raise typer.Exit(1)

@@ -18,7 +18,6 @@ camera (:mod:`policy_runtime.camera.software`): the whole graph runs on a machin
 
 from __future__ import annotations
 
-import array
 import re
 import time
 from collections.abc import Mapping
@@ -40,7 +39,7 @@ from policy_runtime.camera.software import DEFAULT_SERIAL, SoftwareCamera
 from policy_runtime.camera.stream import Camera
 from policy_runtime.ros import qos
 from policy_runtime.ros.diagnostics import diagnostic_array, millisecond_quantiles
-from policy_runtime.ros.messages import stamp
+from policy_runtime.ros.messages import image_to_msg, stamp
 from policy_runtime.ros.params import Param, ParameterError, declare_parameters, one_of, positive
 
 _TOKEN = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -151,23 +150,6 @@ def camera_info(intrinsics: Intrinsics) -> CameraInfo:
     return info
 
 
-def image_msg(pixels: np.ndarray, header: Header, encoding: str) -> Image:
-    """An image message holding one copy of ``pixels`` (an ``array.array``, which the message
-    keeps as it is: a ``bytes`` value would be copied again, element by element when checked)."""
-    pixels = np.ascontiguousarray(pixels)
-    data = array.array("B")
-    data.frombytes(pixels.data.cast("B"))
-    return Image(
-        header=header,
-        height=pixels.shape[0],
-        width=pixels.shape[1],
-        encoding=encoding,
-        is_bigendian=0,
-        step=pixels[0].nbytes,
-        data=data,
-    )
-
-
 class CameraNode(Node):
     """See the module docs."""
 
@@ -247,11 +229,11 @@ class CameraNode(Node):
         info = self._camera_info(frame.intrinsics)
         info.header = header
         try:
-            self.pub_color.publish(image_msg(frame.color, header, "rgb8"))
+            self.pub_color.publish(image_to_msg(frame.color, frame.stamp_s, self.frame_id, "rgb8"))
             self.pub_color_info.publish(info)
             if self.pub_depth is not None and frame.depth_mm is not None:
                 depth, depth_info = self.pub_depth
-                depth.publish(image_msg(frame.depth_mm, header, "16UC1"))
+                depth.publish(image_to_msg(frame.depth_mm, frame.stamp_s, self.frame_id, "16UC1"))
                 depth_info.publish(info)
         except RCLError:
             if self.context.ok():  # not a shutdown (Ctrl-C) under way

@@ -13,6 +13,7 @@ for real-time chunking its points carry the committed prefix: ``positions`` the 
 
 from __future__ import annotations
 
+import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -190,13 +191,20 @@ def image_from_msg(msg: Image) -> np.ndarray:
 
 
 def image_to_msg(pixels: np.ndarray, t: float, frame_id: str, encoding: str) -> Image:
-    """An (H, W, C) array as a sensor_msgs/Image (``rgb8`` or ``16UC1``)."""
-    msg = Image()
+    """An (H, W) or (H, W, C) array as a sensor_msgs/Image (``rgb8`` or ``16UC1``) holding one
+    copy of the pixels: an ``array.array``, which the message keeps as it is (a ``bytes`` value
+    would be copied again, element by element when checked)."""
+    pixels = np.ascontiguousarray(pixels)
+    data = array.array("B")
+    data.frombytes(pixels.data.cast("B"))
+    msg = Image(
+        height=int(pixels.shape[0]),
+        width=int(pixels.shape[1]),
+        encoding=encoding,
+        is_bigendian=0,
+        step=pixels[0].nbytes,
+        data=data,
+    )
     msg.header.stamp = stamp(t)
     msg.header.frame_id = frame_id
-    msg.height, msg.width = int(pixels.shape[0]), int(pixels.shape[1])
-    msg.encoding = encoding
-    msg.is_bigendian = 0
-    msg.step = int(pixels.strides[0]) if pixels.flags.c_contiguous else pixels[0].nbytes
-    msg.data = np.ascontiguousarray(pixels).tobytes()
     return msg
