@@ -13,7 +13,6 @@ from policy_runtime.ros.messages import (
     Prefix,
     chunk_from_msg,
     chunk_to_msg,
-    image_from_msg,
     image_to_msg,
     no_chunk_msg,
     request_from_msg,
@@ -22,6 +21,7 @@ from policy_runtime.ros.messages import (
     stamp,
 )
 from policy_runtime.serving.server import PolicyInfo
+from policy_runtime.serving.topics import image_pixels
 
 pytestmark = pytest.mark.ros
 
@@ -98,8 +98,8 @@ def test_a_request_carries_the_committed_prefix():
 
 def test_images_round_trip_and_bgr_is_turned_to_rgb():
     rgb = np.random.default_rng(2).integers(0, 255, (4, 5, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(image_from_msg(image_to_msg(rgb, 1.0, "f", "rgb8")), rgb)
+    np.testing.assert_array_equal(image_pixels(image_to_msg(rgb, 1.0, "f", "rgb8")), rgb)
     bgr = image_to_msg(np.ascontiguousarray(rgb[..., ::-1]), 1.0, "f", "bgr8")
-    np.testing.assert_array_equal(image_from_msg(bgr), rgb)
+    np.testing.assert_array_equal(image_pixels(bgr), rgb)
     with pytest.raises(ValueError, match="mono8"):
-        image_from_msg(image_to_msg(rgb[..., 0], 1.0, "f", "mono8"))
+        image_pixels(image_to_msg(rgb[..., 0], 1.0, "f", "mono8"))

@@ -33,7 +33,12 @@ from policy_runtime.data.layout import (
     DatasetFormatError,
     open_store,
 )
-from policy_runtime.data.schema import DatasetSchema, DatasetSchemaError, FieldSpec
+from policy_runtime.data.schema import (
+    TIMESTAMP_KEY,
+    DatasetSchema,
+    DatasetSchemaError,
+    FieldSpec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,8 @@ log = logging.getLogger(__name__)
 #: most two chunks; low-dim keys get ~10^4 steps per chunk.
 CHUNK_BYTES = 1 << 20
 EPISODE_ENDS_CHUNK = 1 << 14
+#: The folder of per-episode files (videos) inside a store: ``episodes/episode_<index>/``.
+EPISODE_FILES = "episodes"
 
 
 def default_compressor() -> Blosc:
@@ -76,6 +83,7 @@ class DatasetWriter:
         elif not self.path.is_dir():
             raise DatasetFormatError(f"{self.path}: exists and is not a zarr directory store")
         self._lock_fd: int | None = _lock_directory(self.path)
+        self._append: EpisodeAppend | None = None
         try:
             self._store = open_store(self.path, mode="r+")
             self.schema = _stored_schema(self._store.meta, self.path)
@@ -102,19 +110,34 @@ class DatasetWriter:
         returns its index once it is committed."""
         length = self.schema.validate_episode(episode)
         values = self.schema.validate_episode_info(info or {})
-        start = self.n_steps
+        append = self.begin_episode()
         for key in self.schema.keys:
-            array = self._store.array(key)
-            array.resize((start + length, *array.shape[1:]))
-            array[start:] = episode[key]
-        index = self.n_episodes
-        for key, value in values.items():
-            column = self._store.episode_array(key)
-            column.resize((index + 1, *column.shape[1:]))
-            column[index] = value
-        self._store.episode_ends.resize((index + 1,))
-        self._store.episode_ends[index] = start + length
-        return index
+            append.write(key, episode[key])
+        return append.commit(length, values)
+
+    def begin_episode(self) -> EpisodeAppend:
+        """Start an episode written a few rows at a time (a recorder's): rows go to disk as
+        they come, and the episode exists only once :meth:`EpisodeAppend.commit` writes its end.
+        One at a time."""
+        if self._append is not None and not self._append.closed:
+            raise RuntimeError(f"{self.path}: an episode is already being written")
+        self._append = EpisodeAppend(self, self.n_steps, self.n_episodes)
+        return self._append
+
+    def episode_dir(self, index: int) -> Path:
+        """The folder for episode ``index``'s files beside the arrays (its videos): removed by
+        the next open when the episode was never committed."""
+        return self.path / EPISODE_FILES / f"episode_{index:06d}"
+
+    def remove_last_episode(self) -> int:
+        """Delete the newest committed episode (an operator's "re-record the last one"); returns
+        how many remain. Its end goes first, so a crash midway leaves it uncommitted."""
+        n = self.n_episodes
+        if n == 0:
+            raise DatasetFormatError(f"{self.path}: has no episode to remove")
+        self._store.episode_ends.resize((n - 1,))
+        self._recover()
+        return n - 1
 
     def close(self) -> None:
         if self._lock_fd is not None:
@@ -156,6 +179,110 @@ class DatasetWriter:
                 )
                 array = self._store.array(key)
                 array.resize((end, *array.shape[1:]))
+        files = self.path / EPISODE_FILES
+        if files.is_dir():
+            for folder in files.iterdir():
+                index = folder.name.removeprefix("episode_")
+                if not index.isdigit() or int(index) >= len(ends):
+                    shutil.rmtree(folder, ignore_errors=True)
+
+
+class EpisodeAppend:
+    """An episode being written (see :meth:`DatasetWriter.begin_episode`).
+
+    Rows of each key are held until they fill the key's current chunk, then written, so a chunk
+    is compressed once and memory holds less than one chunk per key (a 640x480 image's chunk is
+    one row). Nothing is an episode until :meth:`commit`; a crash before it leaves rows past the
+    last end, which the next open cuts away.
+    """
+
+    def __init__(self, writer: DatasetWriter, start: int, index: int) -> None:
+        self._writer = writer
+        self.start, self.index = start, index
+        self.closed = False
+        self._written = dict.fromkeys(writer.schema.keys, 0)
+        self._pending: dict[str, list[np.ndarray]] = {key: [] for key in writer.schema.keys}
+
+    def rows(self, key: str) -> int:
+        """Rows of ``key`` given so far (written or pending)."""
+        return self._written[key] + sum(len(block) for block in self._pending[key])
+
+    def write(self, key: str, rows: np.ndarray) -> None:
+        """Append ``rows`` ``(n, *shape)`` of ``key``; checked against the schema (shape, dtype,
+        finite floats) with the key named."""
+        self._check_open()
+        spec = self._writer.schema.keys.get(key)
+        if spec is None:
+            raise DatasetSchemaError(f"key {key!r} is not in the schema")
+        rows = np.asarray(rows)
+        if rows.ndim != len(spec.shape) + 1 or tuple(rows.shape[1:]) != spec.shape:
+            raise DatasetSchemaError(
+                f"key {key!r}: shape {rows.shape} does not match (n, *{spec.shape})"
+            )
+        if rows.dtype != np.dtype(spec.dtype):
+            raise DatasetSchemaError(
+                f"key {key!r}: dtype {rows.dtype} does not match schema dtype {spec.dtype}"
+            )
+        if rows.dtype.kind == "f" and not np.isfinite(rows).all():
+            raise DatasetSchemaError(f"key {key!r}: contains NaN or inf")
+        self._pending[key].append(rows)
+        array = self._writer._store.array(key)
+        chunk = array.chunks[0]
+        position = self.start + self._written[key]
+        pending = self.rows(key) - self._written[key]
+        full = (position + pending) // chunk * chunk - position
+        if full > 0:
+            self._flush(key, full)
+
+    def commit(self, length: int, info: Mapping[str, np.ndarray] | None = None) -> int:
+        """Make the first ``length`` rows of every key an episode (rows beyond are dropped: a
+        stream that ran ahead of the others); returns its index."""
+        self._check_open()
+        writer = self._writer
+        values = writer.schema.validate_episode_info(info or {})
+        short = {key: self.rows(key) for key in self._written if self.rows(key) < length}
+        if length <= 0 or short:
+            raise DatasetSchemaError(f"episode of {length} steps: keys with fewer rows: {short}")
+        stamps = writer._store.array(TIMESTAMP_KEY)
+        for key in self._written:
+            self._flush(key, self.rows(key) - self._written[key])
+            array = writer._store.array(key)
+            array.resize((self.start + length, *array.shape[1:]))
+        if length > 1 and not (np.diff(stamps[self.start : self.start + length]) > 0).all():
+            raise DatasetSchemaError(f"key {TIMESTAMP_KEY!r}: stamps are not strictly increasing")
+        index = self.index
+        for key, value in values.items():
+            column = writer._store.episode_array(key)
+            column.resize((index + 1, *column.shape[1:]))
+            column[index] = value
+        writer._store.episode_ends.resize((index + 1,))
+        writer._store.episode_ends[index] = self.start + length
+        self.closed = True
+        return index
+
+    def discard(self) -> None:
+        """Drop every row and file of this episode (the store is as before it began)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._pending = {key: [] for key in self._pending}
+        self._writer._recover()
+
+    def _flush(self, key: str, n: int) -> None:
+        if n <= 0:
+            return
+        block = np.concatenate(self._pending[key])
+        head, rest = block[:n], block[n:]
+        self._pending[key] = [rest] if len(rest) else []
+        array = self._writer._store.array(key)
+        position = self.start + self._written[key]
+        array.resize((position + n, *array.shape[1:]))
+        array[position:] = head
+        self._written[key] += n
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError(f"{self._writer.path}: episode {self.index} is already closed")
 
 
 def _create_store(path: Path, schema: DatasetSchema) -> None:

@@ -34,8 +34,9 @@ from std_srvs.srv import SetBool, Trigger
 
 from policy_runtime.evaluation.stats import wilson_interval
 from policy_runtime.ros import qos
-from policy_runtime.ros.messages import image_from_msg, seconds
+from policy_runtime.ros.messages import seconds
 from policy_runtime.ros.params import Param, declare_parameters, positive
+from policy_runtime.serving.topics import image_pixels
 
 #: One JSON line per finished episode, in ``out``.
 RECORDS_FILE = "episodes.jsonl"
@@ -95,7 +96,7 @@ class EpisodeRunner(Node):
         with self._lock:
             self._frames_received += 1
             if self._filming:
-                self._frames.append(np.array(image_from_msg(msg)))
+                self._frames.append(np.array(image_pixels(msg)))
 
     # -- the run -------------------------------------------------------------------------------
 

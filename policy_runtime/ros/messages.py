@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
-from geometry_msgs.msg import Transform
-from sensor_msgs.msg import Image
+from geometry_msgs.msg import PoseStamped, Transform
+from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import (
     JointTrajectory,
     JointTrajectoryPoint,
@@ -36,6 +36,9 @@ from policy_runtime.robots.poses import (
 )
 from policy_runtime.robots.ur5 import JOINT_NAMES
 from policy_runtime.serving.server import PolicyInfo
+
+#: The message type of each observation source type (:mod:`policy_runtime.serving.topics`).
+SOURCE_MESSAGES: dict[str, type] = {"joint_state": JointState, "pose": PoseStamped, "image": Image}
 
 GRIPPER = "gripper"
 TCP = "tcp"
@@ -176,18 +179,6 @@ def request_from_msg(msg: JointTrajectory, info: PolicyInfo) -> tuple[float, Pre
     if not np.all(np.isfinite(actions)) or not np.all((weights >= 0.0) & (weights <= 1.0)):
         raise ValueError("a prefix with non-finite actions or weights outside [0, 1]")
     return t, Prefix(actions, weights)
-
-
-def image_from_msg(msg: Image) -> np.ndarray:
-    """An rgb8 or bgr8 image as (H, W, 3) uint8 RGB (a view where the layout allows)."""
-    if msg.encoding not in ("rgb8", "bgr8"):
-        raise ValueError(f"image encoding {msg.encoding!r}; rgb8 or bgr8 expected")
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if msg.step < 3 * msg.width or data.size < msg.step * msg.height:
-        raise ValueError(f"image data of {data.size} bytes for {msg.width}x{msg.height}")
-    pixels = data[: msg.step * msg.height].reshape(msg.height, msg.step)[:, : 3 * msg.width]
-    pixels = pixels.reshape(msg.height, msg.width, 3)
-    return pixels[..., ::-1] if msg.encoding == "bgr8" else pixels
 
 
 def image_to_msg(pixels: np.ndarray, t: float, frame_id: str, encoding: str) -> Image:

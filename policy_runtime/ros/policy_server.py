@@ -22,15 +22,13 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from geometry_msgs.msg import PoseStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
@@ -39,8 +37,8 @@ from policy_runtime.chunk import ActionChunk, ChunkPrefix
 from policy_runtime.ros import qos
 from policy_runtime.ros.diagnostics import diagnostic_array
 from policy_runtime.ros.messages import (
+    SOURCE_MESSAGES,
     chunk_to_msg,
-    image_from_msg,
     no_chunk_msg,
     request_from_msg,
     seconds,
@@ -48,8 +46,9 @@ from policy_runtime.ros.messages import (
 )
 from policy_runtime.ros.params import Param, declare_parameters, non_negative, positive
 from policy_runtime.serving.config import ObservationSource, ServerConfig
-from policy_runtime.serving.decode import DecodeError, NamePicker, fit_image, pose_observation
+from policy_runtime.serving.decode import DecodeError
 from policy_runtime.serving.server import Answer, PolicyServerCore
+from policy_runtime.serving.topics import Decoder, TopicReader, message_stamp, readers
 
 PARAMETERS = {
     "bundle": Param("", "the policy bundle (directory or .zip) to serve"),
@@ -163,76 +162,28 @@ class PolicyServer(Node):
 
     def _subscribe(self, sources: dict[str, ObservationSource]) -> None:
         """One subscription per topic, handing each message to every key read from it."""
-        by_topic: dict[str, list[str]] = {}
-        for key, source in sources.items():
-            by_topic.setdefault(source.topic, []).append(key)
-        for topic, keys in by_topic.items():
-            kinds = {sources[k].type for k in keys}
-            if len(kinds) > 1:
-                raise ValueError(f"server config: topic {topic} is read as {sorted(kinds)}")
-            kind = kinds.pop()
-            if kind == "joint_state":
-                pickers = {
-                    k: (NamePicker(sources[k].names, sources[k].name_prefix), sources[k].field)
-                    for k in keys
-                }
-                self.create_subscription(
-                    JointState, topic, self._joint_state_callback(topic, pickers), qos.STREAM
-                )
-            elif kind == "pose":
-                self.create_subscription(
-                    PoseStamped, topic, self._pose_callback(topic, keys), qos.STREAM
-                )
-            else:
-                self.create_subscription(
-                    Image, topic, self._image_callback(topic, keys), qos.SENSOR
-                )
-
-    def _joint_state_callback(
-        self, topic: str, pickers: Mapping[str, tuple[NamePicker, str]]
-    ) -> Callable[[JointState], None]:
-        def callback(msg: JointState) -> None:
-            t = seconds(msg.header.stamp)
-            for key, (pick, field) in pickers.items():
-                self._add(topic, key, t, pick, msg.name, getattr(msg, field))
-
-        return callback
-
-    def _pose_callback(self, topic: str, keys: list[str]) -> Callable[[PoseStamped], None]:
-        def callback(msg: PoseStamped) -> None:
-            t = seconds(msg.header.stamp)
-            p, o = msg.pose.position, msg.pose.orientation
-            for key in keys:
-                self._add(
-                    topic, key, t, lambda: pose_observation((p.x, p.y, p.z), (o.x, o.y, o.z, o.w))
-                )
-
-        return callback
-
-    def _image_callback(self, topic: str, keys: list[str]) -> Callable[[Image], None]:
         shapes = {k.key: tuple(k.shape) for k in self.core.runtime.specs.obs.keys}
+        for topic, reader in readers(sources, shapes).items():
+            profile = qos.SENSOR if reader.kind == "image" else qos.STREAM
+            self.create_subscription(
+                SOURCE_MESSAGES[reader.kind], topic, self._callback(reader), profile
+            )
 
-        def callback(msg: Image) -> None:
-            t = seconds(msg.header.stamp)
-            try:
-                pixels = image_from_msg(msg)
-            except ValueError as exc:
-                self.get_logger().warning(f"{topic}: {exc}", throttle_duration_sec=1.0)
-                return
-            for key in keys:
-                self._add(topic, key, t, fit_image, pixels, shapes[key])
+    def _callback(self, reader: TopicReader) -> Callable[[Any], None]:
+        def callback(msg: Any) -> None:
+            t = message_stamp(msg)
+            for key, decode in reader.read(msg):
+                self._add(reader.topic, key, t, decode)
 
         return callback
 
-    def _add(
-        self, topic: str, key: str, t: float, decode: Callable[..., np.ndarray], *fields: object
-    ) -> None:
-        """Decode ``fields`` of a message into ``key``'s array and keep it (a message that does
-        not decode is counted and logged, never raised)."""
+    def _add(self, topic: str, key: str, t: float, decode: Decoder) -> None:
+        """Decode a message into ``key``'s array and keep it (a message that does not decode is
+        counted and logged, never raised)."""
         if t <= 0.0:
             return  # ROS time 0: no clock yet, never a stamp
         try:
-            value = decode(*fields)
+            value = decode()
         except (DecodeError, ValueError) as exc:
             self.decode_errors[key] += 1
             self.get_logger().warning(f"{topic} -> {key}: {exc}", throttle_duration_sec=1.0)

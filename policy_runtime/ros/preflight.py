@@ -26,10 +26,10 @@ from policy_runtime.deployment.config import DeploymentConfig
 from policy_runtime.robots.ur5 import JOINT_NAMES
 from policy_runtime.ros import qos
 from policy_runtime.ros.executor_node import COMMAND_TOPIC
-from policy_runtime.ros.messages import image_from_msg
 from policy_runtime.ros.probe import GraphProbe, Stream
 from policy_runtime.serving.config import ObservationSource
 from policy_runtime.serving.decode import NamePicker, pose_observation
+from policy_runtime.serving.topics import image_pixels
 
 __all__ = ["Check", "run_preflight"]
 
@@ -241,7 +241,7 @@ def _decoded_shape(source: ObservationSource, msg: Any) -> tuple[int, ...]:
     if source.type == "pose":
         p, o = msg.pose.position, msg.pose.orientation
         return tuple(pose_observation((p.x, p.y, p.z), (o.x, o.y, o.z, o.w)).shape)
-    return tuple(image_from_msg(msg).shape)
+    return tuple(image_pixels(msg).shape)
 
 
 def _workspace(stream: Stream, cell: DeploymentConfig) -> Check:

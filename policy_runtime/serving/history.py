@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-#: Stamps this close count as equal (ROS stamps are integer nanoseconds).
-STAMP_EPS = 1e-9
+from policy_runtime.alignment import STAMP_EPS, newest_not_after
 
 
 @dataclass(frozen=True)
@@ -142,8 +141,7 @@ class ObservationHistory:
         padded = 0
         for key, stream in self._streams.items():
             times = np.fromiter(stream.stamps, np.float64, len(stream.stamps))
-            # Newest sample not after each grid time: the last index with stamp <= t.
-            index = np.searchsorted(times, grid + STAMP_EPS, side="right") - 1
+            index = newest_not_after(times, grid)
             if index.size == 0 or index[-1] < 0:
                 return None
             padded += int(np.count_nonzero(index < 0))
