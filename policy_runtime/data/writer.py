@@ -129,6 +129,19 @@ class DatasetWriter:
         the next open when the episode was never committed."""
         return self.path / EPISODE_FILES / f"episode_{index:06d}"
 
+    def set_episode_value(self, index: int, key: str, value: np.generic) -> None:
+        """Change a committed episode's ``episode_keys`` value (an operator's relabel)."""
+        if not 0 <= index < self.n_episodes:
+            raise IndexError(f"{self.path}: no episode {index} (has {self.n_episodes})")
+        spec = self.schema.episode_keys.get(key)
+        if spec is None:
+            raise DatasetSchemaError(f"{self.path}: no per-episode key {key!r}")
+        self._store.episode_array(key)[index] = np.asarray(value).astype(spec.dtype)
+
+    def bytes_on_disk(self) -> int:
+        """The store's size on disk (every file under it)."""
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
     def remove_last_episode(self) -> int:
         """Delete the newest committed episode (an operator's "re-record the last one"); returns
         how many remain. Its end goes first, so a crash midway leaves it uncommitted."""
@@ -234,7 +247,7 @@ class EpisodeAppend:
         if full > 0:
             self._flush(key, full)
 
-    def commit(self, length: int, info: Mapping[str, np.ndarray] | None = None) -> int:
+    def commit(self, length: int, info: Mapping[str, object] | None = None) -> int:
         """Make the first ``length`` rows of every key an episode (rows beyond are dropped: a
         stream that ran ahead of the others); returns its index."""
         self._check_open()
