@@ -15,8 +15,8 @@
     action:                         # concatenated in order into the ``action`` key
       - {topic: /teleop/target, type: pose}
       - {topic: /teleop/gripper, type: joint_state, names: [gripper]}
-    episode_status: /sim_bridge/episode   # simulation: success, score and seed per episode
-    reset_service: /sim_bridge/reset      # simulation: the reset between episodes
+    sim_bridge: /sim_bridge         # simulation: each episode's seed, success and score, and
+                                    # the reset phase (the bridge's next episode)
     video: true                     # also an mp4 per camera topic, every frame, full size
 
 Observation entries are the policy server's (:class:`ObservationSource`), plus ``shape`` where
@@ -91,8 +91,9 @@ class RecordingConfig(BaseModel):
     max_gap_periods: float = Field(default=2.5, gt=0)
     observations: dict[str, RecordedSource] = Field(min_length=1)
     action: list[RecordedSource] = Field(min_length=1)
-    episode_status: str | None = None
-    reset_service: str | None = None
+    #: The sim bridge's node name (simulation only): its ``~/episode`` status gives each
+    #: episode's seed, success and score, and the reset phase starts its next episode.
+    sim_bridge: str | None = None
     video: bool = False
     #: Seconds to wait for every stream's first sample after a start.
     start_timeout_s: float = Field(default=3.0, gt=0)

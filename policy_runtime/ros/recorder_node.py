@@ -13,9 +13,10 @@ Two nodes in one process, each spinning on its own thread (:func:`run_nodes`):
 
 The dataset is created (or, with ``resume``, opened and checked) once every camera's
 ``camera_info`` has arrived, since the cameras' intrinsics are part of its schema. In simulation
-(``reset_service`` in the config) the reset phase calls the simulator's reset and waits for its
-next episode; each episode's seed, success and score come from its status. On a robot the
-operator labels episodes (a demonstration counts as a success unless labelled a failure).
+(``sim_bridge`` in the config) the reset phase stops the robot program, resets the executor and
+the teleop target and starts the bridge's next episode; each episode's seed, success and score
+come from its status. On a robot the operator labels episodes (a demonstration counts as a
+success unless labelled a failure).
 """
 
 from __future__ import annotations
@@ -75,9 +76,9 @@ class RecorderStreams(Node):
             )
         for key, topic in config.camera_info_topics().items():
             self.create_subscription(CameraInfo, topic, self._camera_info(key), qos.SENSOR)
-        if config.episode_status:
+        if config.sim_bridge:
             self.create_subscription(
-                DiagnosticArray, config.episode_status, self._on_status, qos.LATCHED
+                DiagnosticArray, f"{config.sim_bridge}/episode", self._on_status, qos.LATCHED
             )
 
     def _callback(self, reader: TopicReader) -> Callable[[Any], None]:
@@ -162,9 +163,15 @@ class Recorder(Node):
             raise ValueError(f"{self.output} exists: pass resume to append to it")
         self.session: RecordingSession | None = None
         self._status_pub = self.create_publisher(String, "~/status", qos.LATCHED)
-        self._reset_client = (
-            self.create_client(Trigger, self.config.reset_service)
-            if self.config.reset_service
+        bridge = self.config.sim_bridge
+        self._sim_clients = (
+            {
+                "program": self.create_client(SetBool, f"{bridge}/program_running"),
+                "executor": self.create_client(Trigger, "/executor/reset"),
+                "teleop": self.create_client(Trigger, "/teleop/reset"),
+                "bridge": self.create_client(Trigger, f"{bridge}/reset"),
+            }
+            if bridge
             else None
         )
         for name in ("start", "stop", "discard", "rerecord", "quit"):
@@ -207,23 +214,47 @@ class Recorder(Node):
     def _open_session(self) -> RecordingSession:
         schema = self.config.dataset_schema(self.streams.cameras)
         writer = DatasetWriter(self.output, schema)
-        reset = self._reset_sim if self._reset_client is not None else None
-        info = self.streams.episode_info if self.config.episode_status else None
+        reset = self._reset_sim if self._sim_clients is not None else None
+        info = self.streams.episode_info if self.config.sim_bridge else None
         return RecordingSession(writer, self.config, self.now, info, reset)
 
     def _reset_sim(self) -> None:
-        """The reset phase in simulation: the sim's next episode, once it has started."""
-        assert self._reset_client is not None
-        if not self._reset_client.wait_for_service(timeout_sec=5.0):
-            raise RecordingError(f"{self.config.reset_service} is not available")
+        """The reset phase in simulation, as ``prt-episodes`` runs it: the robot program off,
+        the executor's operator reset (asked again until it has seen the stop), the teleop
+        target back on the arm, then the bridge's next episode, once it has started."""
+        assert self._sim_clients is not None
+        clients = self._sim_clients
+        self._call(clients["program"], SetBool.Request(data=False))
+        deadline = time.monotonic() + 10.0
+        while True:
+            reply = self._call(clients["executor"], Trigger.Request())
+            if reply is None or reply.success or "the loop is running" not in reply.message:
+                break
+            if time.monotonic() > deadline:
+                raise RecordingError(f"/executor/reset: {reply.message}")
+            time.sleep(0.02)
         status = self.streams.status
         before = None if status is None else status.get("episode")
-        done = threading.Event()
-        self._reset_client.call_async(Trigger.Request()).add_done_callback(lambda _: done.set())
-        if not done.wait(10.0):
-            raise RecordingError(f"{self.config.reset_service} did not answer")
+        reply = self._call(clients["bridge"], Trigger.Request(), required=True)
+        if reply is not None and not reply.success:
+            raise RecordingError(f"{self.config.sim_bridge}/reset: {reply.message}")
         if not self.streams.wait_for_new_episode(before, timeout=10.0):
             raise RecordingError("the simulator did not start its next episode")
+        self._call(clients["teleop"], Trigger.Request())
+
+    def _call(self, client: Any, request: Any, required: bool = False) -> Any:
+        """A service's answer from the worker thread (this node spins on its own); None when
+        an optional service (no teleop, no executor) is not there."""
+        if not client.wait_for_service(timeout_sec=2.0 if required else 0.5):
+            if required:
+                raise RecordingError(f"{client.srv_name} is not available")
+            return None
+        done = threading.Event()
+        future = client.call_async(request)
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(10.0):
+            raise RecordingError(f"{client.srv_name} did not answer")
+        return future.result()
 
     def _answer(self, future: Future[str] | None, response: Any) -> Any:
         if future is None:
