@@ -135,9 +135,10 @@ class RecordingSession:
     def _put(self, kind: str, item: tuple[object, ...]) -> None:
         try:
             self._queue.put_nowait((kind, item))
-        except queue.Full:
-            key = str(item[0])
-            self.dropped[key] = self.dropped.get(key, 0) + 1
+        except queue.Full:  # counted while recording: between episodes nothing is lost
+            if self._state == "recording":
+                key = str(item[0])
+                self.dropped[key] = self.dropped.get(key, 0) + 1
 
     def _run(self) -> None:
         stop_at: tuple[float, float, Future[str]] | None = None  # (t_stop, wall deadline, reply)
@@ -200,6 +201,7 @@ class RecordingSession:
             if state != "ready":
                 raise RecordingError(f"cannot start while {state}")
             self._label, self._note = None, ""
+            self.dropped = {}
             self.recorder.start(self.clock())
             self._started_at = self.clock()
             self._set("recording", "recording: stop to save, discard to drop")

@@ -164,12 +164,16 @@ class Recorder(Node):
         self.session: RecordingSession | None = None
         self._status_pub = self.create_publisher(String, "~/status", qos.LATCHED)
         bridge = self.config.sim_bridge
+        # On the streams node: its thread is free while a service of this one waits for the
+        # save (and the reset phase the save ends with).
+        self.streams = RecorderStreams(self.config)
+        node = self.streams
         self._sim_clients = (
             {
-                "program": self.create_client(SetBool, f"{bridge}/program_running"),
-                "executor": self.create_client(Trigger, "/executor/reset"),
-                "teleop": self.create_client(Trigger, "/teleop/reset"),
-                "bridge": self.create_client(Trigger, f"{bridge}/reset"),
+                "program": node.create_client(SetBool, f"{bridge}/program_running"),
+                "executor": node.create_client(Trigger, "/executor/reset"),
+                "teleop": node.create_client(Trigger, "/teleop/reset"),
+                "bridge": node.create_client(Trigger, f"{bridge}/reset"),
             }
             if bridge
             else None
@@ -181,7 +185,6 @@ class Recorder(Node):
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(0.5, self._tick, clock=steady)
         self.quit = threading.Event()
-        self.streams = RecorderStreams(self.config)
 
     def now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
