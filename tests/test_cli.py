@@ -38,7 +38,18 @@ def test_installed_entry_point_lists_every_command():
     assert "Examples" in out
 
 
-BUILT = {"sim", "datagen", "train", "eval", "export", "bench", "launch", "serve"}
+BUILT = {
+    "sim",
+    "datagen",
+    "train",
+    "eval",
+    "export",
+    "bench",
+    "launch",
+    "serve",
+    "record",
+    "teleop",
+}
 #: Commands whose examples live on a subcommand.
 SUBCOMMAND = {"bench": "inference"}
 

@@ -20,6 +20,7 @@ from policy_runtime.cli.eval import eval_policy
 from policy_runtime.cli.executor import executor_app
 from policy_runtime.cli.export import EPILOG as EXPORT_EPILOG
 from policy_runtime.cli.export import export
+from policy_runtime.cli.record import RECORD_EPILOG, TELEOP_EPILOG, record, teleop
 from policy_runtime.cli.shadow import EPILOG as SHADOW_EPILOG
 from policy_runtime.cli.shadow import shadow_report_command
 from policy_runtime.cli.sim import datagen, sim
@@ -52,16 +53,6 @@ class PlannedCommand:
 
 
 PLANNED = (
-    PlannedCommand(
-        "record",
-        "Record teleoperated demonstrations from ROS 2 topics into a dataset store.",
-        ("prt record --out teleop.zarr --task push_t",),
-    ),
-    PlannedCommand(
-        "teleop",
-        "Teleoperate the simulated or real UR5 (keyboard / spacemouse).",
-        ("prt teleop --device keyboard",),
-    ),
     PlannedCommand(
         "calibrate",
         "Camera intrinsics and hand-eye calibration; writes YAML and a static TF.",
@@ -114,6 +105,8 @@ app.command(
 app.command("eval", epilog=EVAL_EPILOG)(eval_policy)
 app.command("export", epilog=EXPORT_EPILOG)(export)
 app.command("launch", epilog=LAUNCH_EPILOG)(launch)
+app.command("record", epilog=RECORD_EPILOG)(record)
+app.command("teleop", epilog=TELEOP_EPILOG)(teleop)
 app.command(
     "serve",
     epilog=SERVE_EPILOG,

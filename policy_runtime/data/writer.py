@@ -86,9 +86,9 @@ class DatasetWriter:
         self._append: EpisodeAppend | None = None
         try:
             self._store = open_store(self.path, mode="r+")
-            self.schema = _stored_schema(self._store.meta, self.path)
+            self.schema = stored_schema(self._store.meta, self.path)
             if schema is not None and schema != self.schema:
-                raise DatasetSchemaError(_schema_difference(self.path, self.schema, schema))
+                raise DatasetSchemaError(schema_difference(self.path, self.schema, schema))
             self._recover()
         except BaseException:
             self.close()
@@ -345,7 +345,7 @@ def _create_store(path: Path, schema: DatasetSchema) -> None:
         raise
 
 
-def _stored_schema(meta: zarr.Group, path: Path) -> DatasetSchema:
+def stored_schema(meta: zarr.Group, path: Path) -> DatasetSchema:
     attrs = meta.attrs.asdict()
     if not attrs:
         raise DatasetFormatError(
@@ -358,7 +358,7 @@ def _stored_schema(meta: zarr.Group, path: Path) -> DatasetSchema:
         raise DatasetFormatError(f"{path}: invalid schema in meta attrs: {exc}") from exc
 
 
-def _schema_difference(path: Path, stored: DatasetSchema, wanted: DatasetSchema) -> str:
+def schema_difference(path: Path, stored: DatasetSchema, wanted: DatasetSchema) -> str:
     stored_d, wanted_d = stored.to_attrs(), wanted.to_attrs()
     fields = [
         f for f in sorted(set(stored_d) | set(wanted_d)) if stored_d.get(f) != wanted_d.get(f)
