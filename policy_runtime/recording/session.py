@@ -108,6 +108,10 @@ class RecordingSession:
         self._queue.put((name, (future, *args)))  # commands are never dropped
         return future
 
+    def backlog(self) -> int:
+        """Samples and commands waiting for the worker."""
+        return self._queue.qsize()
+
     def status(self) -> Status:
         with self._lock:
             state, last, message = self._state, self._last, self._message
