@@ -1,4 +1,4 @@
-"""``prt data``: inspect dataset stores."""
+"""``prt data``: inspect dataset stores and convert rosbag2 recordings into them."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from rich.table import Table
 from policy_runtime.data import DatasetFormatError, EpisodeDataset
 
 data_app = typer.Typer(
-    help="Inspect episode datasets (ours or Diffusion Policy's replay-buffer zarr).",
+    help="Inspect episode datasets (ours or Diffusion Policy's replay-buffer zarr); convert "
+    "rosbag2 recordings into them.",
     no_args_is_help=True,
 )
 
@@ -77,3 +78,57 @@ def info(store: Annotated[Path, typer.Argument(help="A .zarr directory or .zarr.
         f"{total / stored:.2f}x" if stored else "-",
     )
     console.print(table)
+
+
+@data_app.command(
+    "from-bag",
+    epilog="Examples:\n\n"
+    "  prt data from-bag session.mcap --config config/record_sim_push_t.yaml --out demos.zarr "
+    "--split-topic /record/active\n\n"
+    "  prt data from-bag rosbag2_2025_06_01 --config record.yaml --out demos.zarr "
+    "--split-gap 2 --resume",
+)
+def from_bag(
+    bag: Annotated[
+        Path, typer.Argument(help="A rosbag2 (directory with metadata.yaml, .mcap or .db3).")
+    ],
+    config: Annotated[Path, typer.Option(help="The recording config (its topics and grid).")],
+    out: Annotated[Path, typer.Option(help="The dataset store (.zarr directory) to write.")],
+    split_topic: Annotated[
+        str | None,
+        typer.Option(help="A std_msgs/Bool topic: True starts an episode, False stops it."),
+    ] = None,
+    split_gap: Annotated[
+        float | None,
+        typer.Option(help="Seconds of silence on every stream that end an episode.", min=0.0),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Append to an existing store (its schema must match).")
+    ] = False,
+) -> None:
+    """Convert a rosbag2 (MCAP or sqlite3) into dataset episodes; no ROS install needed.
+
+    The episodes the live recorder would have recorded from the same messages (header stamps,
+    the config's grid). Without a split option the whole bag is one episode; a split topic's
+    times are the bag's log times, so record on the publishers' clock."""
+    from policy_runtime.recording.bag import convert_bag
+    from policy_runtime.recording.config import RecordingConfig
+
+    def warn(text: str) -> None:
+        typer.echo(f"prt data from-bag: {text}", err=True)
+
+    try:
+        recording = RecordingConfig.load(config)
+        reports = convert_bag(bag, recording, out, split_topic, split_gap, resume, warn)
+    except (ValueError, OSError) as exc:
+        typer.echo(f"prt data from-bag: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for report in reports:
+        gaps = report.gaps()
+        typer.echo(
+            f"episode {report.index}: {report.length} rows, {report.duration_s:.1f} s, "
+            f"max gap {report.max_gap_s * 1e3:.0f} ms"
+            + (" FLAGGED (gap over the limit)" if report.flagged else "")
+            + (f", gaps {gaps}" if gaps else "")
+        )
+    typer.echo(f"{len(reports)} episode(s) from {bag} into {out}")
