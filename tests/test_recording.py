@@ -137,17 +137,14 @@ def feed(
     t_from: float,
     t_to: float,
     frames: bool = False,
-) -> int:
-    """Queue every stream's samples over ``[t_from, t_to]`` (and each camera frame for the
-    video when ``frames``); returns how many frames went to the video."""
-    n_frames = 0
+) -> None:
+    """Queue every stream's samples over ``[t_from, t_to]`` (and, when ``frames``, each camera
+    frame at 160x120 for the video, before its sample as a camera node sends them)."""
     for stamp, key, i in schedule(config, t_from, t_to):
         value = sample_value(config, key, stamp, i, t_from)
         if frames and key == "front_rgb":
             session.frame(config.observations[key].topic, stamp, frame((120, 160, 3), i))
-            n_frames += 1
         session.sample(key, stamp, value)
-    return n_frames
 
 
 def record(
@@ -205,7 +202,7 @@ def test_newest_not_after_picks_hand_computed_indices_on_jittered_stamps() -> No
     np.testing.assert_array_equal(newest_not_after(stamps, grid), EXPECTED)
     # Before the first stamp there is no sample; exactly on it there is.
     np.testing.assert_array_equal(
-        newest_not_after(stamps, [T0 - 0.05, T0, T0 + 0.0339]), [-1, 0, 0]
+        newest_not_after(stamps, np.array([T0 - 0.05, T0, T0 + 0.0339])), [-1, 0, 0]
     )
 
 
@@ -234,7 +231,8 @@ def test_grid_aligner_decides_the_same_rows_online() -> None:
 def test_a_stamp_exactly_on_a_grid_time_is_the_newest_not_after_it() -> None:
     """With binary-exact times (dt = 0.25) a stamp on grid time 2 is bit-equal to it, so only
     the rule itself (not float luck) can keep it from deciding that grid time early."""
-    assert newest_not_after(np.array([0.0, 0.5, 0.6]), [0.25, 0.5, 0.75]).tolist() == [0, 1, 2]
+    picked = newest_not_after(np.array([0.0, 0.5, 0.6]), np.array([0.25, 0.5, 0.75]))
+    assert picked.tolist() == [0, 1, 2]
     aligner: GridAligner[str] = GridAligner(0.0, 0.25)
     assert aligner.add(0.0, "a") == []
     on_grid = aligner.add(0.5, "b")  # decides 0.0 and 0.25 with "a", not 0.5
@@ -497,7 +495,7 @@ def test_sigkill_mid_episode_keeps_the_saved_one_and_the_store_appendable(tmp_pa
 
     with DatasetWriter(path, schema) as writer:  # recovers: the torn rows are cut
         assert set(raw_lengths(path).values()) == {150}
-        new = {
+        new: dict[str, np.ndarray] = {
             "timestamp": 30.0 + np.arange(3) / 10,
             "ee_pose": np.full((3, 9), 5, np.float32),
             "front_rgb": np.full((3, 48, 64, 3), 9, np.uint8),
@@ -603,9 +601,14 @@ def test_disk_full_stops_recording_and_keeps_the_saved_episodes(
             # 30 rows are decided by the samples (the last one by the stop), unless the disk
             # filled during the episode and the session already went back to ready.
             wait_until(
-                lambda: session.status().state != "recording" or session.status().rows >= 30,
+                lambda: (
+                    session.status().state != "recording"
+                    or session.status().rows >= 30
+                    or not session._thread.is_alive()  # an uncaught error: fail fast below
+                ),
                 "the samples to be taken",
             )
+            assert session._thread.is_alive(), "the worker died (see the thread's traceback)"
             if session.status().state != "recording":
                 failure, failed_at = session.status().message, "samples"
                 break
