@@ -15,8 +15,11 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-#: Stamps this close count as equal (ROS stamps are integer nanoseconds).
-STAMP_EPS = 1e-9
+#: Stamps this close count as equal. Not a nanosecond: a float64 of seconds since the epoch
+#: (system time on a robot, ~1.8e9 s) resolves only ~0.24 us, so a stamp built from a message's
+#: integer nanoseconds and a grid time summed from t0 can differ by that much when they are the
+#: same instant. A microsecond is far below any stream's period (500 Hz: 2 ms).
+STAMP_EPS = 1e-6
 
 T = TypeVar("T")
 

@@ -242,6 +242,22 @@ def test_a_stamp_exactly_on_a_grid_time_is_the_newest_not_after_it() -> None:
     assert [(r.index, r.value) for r in aligner.finish(4)] == [(3, "c")]
 
 
+def test_stamps_on_grid_times_at_epoch_seconds_are_not_after_them() -> None:
+    """A robot stamps with system time (~1.8e9 s), where float64 resolves ~0.24 us: a 125 Hz
+    stream's stamps from integer nanoseconds, on every grid time of a 10 Hz grid from its first
+    sample, must each be taken at their own grid time (index 12.5 * k), not the one before."""
+    t0_ns = 1_796_194_492_000_000_000
+    stamps = np.array([(t0_ns + i * 8_000_000) * 1e-9 for i in range(126)])
+    grid = stamps[0] + np.arange(11) * 0.1
+    assert newest_not_after(stamps, grid).tolist() == [round(12.5 * k - 0.25) for k in range(11)]
+    aligner: GridAligner[int] = GridAligner(float(stamps[0]), 0.1)
+    rows = []
+    for i, stamp in enumerate(stamps):
+        rows += aligner.add(float(stamp), i) or []
+    rows += aligner.finish(11)
+    assert [row.value for row in rows] == [round(12.5 * k - 0.25) for k in range(11)]
+
+
 def test_grid_aligner_refuses_and_counts_duplicate_and_older_stamps() -> None:
     aligner: GridAligner[int] = GridAligner(T0, 0.05)
     rows = []
@@ -341,6 +357,25 @@ def test_recorder_reports_a_paused_stream_and_stores_the_chosen_samples(tmp_path
 
 
 # -- 3. operator commands ---------------------------------------------------------------------
+
+
+def test_gaps_count_only_the_saved_rows(tmp_path: Path) -> None:
+    """A stream whose next sample comes long after the stop decides rows past the episode's end
+    with an old sample; those rows are not saved, so they are not gaps of the episode."""
+    config = make_config()
+    with DatasetWriter(tmp_path / "ahead.zarr", config.dataset_schema()) as writer:
+        recorder = EpisodeRecorder(writer, config)
+        base = 100.0
+        recorder.start(base)
+        for stamp, key, i in schedule(config, base, base + 1.0):
+            recorder.add(key, stamp, sample_value(config, key, stamp, i, base))
+        # ee_pose's next sample 0.45 s later decides grid times 101.0 .. 101.4 with its 101.0
+        # sample (up to 0.4 s old); the others stop at 101.0, so 11 rows (100.0 .. 101.0) save.
+        recorder.add("ee_pose", base + 1.45, sample_value(config, "ee_pose", base + 1.45, 0, base))
+        report = recorder.finish(base + 1.0, EpisodeInfo())
+    assert report.length == 11
+    assert report.gaps() == {} and not report.flagged
+    assert report.max_gap_s == pytest.approx(0.02, abs=1e-6)  # the 25 Hz gripper's oldest
 
 
 def test_session_discard_rerecord_label_and_note(tmp_path: Path) -> None:

@@ -25,8 +25,9 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 #: push_t seeds whose expert episode is short (8-10 s): test seeds, not reported figures.
 SEEDS = (29, 24)
 MAX_SPEED_M_S = 0.3  # the teleop node's speed at full deflection (the expert moves <= 0.15)
-#: Replayed open loop, the arm ends within this of where the recording says it ended.
-REPLAY_TOLERANCE_M = 0.01
+#: Replayed open loop, the arm ends within this of where the recording says it ended (measured:
+#: 1.6 and 1.8 mm).
+REPLAY_TOLERANCE_M = 0.005
 
 
 def expert_plan(seed: int) -> tuple[np.ndarray, bool]:

@@ -55,7 +55,7 @@ from policy_runtime.recording.episode import (
 )
 from policy_runtime.serving.topics import TopicReader, image_pixels, message_stamp, readers
 
-__all__ = ["camera_calibration", "convert_bag"]
+__all__ = ["convert_bag"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,18 +67,6 @@ MESSAGE_TYPES = {
 }
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 SPLIT_TYPE = "std_msgs/msg/Bool"
-
-
-def camera_calibration(msg: Any) -> CameraCalibration:
-    """A ``sensor_msgs/CameraInfo`` (rclpy's or ``rosbags``') as the schema's camera entry."""
-    return CameraCalibration(
-        frame_id=msg.header.frame_id,
-        width=int(msg.width),
-        height=int(msg.height),
-        k=tuple(float(v) for v in msg.k),
-        distortion_model=msg.distortion_model,
-        d=tuple(float(v) for v in msg.d),
-    )
 
 
 def convert_bag(
@@ -269,7 +257,7 @@ def _cameras(
         for connection, log_ns, raw in messages:
             msg = _deserialize(reader, bag, connection, log_ns, raw)
             for key in keys_of[connection.topic]:
-                cameras.setdefault(key, camera_calibration(msg))
+                cameras.setdefault(key, CameraCalibration.from_message(msg))
             if len(cameras) == len(info_topics):
                 break
         messages.close()

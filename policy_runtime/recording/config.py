@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -192,6 +193,18 @@ class CameraCalibration(BaseModel):
     distortion_model: str
     d: tuple[float, ...]
     extrinsics: tuple[float, ...] | None = None
+
+    @classmethod
+    def from_message(cls, msg: Any) -> CameraCalibration:
+        """A ``sensor_msgs/CameraInfo`` (rclpy's or rosbags', read by attribute)."""
+        return cls(
+            frame_id=msg.header.frame_id,
+            width=int(msg.width),
+            height=int(msg.height),
+            k=tuple(float(v) for v in msg.k),
+            distortion_model=msg.distortion_model,
+            d=tuple(float(v) for v in msg.d),
+        )
 
 
 _UNITS = {"pose": "m, rot6d", "image": "", "joint_state": ""}

@@ -14,6 +14,7 @@ recording of the same messages give the same episode.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -65,6 +66,8 @@ class EpisodeReport:
     flagged: bool
     streams: dict[str, StreamStats]
     bytes_on_disk: int = 0
+    #: What went wrong beside the data (a video that failed: the episode is saved without it).
+    problems: list[str] = field(default_factory=list)
 
     def gaps(self) -> dict[str, int]:
         return {key: s.gaps for key, s in self.streams.items() if s.gaps}
@@ -79,6 +82,8 @@ class _Stream:
     waiting: list[tuple[float, Decoder | np.ndarray]] = field(default_factory=list)
     aligner: GridAligner[Decoder | np.ndarray] | None = None
     rows: list[np.ndarray] = field(default_factory=list)
+    #: Each decided row's sample age at its grid time (seconds).
+    ages: list[float] = field(default_factory=list)
     previous: np.ndarray | None = None
     stats: StreamStats = field(default_factory=StreamStats)
 
@@ -124,7 +129,7 @@ class EpisodeRecorder:
         self._append = self.writer.begin_episode()
         self.t_start, self.t0 = t_start, None
         for key, stream in self._streams.items():
-            stream.aligner, stream.rows, stream.previous = None, [], None
+            stream.aligner, stream.rows, stream.ages, stream.previous = None, [], [], None
             stream.stats = StreamStats()
             newest = self._newest.get(key)
             stream.waiting = [newest] if newest is not None else []
@@ -190,12 +195,11 @@ class EpisodeRecorder:
                 append.write(key, np.stack(stream.rows[:length]))
         parts = [self._streams[f"{ACTION_KEY}.{i}"] for i in range(len(self.config.action))]
         append.write(ACTION_KEY, np.concatenate([np.stack(p.rows[:length]) for p in parts], 1))
-        stats = {key: stream.stats for key, stream in self._streams.items()}
+        stats = {key: self._summary(stream, length) for key, stream in self._streams.items()}
         max_gap = max(s.max_age_s for s in stats.values())
         flagged = max_gap > self.config.max_gap_s
         folder = self.writer.episode_dir(append.index)
-        for video in self._videos.values():
-            video.close()
+        problems = [problem for video in self._videos.values() if (problem := video.close())]
         self._videos = {}
         if info.note:
             folder.mkdir(parents=True, exist_ok=True)
@@ -211,7 +215,7 @@ class EpisodeRecorder:
         self._append = None
         duration = (length - 1) * self.config.dt
         size = self.writer.bytes_on_disk()
-        return EpisodeReport(index, length, duration, max_gap, flagged, stats, size)
+        return EpisodeReport(index, length, duration, max_gap, flagged, stats, size, problems)
 
     def discard(self) -> None:
         """Drop the episode in progress (nothing of it stays on disk)."""
@@ -223,7 +227,8 @@ class EpisodeRecorder:
             append.discard()
 
     def stats(self) -> dict[str, StreamStats]:
-        return {key: stream.stats for key, stream in self._streams.items()}
+        """Each stream's figures over the rows decided so far."""
+        return {key: self._summary(stream) for key, stream in self._streams.items()}
 
     def rows(self) -> int:
         """Grid rows decided so far in the episode (the slowest stream's)."""
@@ -263,15 +268,23 @@ class EpisodeRecorder:
     ) -> None:
         assert self._append is not None and stream.aligner is not None
         for row in rows:
-            age = stream.aligner.grid_time(row.index) - row.stamp
-            stream.stats.max_age_s = max(stream.stats.max_age_s, age)
-            if age > stream.limit_s:
-                stream.stats.gaps += 1
+            stream.ages.append(stream.aligner.grid_time(row.index) - row.stamp)
             value = self._decoded(stream, row.value)
             if stream.lazy:
                 self._append.write(key, value[None])
             else:
                 stream.rows.append(value)
+
+    @staticmethod
+    def _summary(stream: _Stream, length: int | None = None) -> StreamStats:
+        """The stream's counts, with gaps and the oldest sample over its first ``length`` rows
+        (the saved ones; a stream that ran past the end decided more)."""
+        ages = np.asarray(stream.ages[:length])
+        return dataclasses.replace(
+            stream.stats,
+            gaps=int(np.count_nonzero(ages > stream.limit_s)),
+            max_age_s=float(ages.max()) if ages.size else 0.0,
+        )
 
     def _decoded(self, stream: _Stream, value: Decoder | np.ndarray) -> np.ndarray:
         if isinstance(value, np.ndarray):

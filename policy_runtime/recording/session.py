@@ -14,13 +14,17 @@ starts the next episode. A finished episode is committed before the next can sta
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -165,7 +169,7 @@ class RecordingSession:
                     if stop_at is not None:
                         stop_at[2].set_exception(RecordingError(str(exc)))
                         stop_at = None
-                    self._set("ready", _failure(exc, self.writer.n_episodes))
+                    self._set("ready", _failure(exc, self.writer.n_episodes, self.writer.path))
             elif kind:
                 future = item[0]
                 assert isinstance(future, Future)
@@ -176,7 +180,9 @@ class RecordingSession:
                     outcome = self._command(kind, item[1:])
                 except (RecordingError, OSError, ValueError) as exc:
                     future.set_exception(RecordingError(str(exc)))
-                    self._set(message=str(exc))
+                    # A refused command does not hide why recording stopped (a full disk).
+                    previous = self._message if self._message.startswith("disk full") else ""
+                    self._set(message=f"{exc}; {previous}" if previous else str(exc))
                 else:
                     if kind == "stop" and outcome is None:
                         stop_at = (self.clock(), time.monotonic() + self.config.settle_s, future)
@@ -266,7 +272,7 @@ class RecordingSession:
             report = self.recorder.finish(t_stop, info)
         except (RecordingError, OSError, ValueError) as exc:
             self.recorder.discard()
-            message = _failure(exc, self.writer.n_episodes)
+            message = _failure(exc, self.writer.n_episodes, self.writer.path)
             self._set("ready", message)
             future.set_exception(RecordingError(message))
             return
@@ -279,6 +285,7 @@ class RecordingSession:
             f"oldest sample {report.max_gap_s * 1e3:.0f} ms"
             + (" (FLAGGED: gap over the limit)" if report.flagged else "")
             + (f", gaps {gaps}" if gaps else "")
+            + "".join(f"; {problem}" for problem in report.problems)
         )
         self._reset_phase(text)
         future.set_result(text)
@@ -315,8 +322,16 @@ def _word(success: bool) -> str:
     return "a success" if success else "a failure"
 
 
-def _failure(exc: BaseException, saved: int) -> str:
-    if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC
+#: Below this much free space a failed write is a full disk, whatever error reached us (the
+#: video's ffmpeg dies of it and the pipe to it breaks: EPIPE, not ENOSPC).
+FULL_DISK_BYTES = 1 << 20
+
+
+def _failure(exc: BaseException, saved: int, store: Path) -> str:
+    full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+    with contextlib.suppress(OSError):
+        full = full or shutil.disk_usage(store).free < FULL_DISK_BYTES
+    if full:
         return (
             f"disk full: the episode was not saved and recording stopped; the {saved} episode(s) "
             "saved before it are intact. Free space, then start again"

@@ -51,14 +51,24 @@ class VideoWriter:
         self._writer.send(np.ascontiguousarray(pixels))
         self.stamps.append(stamp)
 
-    def close(self) -> None:
-        """Finish the file and put it in place."""
+    def close(self) -> str | None:
+        """Finish the file and put it in place; what went wrong instead (the file is then
+        removed: imageio-ffmpeg does not check ffmpeg's exit, so a file without its index, the
+        ``moov`` box ffmpeg writes last, is how a failed encode shows)."""
         if self._writer is None:
-            return
-        self._writer.close()
+            return None
+        try:
+            self._writer.close()
+        except (OSError, RuntimeError) as exc:
+            self.abort()
+            return f"{self.path.name}: {exc}"
         self._writer = None
+        if not _finished(self.partial):
+            self.abort()
+            return f"{self.path.name}: ffmpeg did not finish the file (a full disk?)"
         np.save(self.path.with_name(self.path.stem + "_stamps.npy"), np.asarray(self.stamps))
         self.partial.rename(self.path)
+        return None
 
     def abort(self) -> None:
         """Stop and delete the file (the episode was discarded)."""
@@ -66,3 +76,14 @@ class VideoWriter:
             self._writer.close()
             self._writer = None
         self.partial.unlink(missing_ok=True)
+
+
+def _finished(path: Path, tail_bytes: int = 8 << 20) -> bool:
+    """Whether the mp4 at ``path`` ends with its ``moov`` box (its last few MB hold it)."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as file:
+            file.seek(max(0, size - tail_bytes))
+            return b"moov" in file.read()
+    except OSError:
+        return False

@@ -102,14 +102,7 @@ class RecorderStreams(Node):
     def _camera_info(self, key: str) -> Callable[[CameraInfo], None]:
         def callback(msg: CameraInfo) -> None:
             if key not in self.cameras:
-                self.cameras[key] = CameraCalibration(
-                    frame_id=msg.header.frame_id,
-                    width=msg.width,
-                    height=msg.height,
-                    k=tuple(float(v) for v in msg.k),
-                    distortion_model=msg.distortion_model,
-                    d=tuple(float(v) for v in msg.d),
-                )
+                self.cameras[key] = CameraCalibration.from_message(msg)
 
         return callback
 
