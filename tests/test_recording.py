@@ -747,3 +747,13 @@ def test_full_size_images_never_pile_up_in_memory(tmp_path: Path) -> None:
     ds = EpisodeDataset.open(tmp_path / "vga.zarr")
     images = ds.episode(0, ["front_rgb"])["front_rgb"]
     np.testing.assert_array_equal(images[:, 0, 0, 0], (3 * np.arange(101)) % 256)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "config").glob("record_*.yaml")), ids=str)
+def test_shipped_recording_configs_load_with_the_policy_action_layout(path: Path) -> None:
+    config = RecordingConfig.load(path)
+    schema = config.dataset_schema()
+    # The end-effector action every bundle of this project reads: position, 6D rotation, gripper.
+    assert schema.keys["action"].shape == (10,)
+    assert schema.action_offset_steps == 1
+    assert set(config.observations) <= set(schema.keys)
