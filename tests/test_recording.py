@@ -574,6 +574,24 @@ def test_resume_with_another_config_is_refused_naming_the_key(
         assert writer.n_episodes == 0
 
 
+def test_prt_record_resume_refuses_another_schema_before_recording(tmp_path: Path) -> None:
+    """``prt record --resume`` checks the store against the config before any node starts."""
+    from typer.testing import CliRunner
+
+    from policy_runtime.cli.main import app
+
+    path = tmp_path / "resume.zarr"
+    DatasetWriter(path, make_config().dataset_schema()).close()
+    other = tmp_path / "other.yaml"
+    other.write_text(make_config(extra_image="wrist_rgb").model_dump_json())  # JSON is YAML
+    result = CliRunner().invoke(
+        app, ["record", "--config", str(other), "--out", str(path), "--resume"]
+    )
+    assert result.exit_code == 2 and "wrist_rgb" in result.output
+    fresh = CliRunner().invoke(app, ["record", "--config", str(other), "--out", str(path)])
+    assert fresh.exit_code == 2 and "--resume" in fresh.output
+
+
 # -- 6. disk full -----------------------------------------------------------------------------
 
 
