@@ -52,6 +52,20 @@ class FieldSpec(BaseModel):
             raise ValueError(f"shape {value} has a non-positive dimension")
         return value
 
+    def check_rows(self, key: str, rows: np.ndarray) -> None:
+        """Refuse rows ``(T, *shape)`` of another shape or dtype, or with NaN or inf, naming
+        ``key``."""
+        if rows.ndim != len(self.shape) + 1 or tuple(rows.shape[1:]) != self.shape:
+            raise DatasetSchemaError(
+                f"key {key!r}: shape {rows.shape} does not match (T, *{self.shape})"
+            )
+        if rows.dtype != np.dtype(self.dtype):
+            raise DatasetSchemaError(
+                f"key {key!r}: dtype {rows.dtype} does not match schema dtype {self.dtype}"
+            )
+        if rows.dtype.kind == "f" and not np.isfinite(rows).all():
+            raise DatasetSchemaError(f"key {key!r}: contains NaN or inf")
+
     @property
     def is_image(self) -> bool:
         """Images are (H, W, 3) uint8, as in Diffusion Policy's replay buffers."""
@@ -133,16 +147,7 @@ class DatasetSchema(BaseModel):
             value = episode[key]
             if not isinstance(value, np.ndarray):
                 raise DatasetSchemaError(f"key {key!r}: expected a numpy array, got {type(value)}")
-            if value.ndim != len(spec.shape) + 1 or tuple(value.shape[1:]) != spec.shape:
-                raise DatasetSchemaError(
-                    f"key {key!r}: shape {value.shape} does not match (T, *{spec.shape})"
-                )
-            if value.dtype != np.dtype(spec.dtype):
-                raise DatasetSchemaError(
-                    f"key {key!r}: dtype {value.dtype} does not match schema dtype {spec.dtype}"
-                )
-            if value.dtype.kind == "f" and not np.isfinite(value).all():
-                raise DatasetSchemaError(f"key {key!r}: contains NaN or inf")
+            spec.check_rows(key, value)
             lengths[key] = value.shape[0]
         if len(set(lengths.values())) != 1:
             raise DatasetSchemaError(f"keys have different lengths: {lengths}")

@@ -228,16 +228,7 @@ class EpisodeAppend:
         if spec is None:
             raise DatasetSchemaError(f"key {key!r} is not in the schema")
         rows = np.asarray(rows)
-        if rows.ndim != len(spec.shape) + 1 or tuple(rows.shape[1:]) != spec.shape:
-            raise DatasetSchemaError(
-                f"key {key!r}: shape {rows.shape} does not match (n, *{spec.shape})"
-            )
-        if rows.dtype != np.dtype(spec.dtype):
-            raise DatasetSchemaError(
-                f"key {key!r}: dtype {rows.dtype} does not match schema dtype {spec.dtype}"
-            )
-        if rows.dtype.kind == "f" and not np.isfinite(rows).all():
-            raise DatasetSchemaError(f"key {key!r}: contains NaN or inf")
+        spec.check_rows(key, rows)
         self._pending[key].append(rows)
         array = self._writer._store.array(key)
         chunk = array.chunks[0]
