@@ -104,6 +104,12 @@ def _operator(nodes: list, stop: threading.Event) -> None:
                 time.sleep(0 if interactive else 0.25)
                 continue
             key = os.read(sys.stdin.fileno(), 1).decode(errors="ignore").lower()
+            if key == "n" and saved is not None:  # a line, typed with echo and editing
+                termios.tcsetattr(sys.stdin, termios.TCSADRAIN, saved)
+                sys.stderr.write("\nnote: ")
+                session.command("note", sys.stdin.readline())
+                tty.setcbreak(sys.stdin.fileno())
+                continue
             _apply(nodes[0], session, key)
     finally:
         if saved is not None:
@@ -120,9 +126,6 @@ def _apply(node: object, session: object, key: str) -> None:
         session.command({"d": "discard", "r": "rerecord"}[key])
     elif key in ("s", "f"):
         session.command("label", key == "s")
-    elif key == "n":
-        sys.stderr.write("\nnote: ")
-        session.command("note", sys.stdin.readline())
     elif key == "q":
         node.quit.set()  # type: ignore[attr-defined]
 
