@@ -103,3 +103,23 @@ def test_the_gripper_toggles_once_per_press(presses: int) -> None:
     teleop.set_input(reading([0] * 6, (False, False, True)))
     action = teleop.step(0.1, 0.0)
     assert action is not None and action[9] == 1.0
+
+
+def test_rotation_lead_is_limited_too() -> None:
+    teleop = targets(max_lead_rad=0.25)
+    teleop.set_input(reading([0, 0, 0, 0, 0, 1.0], (True,)))
+    for _ in range(10):  # 10 * 0.08 rad of yaw pushed while the arm does not turn
+        action = teleop.step(0.1, 0.0)
+    pose, _ = ee_action_to_pose(action)
+    c, s = math.cos(0.25), math.sin(0.25)
+    np.testing.assert_allclose(pose[:3, :3], [[c, -s, 0], [s, c, 0], [0, 0, 1]], atol=1e-6)
+
+
+def test_lead_limits_sit_inside_the_executors_resume_limits() -> None:
+    """A held arm resumes only toward a first action within the executor's resume limits; the
+    operator's target can lead the arm by at most the teleop's: smaller, so it always resumes."""
+    from policy_runtime.execution.control_loop import LoopConfig
+
+    loop, teleop = LoopConfig(), TeleopSettings()
+    assert teleop.max_lead_m < loop.max_resume_position_m
+    assert teleop.max_lead_rad < loop.max_resume_rotation_rad

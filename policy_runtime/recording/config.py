@@ -15,9 +15,15 @@
     action:                         # concatenated in order into the ``action`` key
       - {topic: /teleop/target, type: pose}
       - {topic: /teleop/gripper, type: joint_state, names: [gripper]}
+    grid_topic: /teleop/target      # the grid falls on this topic's stamps (see below)
     sim_bridge: /sim_bridge         # simulation: each episode's seed, success and score, and
                                     # the reset phase (the bridge's next episode)
     video: true                     # also an mp4 per camera topic, every frame, full size
+
+``grid_topic``: without it the grid starts where every stream has a sample; with it, at the
+first of that topic's samples from then on, so a command stream published once per period (the
+teleop node's targets, stamped on whole periods) lands on the grid exactly: each row's action is
+the command set at the row's time, not one up to a period older.
 
 Observation entries are the policy server's (:class:`ObservationSource`), plus ``shape`` where
 the message alone does not fix it (an image's stored size; a ``name_prefix`` key's length), so
@@ -92,6 +98,8 @@ class RecordingConfig(BaseModel):
     max_gap_periods: float = Field(default=2.5, gt=0)
     observations: dict[str, RecordedSource] = Field(min_length=1)
     action: list[RecordedSource] = Field(min_length=1)
+    #: The grid starts on this topic's first sample once every stream has one (module docs).
+    grid_topic: str | None = None
     #: The sim bridge's node name (simulation only): its ``~/episode`` status gives each
     #: episode's seed, success and score, and the reset phase starts its next episode.
     sim_bridge: str | None = None
@@ -109,6 +117,9 @@ class RecordingConfig(BaseModel):
         for i, part in enumerate(self.action):
             if part.type == "image":
                 raise ValueError(f"action[{i}]: an action part is a pose or a joint_state")
+        topics = {source.topic for source in self.streams().values()}
+        if self.grid_topic is not None and self.grid_topic not in topics:
+            raise ValueError(f"grid_topic {self.grid_topic} is none of the streams' topics")
         return self
 
     @classmethod
@@ -171,6 +182,7 @@ class RecordingConfig(BaseModel):
                     key: {"topic": s.topic, "type": s.type, "rate_hz": s.rate_hz}
                     for key, s in self.streams().items()
                 },
+                "grid_topic": self.grid_topic,
                 "cameras": {
                     key: camera.model_dump(mode="json")
                     for key, camera in sorted((cameras or {}).items())

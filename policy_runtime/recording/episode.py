@@ -253,6 +253,13 @@ class EpisodeRecorder:
             return
         assert self.t_start is not None
         t0 = max(self.t_start, *(s.waiting[0][0] for s in self._streams.values()))
+        grid_topic = self.config.grid_topic
+        if grid_topic is not None:  # the first sample of the grid's topic from t0 on
+            stream = next(s for s in self._streams.values() if s.source.topic == grid_topic)
+            on_grid = [stamp for stamp, _ in stream.waiting if stamp >= t0 - STAMP_EPS]
+            if not on_grid:
+                return
+            t0 = on_grid[0]
         self.t0 = t0
         for key, stream in self._streams.items():
             samples = stream.waiting

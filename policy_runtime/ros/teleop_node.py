@@ -1,9 +1,11 @@
 """Teleoperation: the operator's device takes the policy's place in front of the executor.
 
 To the executor this node is a policy server whose policy is the operator: it publishes a
-policy description (end-effector actions, one per period, due a period after the request, like
-the simulator's demonstrations) and answers each chunk request with the operator's target
-(:class:`~policy_runtime.teleop.TeleopTargets`). Everything that moves the arm is the policy's
+policy description (end-effector actions, one per period, due a period after their time, like
+the simulator's demonstrations) and answers each chunk request with the operator's newest
+target (:class:`~policy_runtime.teleop.TeleopTargets`). Targets are set once per period on the
+ROS clock's whole multiples of the period (``control_hz``), from the device's newest reading,
+as Diffusion Policy's teleop loop sets one per cycle. Everything that moves the arm is the policy's
 stack: engine, supervisor, ``ControlLoop``, safety filter, watchdog, streaming to the UR
 driver's ``forward_position_controller``; so teleop works against the sim bridge and, unchanged,
 against the robot, with the same limits. If this node dies the executor's chunks run out and it
@@ -13,7 +15,8 @@ Input (``input``): ``joy`` (sensor_msgs/Joy on ``~/joy``: six axes in REP 103 an
 remapped to spacenav_node's ``/spacenav/joy``; a scripted operator publishes here),
 ``spacemouse`` (a 3Dconnexion device through pyspacemouse) or ``keyboard`` (this terminal).
 Outputs for the recorder: ``~/target`` (PoseStamped, base_link) and ``~/gripper`` (JointState
-``gripper``), stamped with the request time: the action of that grid time.
+``gripper``), stamped with their period's time: the action of that time, so a recording whose
+grid falls on them (``grid_stream``) holds each target at exactly its time.
 ``~/reset`` (Trigger) puts the target back on the measured TCP (after the arm was moved by
 something else, e.g. a simulator's reset).
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -34,6 +38,7 @@ from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
 
+from policy_runtime.alignment import STAMP_EPS
 from policy_runtime.chunk import ActionChunk, ChunkPrefix
 from policy_runtime.robots.poses import (
     EE_ACTION_DIM,
@@ -62,7 +67,8 @@ PARAMETERS = {
     "max_speed_m_s": Param(0.2, "TCP speed at full deflection", positive),
     "max_rotation_rad_s": Param(0.8, "rotation speed at full deflection", positive),
     "input_timeout_s": Param(0.25, "dead-man: older input counts as none", positive),
-    "max_lead_m": Param(0.06, "the target stays this close to the measured TCP", positive),
+    "max_lead_m": Param(0.04, "the target stays this close to the measured TCP", positive),
+    "max_lead_rad": Param(0.25, "and this close in rotation", positive),
     "operator_yaw_rad": Param(0.0, "the operator's view (x forward) about base_link's z"),
     "deadband": Param(0.05, "spacemouse: axes below this read 0", non_negative),
     "device_poll_hz": Param(100.0, "spacemouse/keyboard: readings per second", positive),
@@ -85,6 +91,7 @@ class TeleopNode(Node):
                 max_rotation_rad_s=p["max_rotation_rad_s"],
                 input_timeout_s=p["input_timeout_s"],
                 max_lead_m=p["max_lead_m"],
+                max_lead_rad=p["max_lead_rad"],
                 operator_yaw_rad=p["operator_yaw_rad"],
             )
         )
@@ -100,7 +107,11 @@ class TeleopNode(Node):
             obs_keys=(),
         )
         self._lock = threading.Lock()
-        self._last_request: float | None = None
+        #: The newest periods' targets: (time, action), at whole multiples of dt.
+        self._cycles: deque[tuple[float, np.ndarray]] = deque(maxlen=3)
+        self._cycle_index: int | None = None
+        #: A reset's time: the target waits for a TCP pose stamped at or after it.
+        self._resync_after: float | None = None
         self._heartbeat_sent = -math.inf
         self.requests = 0
         info = self.create_publisher(String, INFO_TOPIC, qos.LATCHED)
@@ -117,6 +128,9 @@ class TeleopNode(Node):
         self.create_subscription(JointState, "/gripper/joint_states", self._on_gripper, qos.STREAM)
         self.create_subscription(Joy, "~/joy", self._on_joy, qos.STREAM)
         self.create_service(Trigger, "~/reset", self._on_reset)
+        # Polled ten times a period: a tick's jitter does not matter, each sets the target of
+        # the period it falls in, stamped with that period's exact time on the ROS clock.
+        self.create_timer(self.dt / 10, self._cycle_tick)
         self._gripper_measured: float | None = None
         self._device = device if device is not None else _open_device(p["input"], p["deadband"])
         if self._device is not None:
@@ -154,6 +168,12 @@ class TeleopNode(Node):
         t = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         with self._lock:
             self.targets.measured(pose, self._gripper_measured)
+            resync = self._resync_after is not None and t >= self._resync_after
+            if resync:
+                self.targets.sync(self._gripper_measured)
+                self._resync_after = None
+        if resync:
+            self.get_logger().info(f"target back on the arm at {np.round(pose[:3, 3], 3)}")
         if t >= self._heartbeat_sent + 0.5 * self.dt:
             self._heartbeat_sent = t
             self.pub_observed.publish(Header(stamp=stamp(t)))
@@ -163,10 +183,12 @@ class TeleopNode(Node):
             self._gripper_measured = float(msg.position[list(msg.name).index("gripper")])
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """Put the target on the TCP as measured from now on (the pose on hand may predate a
+        move: a simulator's reset); no target until then."""
         with self._lock:
-            self.targets.sync(self._gripper_measured)
-            self._last_request = None
-        response.success, response.message = True, "target on the measured TCP"
+            self._resync_after = self.get_clock().now().nanoseconds * 1e-9
+            self._cycles.clear()
+        response.success, response.message = True, "the target goes to the next measured TCP"
         return response
 
     # -- requests -------------------------------------------------------------------------------
@@ -176,20 +198,45 @@ class TeleopNode(Node):
         self.request(t, prefix)
 
     def request(self, t: float, prefix: ChunkPrefix | None = None) -> None:
-        """Answer the executor's request of time ``t`` with the target a period later."""
+        """Answer the executor's request of time ``t`` with the newest target set at or before
+        it, due a period after its own time. The chunk is stamped with ``t`` (the executor
+        measures its latency from the stamp: an older stamp would read as a slow policy and
+        make it ask again at once) and its due times count from there."""
         with self._lock:
-            last = self._last_request
-            period = self.dt if last is None else min(max(t - last, 0.0), 2 * self.dt)
-            self._last_request = t
-            action = self.targets.step(period, time.monotonic())
-            gripper = self.targets.gripper
-        if action is None:
-            return  # no TCP pose yet: the executor asks again
+            cycle = next((c for c in reversed(self._cycles) if c[0] <= t + STAMP_EPS), None)
+        if cycle is None:
+            return  # no target yet (no TCP pose): the executor asks again
         self.requests += 1
-        chunk = ActionChunk.from_actions(
-            np.repeat(action[None], CHUNK_LENGTH, axis=0), 1, self.dt, self.info.offset_steps
-        )
+        t_target, action = cycle
+        steps = np.arange(CHUNK_LENGTH, dtype=np.float64) + self.info.offset_steps
+        due = np.maximum(t_target + steps * self.dt - t, 0.0)
+        chunk = ActionChunk(np.repeat(action[None], CHUNK_LENGTH, axis=0), due, 1, self.dt)
         self.pub_chunk.publish(chunk_to_msg(chunk, t, self.info))
+
+    def _cycle_tick(self) -> None:
+        """Set the target of the newest whole period of the clock (a late tick catches up,
+        moving the target by every period it missed, at most two) and publish it, stamped with
+        that period's time: the action of that time."""
+        now = self.get_clock().now().nanoseconds * 1e-9
+        if now <= 0.0:
+            return  # no clock yet (sim time before /clock)
+        index = math.floor(now / self.dt + 1e-6)
+        with self._lock:
+            if self._resync_after is not None:
+                return  # after a reset: no target until the TCP is measured again
+            last = self._cycle_index
+            steps = 1 if last is None else min(index - last, 2)
+            if steps <= 0:
+                return
+            self._cycle_index = index
+            action = None
+            for _ in range(steps):
+                action = self.targets.step(self.dt, time.monotonic())
+            gripper = self.targets.gripper
+            if action is None:
+                return  # no TCP pose yet
+            t = index * self.dt
+            self._cycles.append((t, action))
         pose, _ = ee_action_to_pose(action)
         target = PoseStamped()
         target.header.stamp = stamp(t)

@@ -10,9 +10,12 @@ turned into ``base_link`` by ``operator_yaw_rad``.
 Safety on top of the executor's own limits:
 - dead-man: an input older than ``input_timeout_s`` (a device unplugged, a frozen terminal, a
   silent joystick topic) counts as no input: the target stops and the arm holds there;
-- the target never leads the measured TCP by more than ``max_lead_m``: released, the arm stops
-  within that distance, however long the operator pushed against a limit the arm could not
-  follow (the safety filter's workspace, speed or joint limits);
+- the target never leads the measured TCP by more than ``max_lead_m`` and ``max_lead_rad``:
+  released, the arm stops within that, however long the operator pushed against a limit the
+  arm could not follow (the safety filter's workspace, speed or joint limits) or while the
+  executor held it. The defaults are below the executor's resume limits
+  (``max_resume_position_m`` 0.05 m, ``max_resume_rotation_rad`` 0.3 rad), so a held arm always
+  resumes toward the operator's target;
 - :meth:`TeleopTargets.sync` puts the target on the measured TCP (at start, after a reset), and
   so does a step that finds the target over twice the lead limit away (the arm was moved by
   something else): the arm is never sent back to where it was.
@@ -37,7 +40,8 @@ class TeleopSettings:
     max_speed_m_s: float = 0.2
     max_rotation_rad_s: float = 0.8
     input_timeout_s: float = 0.25
-    max_lead_m: float = 0.06
+    max_lead_m: float = 0.04
+    max_lead_rad: float = 0.25
     operator_yaw_rad: float = 0.0
     rotation_button: int = 0
     unlock_z_button: int = 1
@@ -111,6 +115,11 @@ class TeleopTargets:
         distance = float(np.linalg.norm(lead))
         if distance > s.max_lead_m:
             pose[:3, 3] = self._measured[:3, 3] + lead * (s.max_lead_m / distance)
+        turn_lead = _rotvec(pose[:3, :3] @ self._measured[:3, :3].T)
+        angle = float(np.linalg.norm(turn_lead))
+        if angle > s.max_lead_rad:
+            scaled = _rotation(turn_lead * (s.max_lead_rad / angle))
+            pose[:3, :3] = scaled @ self._measured[:3, :3]
         self.pose = pose
         return pose_to_ee_action(pose, self.gripper)
 
@@ -122,6 +131,25 @@ def _pressed(buttons: tuple[bool, ...], index: int) -> bool:
 def _rot_z(angle: float) -> np.ndarray:
     c, s = math.cos(angle), math.sin(angle)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _rotvec(rotation: np.ndarray) -> np.ndarray:
+    """The rotation vector of a rotation matrix (angle below pi)."""
+    cos = float(np.clip(0.5 * (np.trace(rotation) - 1.0), -1.0, 1.0))
+    angle = math.acos(cos)
+    if angle < 1e-9:
+        return np.zeros(3)
+    axis = np.array(
+        [
+            rotation[2, 1] - rotation[1, 2],
+            rotation[0, 2] - rotation[2, 0],
+            rotation[1, 0] - rotation[0, 1],
+        ]
+    )
+    norm = float(np.linalg.norm(axis))
+    if norm < 1e-12:  # a half turn: not reached by a lead limit below pi
+        return np.zeros(3)
+    return axis / norm * angle
 
 
 def _rotation(rotvec: np.ndarray) -> np.ndarray:
