@@ -378,6 +378,36 @@ def test_gaps_count_only_the_saved_rows(tmp_path: Path) -> None:
     assert report.max_gap_s == pytest.approx(0.02, abs=1e-6)  # the 25 Hz gripper's oldest
 
 
+def test_a_grid_topic_puts_the_rows_on_its_stamps(tmp_path: Path) -> None:
+    """Commands published once per period at 100.03, 100.13, ... (the teleop's): with the grid
+    on their topic the grid starts at the first one after every stream has begun (100.03), and
+    row k holds command k exactly (age 0); without, the grid starts at 100.0 and each row holds
+    the command of 70 ms before."""
+    for grid_topic, t0, age in ((None, 100.0, 0.07), ("/target", 100.03, 0.0)):
+        config = RecordingConfig.model_validate(
+            {
+                "control_hz": 10,
+                "grid_topic": grid_topic,
+                "observations": {"ee_pose": {"topic": "/pose", "type": "pose", "rate_hz": 100}},
+                "action": [{"topic": "/target", "type": "pose"}],
+            }
+        )
+        with DatasetWriter(tmp_path / f"{grid_topic is None}.zarr", config.dataset_schema()) as w:
+            recorder = EpisodeRecorder(w, config)
+            events = [(99.93 + k / 10, "action.0", k) for k in range(12)]
+            events += [(100.0 + i / 100, "ee_pose", i) for i in range(101)]
+            recorder.start(100.0)
+            for stamp, key, i in sorted(events):
+                recorder.add(key, stamp, np.full(9, i, dtype=np.float32))
+            report = recorder.finish(101.0, EpisodeInfo())
+            episode = EpisodeDataset.open(w.path).episode(0)
+        assert episode["timestamp"][0] == pytest.approx(t0, abs=1e-9)
+        commands = episode["action"][:, 0]
+        # Command k is stamped 99.93 + k / 10: the grid at 100.03 takes k = 1, 2, ...
+        assert commands[:3].tolist() == ([1.0, 2.0, 3.0] if grid_topic else [0.0, 1.0, 2.0])
+        assert report.streams["action.0"].max_age_s == pytest.approx(age, abs=1e-6)
+
+
 def test_session_discard_rerecord_label_and_note(tmp_path: Path) -> None:
     # 120x160 images: 1 MiB / 57600 B = 18 rows per chunk, so rows reach the disk mid-episode.
     config = make_config(image_shape=(120, 160, 3), video=True)
