@@ -176,9 +176,9 @@ class EpisodeRecorder:
         every stream."""
         append = self._require_append()
         if self.t0 is None:
-            silent = [k for k, s in self._streams.items() if s.aligner is None and not s.waiting]
+            why = self.why_not_started()
             self.discard()
-            raise RecordingError(f"no data from {self._topics(silent)}: episode not saved")
+            raise RecordingError(f"{why}: episode not saved")
         reached = min(self._newest[key][0] for key in self._streams)
         end = min(t_end, reached)
         length = math.floor((end - self.t0) / self.config.dt + 1e-6) + 1
@@ -236,10 +236,13 @@ class EpisodeRecorder:
             return 0
         return min(s.aligner.next_index for s in self._streams.values() if s.aligner is not None)
 
-    def silent_streams(self) -> list[str]:
-        """The topics of streams with no sample yet in the episode (it cannot start without)."""
+    def why_not_started(self) -> str:
+        """Why the episode's grid has not started: the topics with no sample yet, or no sample
+        of the grid's topic since every stream began."""
         silent = [k for k, s in self._streams.items() if s.aligner is None and not s.waiting]
-        return self._topics(silent)
+        if silent:
+            return f"no data from {self._topics(silent)}"
+        return f"no sample on {self.config.grid_topic} since every stream began"
 
     # -- internals ------------------------------------------------------------------------------
 

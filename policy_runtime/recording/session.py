@@ -164,7 +164,7 @@ class RecordingSession:
                     else:
                         topic, stamp, pixels = item
                         self.recorder.add_frame(str(topic), float(stamp), pixels)  # type: ignore[arg-type]
-                except OSError as exc:  # a full disk: this episode is lost, the saved ones not
+                except Exception as exc:  # a full disk (or a bug): this episode is lost, no other
                     self.recorder.discard()
                     if stop_at is not None:
                         stop_at[2].set_exception(RecordingError(str(exc)))
@@ -178,7 +178,7 @@ class RecordingSession:
                     return
                 try:
                     outcome = self._command(kind, item[1:])
-                except (RecordingError, OSError, ValueError) as exc:
+                except Exception as exc:  # refused (RecordingError), or a disk or a bug: answered
                     future.set_exception(RecordingError(str(exc)))
                     # A refused command does not hide why recording stopped (a full disk).
                     previous = self._message if self._message.startswith("disk full") else ""
@@ -189,7 +189,7 @@ class RecordingSession:
                         self._set("stopping", "stopping: waiting for the last samples")
                     else:
                         future.set_result(outcome or "")
-                    if kind in ("start", "rerecord") and self._state == "recording":
+                    if kind == "start" and self._state == "recording":
                         start_deadline = time.monotonic() + self.config.start_timeout_s
             if stop_at is not None:
                 t_stop, deadline, future = stop_at
@@ -201,9 +201,9 @@ class RecordingSession:
                     start_deadline = None
                 elif time.monotonic() >= start_deadline:
                     start_deadline = None
-                    silent = self.recorder.silent_streams()
+                    why = self.recorder.why_not_started()
                     self.recorder.discard()
-                    self._set("ready", f"episode not started: no data from {silent}")
+                    self._set("ready", f"episode not started: {why}")
 
     def _command(self, kind: str, args: tuple[object, ...]) -> str | None:
         state = self._state
@@ -270,7 +270,7 @@ class RecordingSession:
             info = dataclasses.replace(info, note=self._note)
         try:
             report = self.recorder.finish(t_stop, info)
-        except (RecordingError, OSError, ValueError) as exc:
+        except Exception as exc:  # not saved (a silent stream, a full disk, a bug): reported
             self.recorder.discard()
             message = _failure(exc, self.writer.n_episodes, self.writer.path)
             self._set("ready", message)
