@@ -350,15 +350,26 @@ def stored_schema(meta: zarr.Group, path: Path) -> DatasetSchema:
 
 
 def schema_difference(path: Path, stored: DatasetSchema, wanted: DatasetSchema) -> str:
-    stored_d, wanted_d = stored.to_attrs(), wanted.to_attrs()
-    fields = [
-        f for f in sorted(set(stored_d) | set(wanted_d)) if stored_d.get(f) != wanted_d.get(f)
-    ]
-    if "keys" in fields:
+    """What differs between two schemas, named down to the key or field (``keys differ:
+    ['wrist_rgb']``, ``provenance.cameras.front_rgb``)."""
+    if stored.keys != wanted.keys:
         keys = sorted(set(stored.keys) | set(wanted.keys))
         diff = [k for k in keys if stored.keys.get(k) != wanted.keys.get(k)]
         return f"{path}: holds another schema; keys differ: {diff}"
+    fields = _differing(stored.to_attrs(), wanted.to_attrs(), "")
     return f"{path}: holds another schema; fields differ: {fields}"
+
+
+def _differing(a: object, b: object, prefix: str, depth: int = 3) -> list[str]:
+    """The dotted paths where two JSON-like values differ (mappings followed ``depth`` deep)."""
+    if a == b:
+        return []
+    if depth == 0 or not isinstance(a, dict) or not isinstance(b, dict):
+        return [prefix or "."]
+    paths: list[str] = []
+    for name in sorted(set(a) | set(b)):
+        paths += _differing(a.get(name), b.get(name), f"{prefix}{name}.", depth - 1)
+    return [p.removesuffix(".") for p in paths]
 
 
 def _lock_directory(path: Path) -> int:

@@ -44,7 +44,7 @@ from policy_runtime.recording.episode import EpisodeInfo, RecordingError
 from policy_runtime.recording.session import RecordingSession
 from policy_runtime.ros import qos
 from policy_runtime.ros.messages import SOURCE_MESSAGES
-from policy_runtime.ros.params import Param, declare_parameters, non_negative
+from policy_runtime.ros.params import BAD_INPUT_EXIT, Param, declare_parameters, non_negative
 from policy_runtime.serving.topics import TopicReader, image_pixels, message_stamp, readers
 
 PARAMETERS = {
@@ -195,7 +195,11 @@ class Recorder(Node):
                 text = f"waiting for camera_info of {missing}"
                 self._status_pub.publish(String(data=text))
                 return
-            self.session = self._open_session()
+            try:
+                self.session = self._open_session()
+            except ValueError as exc:  # another schema, a store another writer holds
+                self.get_logger().error(f"{self.output}: {exc}")
+                raise SystemExit(BAD_INPUT_EXIT) from None
             self.streams.session = self.session
             self.get_logger().info(
                 f"recording into {self.output} ({self.session.writer.n_episodes} episode(s) "
