@@ -30,6 +30,7 @@ from collections import deque
 from typing import Any
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -47,6 +48,7 @@ from policy_runtime.robots.poses import (
     quaternion_from_matrix,
 )
 from policy_runtime.ros import qos
+from policy_runtime.ros.diagnostics import diagnostic_array
 from policy_runtime.ros.executor_node import (
     EE_CHUNK_TOPIC,
     INFO_TOPIC,
@@ -132,6 +134,9 @@ class TeleopNode(Node):
         # the period it falls in, stamped with that period's exact time on the ROS clock.
         self.create_timer(self.dt / 10, self._cycle_tick)
         self._gripper_measured: float | None = None
+        self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", qos.STREAM)
+        steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(1.0, self._publish_diagnostics, clock=steady_clock)
         self._device = device if device is not None else _open_device(p["input"], p["deadband"])
         if self._device is not None:
             steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -251,6 +256,35 @@ class TeleopNode(Node):
         grip = JointState(name=["gripper"], position=[float(gripper)])
         grip.header.stamp = stamp(t)
         self.pub_gripper.publish(grip)
+
+    def _publish_diagnostics(self) -> None:
+        """Whether the operator's input is live, how often the dead-man held, the target."""
+        with self._lock:
+            reading = self.targets.last_input
+            pose = None if self.targets.pose is None else self.targets.pose[:3, 3].copy()
+            gripper, holds = self.targets.gripper, self.targets.stale_inputs
+        age = None if reading is None else time.monotonic() - reading.received
+        live = age is not None and age <= self.targets.settings.input_timeout_s
+        values = {
+            "input": self.params["input"],
+            "input_age_s": "none" if age is None else f"{age:.3f}",
+            "dead_man_holds": str(holds),
+            "requests": str(self.requests),
+            "gripper": f"{gripper:g}",
+            "target_m": "none" if pose is None else " ".join(f"{v:.4f}" for v in pose),
+        }
+        level = DiagnosticStatus.OK if live else DiagnosticStatus.WARN
+        message = "input live" if live else "no input: holding"
+        self.pub_diagnostics.publish(
+            diagnostic_array(
+                "policy_runtime: teleop",
+                level,
+                message,
+                "ur",
+                values,
+                self.get_clock().now().to_msg(),
+            )
+        )
 
     def close(self) -> None:
         if self._device is not None:

@@ -64,6 +64,11 @@ class TeleopTargets:
     def set_input(self, reading: TeleopInput) -> None:
         self._input = reading
 
+    @property
+    def last_input(self) -> TeleopInput | None:
+        """The newest reading (however old)."""
+        return self._input
+
     def measured(self, pose: np.ndarray, gripper: float | None = None) -> None:
         """The TCP's measured pose (and gripper opening); the first one places the target."""
         self._measured = np.asarray(pose, dtype=np.float64)
