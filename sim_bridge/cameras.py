@@ -8,6 +8,7 @@ image centre in pixel-index coordinates (pixel (0, 0)'s centre is (0, 0)).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,12 @@ MUJOCO_TO_OPTICAL = np.diag([1.0, -1.0, -1.0])
 
 @dataclass(frozen=True)
 class CameraSpec:
-    """A camera of the cell. ``fovy_deg`` is the vertical field of view of the colour stream."""
+    """A camera of the cell. ``fovy_deg`` is the vertical field of view of the colour stream.
+
+    ``placement``: where a calibration put the camera, the 16 values (row-major) of its optical
+    frame's pose in its parent (``base_link`` for the front camera, ``tool0`` for the wrist
+    camera); None: the cell's default placement.
+    """
 
     name: str
     fovy_deg: float
@@ -26,6 +32,21 @@ class CameraSpec:
     height: int = 480
     depth_min_m: float = 0.1
     depth_max_m: float = 10.0
+    placement: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.placement is not None:
+            pose = np.asarray(self.placement, dtype=np.float64)
+            if pose.shape != (16,) or not np.all(np.isfinite(pose)):
+                raise ValueError(f"camera {self.name}: placement must be 16 finite values")
+            rotation = pose.reshape(4, 4)[:3, :3]
+            if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-6):
+                raise ValueError(f"camera {self.name}: placement's rotation is not orthonormal")
+
+    def placed(self, parent_from_optical: np.ndarray) -> CameraSpec:
+        """This camera at ``parent_from_optical`` (4x4)."""
+        values = tuple(float(v) for v in np.asarray(parent_from_optical).reshape(16))
+        return dataclasses.replace(self, placement=values)
 
 
 #: D435 / D415 colour stream at 640x480: fx = fy ~ 615 px, i.e. 42.6 deg vertical.
@@ -53,6 +74,15 @@ def project(points_world: np.ndarray, k: np.ndarray, world_from_optical: np.ndar
     p += optical_from_world[:3, 3]
     uvw = p @ k.T
     return uvw[:, :2] / uvw[:, 2:3]
+
+
+def camera_xml(name: str, parent_from_optical: np.ndarray, fovy_deg: float) -> str:
+    """A MuJoCo ``<camera>`` whose optical frame is ``parent_from_optical`` in its parent body."""
+    pose = np.asarray(parent_from_optical, dtype=np.float64)
+    frame = pose[:3, :3] @ MUJOCO_TO_OPTICAL  # MuJoCo's camera axes in the parent
+    pos = " ".join(f"{v:.12g}" for v in pose[:3, 3])
+    axes = " ".join(f"{v:.12g}" for v in (*frame[:, 0], *frame[:, 1]))
+    return f'<camera name="{name}" pos="{pos}" xyaxes="{axes}" fovy="{fovy_deg:.10g}"/>'
 
 
 def look_at_xyaxes(position: np.ndarray, target: np.ndarray) -> str:

@@ -18,6 +18,7 @@ from policy_runtime.robots.ur5 import CB3_CONTROL_HZ, JOINT_NAMES
 from sim_bridge.cameras import (
     REALSENSE_COLOR_FOVY_DEG,
     CameraSpec,
+    camera_xml,
     intrinsics_matrix,
     look_at_xyaxes,
     optical_pose,
@@ -57,17 +58,33 @@ class CellOptions:
             )
 
 
-def cell_xml(options: CellOptions, scene_xml: str = "", assets_xml: str = "") -> str:
-    """MJCF of the whole cell; ``scene_xml`` is appended to the world body (task objects) and
-    ``assets_xml`` to the assets (their materials and textures)."""
+def cell_xml(
+    options: CellOptions, scene_xml: str = "", assets_xml: str = "", tool_xml: str = ""
+) -> str:
+    """MJCF of the whole cell; ``scene_xml`` is appended to the world body (task objects),
+    ``assets_xml`` to the assets (their materials and textures) and ``tool_xml`` to ``tool0``
+    (something the gripper holds, e.g. a calibration board)."""
     grip_bodies, grip_actuator, grip_coupling = gripper_xml()
-    wrist_camera = (
-        '<camera name="wrist" pos="0.075 0 0.06" '
-        f'xyaxes="0 1 0 0.966 0 0.259" fovy="{options.cameras[1].fovy_deg:.10g}"/>'
-    )
-    arm_body, arm_actuators = arm_xml(attachment=grip_bodies + wrist_camera)
-    front = options.cameras[0]
+    front, wrist = options.cameras[0], options.cameras[1]
+    if wrist.placement is None:
+        wrist_camera = (
+            '<camera name="wrist" pos="0.075 0 0.06" '
+            f'xyaxes="0 1 0 0.966 0 0.259" fovy="{wrist.fovy_deg:.10g}"/>'
+        )
+    else:
+        wrist_camera = camera_xml("wrist", _matrix(wrist.placement), wrist.fovy_deg)
+    arm_body, arm_actuators = arm_xml(attachment=grip_bodies + wrist_camera + tool_xml)
     table_top = options.table_height_m
+    if front.placement is None:
+        front_camera = (
+            f'<camera name="{front.name}" pos="{" ".join(map(str, FRONT_CAMERA_POS))}" '
+            f'xyaxes="{look_at_xyaxes(FRONT_CAMERA_POS, FRONT_CAMERA_TARGET)}" '
+            f'fovy="{front.fovy_deg:.10g}"/>'
+        )
+    else:  # placed in base_link, which sits on the table top
+        base = np.eye(4)
+        base[2, 3] = table_top
+        front_camera = camera_xml(front.name, base @ _matrix(front.placement), front.fovy_deg)
     return f"""
 <mujoco model="ur5_cell">
   <compiler angle="radian" autolimits="true"/>
@@ -98,9 +115,7 @@ def cell_xml(options: CellOptions, scene_xml: str = "", assets_xml: str = "") ->
       <geom name="table" type="box" size="0.6 0.6 0.375" material="table"
             friction="0.6 0.005 0.0001"/>
     </body>
-    <camera name="{front.name}" pos="{" ".join(map(str, FRONT_CAMERA_POS))}"
-            xyaxes="{look_at_xyaxes(FRONT_CAMERA_POS, FRONT_CAMERA_TARGET)}"
-            fovy="{front.fovy_deg:.10g}"/>
+    {front_camera}
     <frame pos="0 0 {table_top}">{arm_body}</frame>
     {scene_xml}
   </worldbody>
@@ -113,10 +128,17 @@ class Ur5Cell:
     """A stepped UR5 cell. Units: rad, m, s; ``gripper`` opening in [0, 1]."""
 
     def __init__(
-        self, options: CellOptions | None = None, scene_xml: str = "", assets_xml: str = ""
+        self,
+        options: CellOptions | None = None,
+        scene_xml: str = "",
+        assets_xml: str = "",
+        tool_xml: str = "",
+        assets: dict[str, bytes] | None = None,
     ) -> None:
+        """``assets``: files the XML names (textures), by name, as bytes."""
         self.options = options or CellOptions()
-        self.model = mujoco.MjModel.from_xml_string(cell_xml(self.options, scene_xml, assets_xml))
+        xml = cell_xml(self.options, scene_xml, assets_xml, tool_xml)
+        self.model = mujoco.MjModel.from_xml_string(xml, assets or {})
         self.data = mujoco.MjData(self.model)
         self.substeps = round(1.0 / (self.options.control_hz * self.options.timestep_s))
         self._qpos_adr = np.array([self.model.joint(n).qposadr[0] for n in JOINT_NAMES])
@@ -230,3 +252,7 @@ def _pose(position: np.ndarray, rotation: np.ndarray) -> np.ndarray:
     pose[:3, :3] = np.asarray(rotation).reshape(3, 3)
     pose[:3, 3] = position
     return pose
+
+
+def _matrix(values: tuple[float, ...]) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64).reshape(4, 4)
