@@ -68,6 +68,7 @@ def generate_poses(
     distance_m: tuple[float, float] = (0.3, 0.5),
     max_tilt_deg: float = 35.0,
     max_roll_deg: float = 40.0,
+    spread_m: float = 0.15,
     seed: int = 0,
 ) -> list[CalibrationPose]:
     """``n`` capture poses (see the module docs).
@@ -77,7 +78,8 @@ def generate_poses(
     eye_to_base: ``board_centre`` is where the board should be held (in front of the camera),
     ``base_from_camera`` the camera's nominal pose and ``tool0_from_board`` where the board
     sits on the tool (its frame: OpenCV's, origin at a corner, z into the board, so its face
-    looks along -z); ``board_size_m`` puts the board's centre, not its corner, at the aim.
+    looks along -z); ``board_size_m`` puts the board's centre, not its corner, at the aim, and
+    ``spread_m`` scatters it about the aim (corners all over the image make good intrinsics).
     """
     rng = np.random.default_rng(seed)
     q_near = np.asarray(
@@ -102,7 +104,7 @@ def generate_poses(
             assert base_from_camera is not None and tool0_from_board is not None, (
                 "eye_to_base needs base_from_camera and tool0_from_board"
             )
-            jitter = rng.uniform(-0.08, 0.08, 3)
+            jitter = rng.uniform(-spread_m, spread_m, 3)  # across the image, and in depth
             board_at = centre + jitter
             # The board faces the camera (its z, into the board, points away from it), tilted.
             to_camera = base_from_camera[:3, 3] - board_at
