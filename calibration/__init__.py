@@ -3,7 +3,9 @@
 :mod:`calibration.board`: boards (ChArUco, chessboard), their frame and drawing, detection,
 board pose. :mod:`calibration.intrinsics`: :class:`CameraIntrinsics` (ROS CameraInfo's
 conventions), estimating it from board views. OpenCV (the ``calibration`` extra) loads with the
-first name that needs it, not with this package.
+first name that needs it, not with this package. :mod:`calibration.handeye`: hand-eye solvers
+(eye_in_hand: ``tool0_from_camera``; eye_to_base: ``base_from_camera``) with residuals, outlier
+rejection and pose guidance, in numpy (OpenCV's own where the installed wheel binds them).
 """
 
 from __future__ import annotations

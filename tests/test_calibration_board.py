@@ -96,7 +96,7 @@ def fine_ideal_pixels(camera: CameraIntrinsics) -> tuple[np.ndarray, np.ndarray]
     if camera.distortion_model == "equidistant":
         ideal = cv2.fisheye.undistortPoints(points, k, d, P=k, criteria=criteria)
     else:
-        ideal = cv2.undistortPoints(points, k, d, P=k, criteria=criteria)
+        ideal = cv2.undistortPointsIter(points, k, d, None, k, criteria)
     ideal = ideal.reshape(HEIGHT, WIDTH, 2).astype(np.float32)
     s = SUPERSAMPLE
     fine = s * (cv2.resize(ideal, (WIDTH * s, HEIGHT * s), interpolation=cv2.INTER_LINEAR) + 0.5)
