@@ -99,6 +99,17 @@ class CameraCalibration(BaseModel):
         pose[:3, 3] = self.translation_m
         return pose
 
+    @property
+    def fovy_deg(self) -> float:
+        """The vertical field of view of the calibrated image (a simulated camera's focus)."""
+        return float(np.degrees(2 * np.arctan(self.intrinsics.height / 2 / self.intrinsics.fy)))
+
+    def sim_placement(self) -> tuple[str, np.ndarray, float]:
+        """(parent frame, ``parent_from_optical``, vertical FOV): what the simulator needs to put
+        its camera of the same name where this one is (principal point and distortion are
+        not simulated)."""
+        return self.parent_frame, self.parent_from_optical, self.fovy_deg
+
     def save(self, path: Path | str) -> None:
         """Write the YAML, beside then over any old file (never half written)."""
         path = Path(path)

@@ -93,3 +93,33 @@ def look_at_xyaxes(position: np.ndarray, target: np.ndarray) -> str:
     right /= np.linalg.norm(right)
     up = np.cross(right, forward)
     return " ".join(f"{v:.10g}" for v in (*right, *up))
+
+
+#: Each sim camera's parent body: a calibration of it must be relative to this frame.
+CAMERA_PARENTS = {"front": "base_link", "wrist": "tool0"}
+
+
+def placed_cameras(
+    cameras: tuple[CameraSpec, ...],
+    placements: dict[str, tuple[str, np.ndarray, float]],
+) -> tuple[CameraSpec, ...]:
+    """``cameras`` with those named in ``placements`` moved and refocused: ``name -> (parent
+    frame, parent_from_optical, vertical field of view in degrees)``, e.g. from calibrations of
+    the real cameras. ValueError for a camera the cell does not have or a placement relative
+    to another frame than the camera's parent."""
+    by_name = {camera.name: camera for camera in cameras}
+    for name, (parent, _, _) in placements.items():
+        if name not in by_name:
+            raise ValueError(f"no sim camera {name!r} (there are {sorted(by_name)})")
+        if parent != CAMERA_PARENTS.get(name):
+            raise ValueError(
+                f"camera {name}: calibrated in {parent}, but the sim mounts it in "
+                f"{CAMERA_PARENTS.get(name)}"
+            )
+    placed = []
+    for camera in cameras:
+        if camera.name in placements:
+            _, pose, fovy_deg = placements[camera.name]
+            camera = dataclasses.replace(camera.placed(pose), fovy_deg=fovy_deg)
+        placed.append(camera)
+    return tuple(placed)

@@ -308,9 +308,13 @@ def _yaw_quat(yaw: float) -> np.ndarray:
 def make_env(task: str, variant: str | None = None, **options: object) -> SimEnv:
     """``make_env("pick_place", image_size=(96, 96), policy_hz=10.0)``: the env for a task.
 
-    ``options`` are :class:`EnvOptions` fields; ``control_hz`` goes to the cell.
+    ``options`` are :class:`EnvOptions` fields; ``control_hz``, ``timestep_s``,
+    ``table_height_m`` and ``camera_specs`` (the cell's cameras, e.g. placed by a calibration)
+    go to the cell.
     """
     cell_fields = {"control_hz", "timestep_s", "table_height_m"}
     cell_options = {k: options.pop(k) for k in list(options) if k in cell_fields}
+    if "camera_specs" in options:
+        cell_options["cameras"] = options.pop("camera_specs")
     env_options = EnvOptions(cell=CellOptions(**cell_options), **options)  # type: ignore[arg-type]
     return SimEnv(make_task(task, variant), env_options)

@@ -21,6 +21,7 @@ from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 
 #: Exit status of a node refused at start (a bad parameter, bundle or config).
 BAD_INPUT_EXIT = 2
@@ -66,9 +67,12 @@ def declare_parameters(node: Node, params: Mapping[str, Param]) -> dict[str, Any
     values: dict[str, Any] = {}
     for name, param in params.items():
         descriptor = ParameterDescriptor(name=name, description=param.description)
+        default: Any = param.default
         if isinstance(param.default, list):
             descriptor.type = ParameterType.PARAMETER_STRING_ARRAY
-        node.declare_parameter(name, param.default, descriptor)
+            if not param.default:  # [] has no type of its own: declare the type instead
+                default = Parameter.Type.STRING_ARRAY
+        node.declare_parameter(name, default, descriptor)
         try:
             value = node.get_parameter(name).value
         except ParameterUninitializedException:

@@ -79,7 +79,8 @@ from policy_runtime.ros import qos
 from policy_runtime.ros.diagnostics import diagnostic_array, millisecond_quantiles
 from policy_runtime.ros.messages import BASE_FRAME, image_to_msg, seconds, stamp
 from policy_runtime.ros.params import Param, declare_parameters, fifo_priority, one_of, positive
-from sim_bridge.cell import render_view
+from sim_bridge.cameras import CameraSpec, placed_cameras
+from sim_bridge.cell import CellOptions, render_view
 from sim_bridge.commands import CommandInbox
 
 TICK_DONE_TOPIC = "/executor/tick_done"
@@ -109,6 +110,9 @@ PARAMETERS = {
     ),
     "lockstep_timeout_s": Param(2.0, "fast mode: give up waiting for a tick after this", positive),
     "cameras": Param(["front", "wrist"], "sim cameras to publish (each its own namespace)"),
+    "camera_calibrations": Param(
+        [], "calibration YAMLs (prt calibrate) placing sim cameras where real ones are"
+    ),
     "camera_namespace": Param("camera", "topics /<namespace>/<camera>/color/..."),
     "image_width": Param(640, "camera image width in pixels", positive),
     "image_height": Param(480, "camera image height in pixels", positive),
@@ -138,6 +142,21 @@ class CameraPublishers(NamedTuple):
     depth: Publisher | None
 
 
+def _calibrated_cameras(paths: list[str]) -> tuple[CameraSpec, ...]:
+    """The cell's cameras, those calibrated in ``paths`` placed and focused as the real ones;
+    ValueError naming the file for one that does not load or fit."""
+    from calibration.result import CameraCalibration
+
+    placements = {}
+    for path in paths:
+        calibration = CameraCalibration.load(path)
+        placements[calibration.camera] = calibration.sim_placement()
+    try:
+        return placed_cameras(CellOptions().cameras, placements)
+    except ValueError as exc:
+        raise ValueError(f"parameter 'camera_calibrations': {exc}") from exc
+
+
 class SimBridge(Node):
     """See the module docs."""
 
@@ -152,7 +171,11 @@ class SimBridge(Node):
             # tick. Its stamps come from now() below in either mode.
             self.set_parameters([Parameter("use_sim_time", value=False)])
         self.env = make_env(
-            p["task"], p["variant"] or None, cameras=(), control_hz=p["controller_hz"]
+            p["task"],
+            p["variant"] or None,
+            cameras=(),
+            control_hz=p["controller_hz"],
+            camera_specs=_calibrated_cameras(list(p["camera_calibrations"])),
         )
         self.cell = self.env.cell
         cameras = [c.name for c in self.env.options.cell.cameras]
