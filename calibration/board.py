@@ -148,6 +148,13 @@ class BoardSpec(BaseModel):
         board = np.where((row + column) % 2 == 0, 0, 255).astype(np.uint8)
         return np.pad(board, margin, constant_values=255)
 
+    def png(self, pixels_per_square: int = 200) -> bytes:
+        """:meth:`image` as PNG bytes (a simulator's texture, a file to print)."""
+        ok, encoded = cv2.imencode(".png", self.image(pixels_per_square))
+        if not ok:
+            raise ValueError("could not encode the board image")
+        return encoded.tobytes()
+
 
 @dataclass(frozen=True)
 class BoardView:
@@ -459,3 +466,8 @@ def _half_window(homography: np.ndarray, point: np.ndarray, gap_m: float) -> int
     )
     smallest = float(np.linalg.svd(jacobian, compute_uv=False)[-1])
     return int(np.clip(math.floor(0.8 * smallest * gap_m), 2, 10))
+
+
+#: The board the project's simulation shows and its docs print: 9 x 7 squares of 30 mm with
+#: 22 mm markers (27 x 21 cm, fits A4).
+STANDARD_BOARD = BoardSpec(kind="charuco", squares_x=9, squares_y=7, square_m=0.03, marker_m=0.022)

@@ -10,6 +10,7 @@ no dynamics to settle) and renders the camera's image.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -21,6 +22,40 @@ from sim_bridge.cell import CellOptions, Ur5Cell
 #: (eye-to-base), its face looking along the tool's z.
 TABLE_BOARD_CENTRE = np.array([0.5, 0.0, 0.002])  # its face 2 mm above the table top
 TOOL_BOARD_OFFSET_M = 0.2
+
+
+@dataclass(frozen=True)
+class BoardScene:
+    """The XML and files that put a board in the cell (:class:`~sim_bridge.cell.Ur5Cell`'s
+    arguments), and where its OpenCV frame is in its parent (world, or ``tool0``)."""
+
+    scene_xml: str
+    assets_xml: str
+    tool_xml: str
+    assets: dict[str, bytes]
+    parent_from_board: np.ndarray
+
+
+def board_scene(
+    where: Literal["table", "tool"],
+    board_png: bytes,
+    board_size_m: tuple[float, float],
+    table_height_m: float = 0.0,
+) -> BoardScene:
+    """A board lying on the table, or held by the gripper (see the module docs)."""
+    plate = np.eye(4)
+    if where == "table":
+        plate[:3, 3] = TABLE_BOARD_CENTRE + np.array([0.0, 0.0, table_height_m])
+    else:
+        plate[2, 3] = TOOL_BOARD_OFFSET_M  # the face looks along the tool's z
+    assets, body = plate_xml("calibration_board", board_size_m, plate, "calibration_board.png")
+    return BoardScene(
+        scene_xml=body if where == "table" else "",
+        assets_xml=assets,
+        tool_xml=body if where == "tool" else "",
+        assets={"calibration_board.png": board_png},
+        parent_from_board=plate @ plate_from_board(board_size_m),
+    )
 
 
 class CalibrationCell:
@@ -36,21 +71,13 @@ class CalibrationCell:
         self.mode = mode
         self.camera = "wrist" if mode == "eye_in_hand" else "front"
         options = options or CellOptions()
-        plate = np.eye(4)
-        if mode == "eye_in_hand":
-            plate[:3, 3] = TABLE_BOARD_CENTRE + np.array([0.0, 0.0, options.table_height_m])
-            assets, body = plate_xml("board", board_size_m, plate, "board.png")
-            scene, tool = body, ""
-        else:
-            plate[2, 3] = TOOL_BOARD_OFFSET_M  # the face looks along the tool's z
-            assets, body = plate_xml("board", board_size_m, plate, "board.png")
-            scene, tool = "", body
+        where: Literal["table", "tool"] = "table" if mode == "eye_in_hand" else "tool"
+        scene = board_scene(where, board_png, board_size_m, options.table_height_m)
         self.cell = Ur5Cell(
-            options, scene_xml=scene, assets_xml=assets, tool_xml=tool,
-            assets={"board.png": board_png},
-        )  # fmt: skip
+            options, scene.scene_xml, scene.assets_xml, scene.tool_xml, scene.assets
+        )
         #: The board's frame in its parent (world for eye-in-hand, tool0 for eye-to-base).
-        self.parent_from_board = plate @ plate_from_board(board_size_m)
+        self.parent_from_board = scene.parent_from_board
 
     @property
     def options(self) -> CellOptions:

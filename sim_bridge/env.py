@@ -61,6 +61,9 @@ class EnvOptions:
     #: policy steps late; a new command reaching the controller this many seconds late.
     obs_delay_steps: int = 0
     action_latency_s: float = 0.0
+    #: A calibration board (``calibration.board.STANDARD_BOARD``) on the table (eye-in-hand)
+    #: or held by the gripper (eye-to-base); "none" by default.
+    calibration_board: Literal["none", "table", "tool"] = "none"
 
     def __post_init__(self) -> None:
         if not 0 < self.policy_hz <= self.cell.control_hz:
@@ -78,7 +81,7 @@ class SimEnv:
     def __init__(self, task: Task, options: EnvOptions | None = None) -> None:
         self.task = task
         self.options = options or EnvOptions()
-        self.cell = Ur5Cell(self.options.cell, task.scene_xml(), task.assets_xml())
+        self.cell = _cell(task, self.options)
         self._ticks_per_policy_step = self.options.cell.control_hz / self.options.policy_hz
         self._base_inv = np.eye(4)
         self._q_cmd = np.zeros(6)
@@ -318,3 +321,25 @@ def make_env(task: str, variant: str | None = None, **options: object) -> SimEnv
         cell_options["cameras"] = options.pop("camera_specs")
     env_options = EnvOptions(cell=CellOptions(**cell_options), **options)  # type: ignore[arg-type]
     return SimEnv(make_task(task, variant), env_options)
+
+
+def _cell(task: Task, options: EnvOptions) -> Ur5Cell:
+    """The task's cell, with the calibration board when asked for."""
+    if options.calibration_board == "none":
+        return Ur5Cell(options.cell, task.scene_xml(), task.assets_xml())
+    from calibration.board import STANDARD_BOARD
+    from sim_bridge.calibration_cell import board_scene
+
+    board = board_scene(
+        options.calibration_board,
+        STANDARD_BOARD.png(),
+        STANDARD_BOARD.size_m,
+        options.cell.table_height_m,
+    )
+    return Ur5Cell(
+        options.cell,
+        task.scene_xml() + board.scene_xml,
+        task.assets_xml() + board.assets_xml,
+        board.tool_xml,
+        board.assets,
+    )

@@ -1,16 +1,12 @@
-"""``prt``: the single entry point for simulation, data, training, export and deployment.
-
-Commands whose issue has not landed yet are registered with their planned usage, so ``--help``
-already documents them, and exit with status 2 and a one-line "not implemented yet".
-"""
+"""``prt``: the single entry point for simulation, data, training, export, deployment,
+recording and calibration."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import typer
 
 from policy_runtime.cli.bench import bench_app
+from policy_runtime.cli.calibrate import calibrate_app
 from policy_runtime.cli.camera import CAMERA_EPILOG, camera
 from policy_runtime.cli.data import data_app
 from policy_runtime.cli.deploy import LAUNCH_EPILOG, SERVE_EPILOG, launch, serve
@@ -41,40 +37,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-NOT_IMPLEMENTED_EXIT = 2
-
-
-@dataclass(frozen=True)
-class PlannedCommand:
-    name: str
-    summary: str
-    examples: tuple[str, ...]
-
-
-PLANNED = (
-    PlannedCommand(
-        "calibrate",
-        "Camera intrinsics and hand-eye calibration; writes YAML and a static TF.",
-        ("prt calibrate intrinsics --camera front", "prt calibrate hand-eye --out cal.yaml"),
-    ),
-)
-
-
-def _register_planned(command: PlannedCommand) -> None:
-    examples = "\n\n".join(f"  {line}" for line in command.examples)
-
-    def not_implemented(ctx: typer.Context) -> None:
-        typer.echo(f"prt {command.name}: not implemented yet", err=True)
-        raise typer.Exit(NOT_IMPLEMENTED_EXIT)
-
-    app.command(
-        command.name,
-        help=f"{command.summary} (not implemented yet)",
-        epilog=f"Examples:\n\n{examples}",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )(not_implemented)
-
 
 app.command(
     "doctor",
@@ -119,10 +81,9 @@ app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )(camera)
 app.add_typer(data_app, name="data")
+app.add_typer(calibrate_app, name="calibrate")
 app.add_typer(executor_app, name="executor")
 app.add_typer(bench_app, name="bench")
-for _command in PLANNED:
-    _register_planned(_command)
 
 
 def main() -> None:

@@ -110,6 +110,9 @@ PARAMETERS = {
     ),
     "lockstep_timeout_s": Param(2.0, "fast mode: give up waiting for a tick after this", positive),
     "cameras": Param(["front", "wrist"], "sim cameras to publish (each its own namespace)"),
+    "calibration_board": Param(
+        "none", "a ChArUco board on the table or in the gripper", one_of("none", "table", "tool")
+    ),
     "camera_calibrations": Param(
         [], "calibration YAMLs (prt calibrate) placing sim cameras where real ones are"
     ),
@@ -176,6 +179,7 @@ class SimBridge(Node):
             cameras=(),
             control_hz=p["controller_hz"],
             camera_specs=_calibrated_cameras(list(p["camera_calibrations"])),
+            calibration_board=p["calibration_board"],
         )
         self.cell = self.env.cell
         cameras = [c.name for c in self.env.options.cell.cameras]

@@ -1,0 +1,1 @@
+"""ROS 2 adapters of the calibration core (the calibrate node)."""
