@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("cv2")
 
-from calibration.board import BoardSpec, ViewRejected, board_pose, detect
+from calibration.board import STANDARD_BOARD, ViewRejected, board_pose, detect
 from calibration.handeye import Capture, solve
 from calibration.intrinsics import CameraIntrinsics, estimate_intrinsics
 from calibration.poses import generate_poses
@@ -18,7 +18,7 @@ from policy_runtime.robots.poses import matrix_from_quaternion
 
 pytestmark = pytest.mark.slow
 
-BOARD = BoardSpec(kind="charuco", squares_x=9, squares_y=7, square_m=0.03, marker_m=0.022)
+BOARD = STANDARD_BOARD
 #: The Done-when limits.
 MAX_TRANSLATION_MM = 2.0
 MAX_ROTATION_DEG = 0.2
@@ -26,11 +26,7 @@ N_POSES = 40
 
 
 def board_png() -> bytes:
-    import cv2
-
-    ok, png = cv2.imencode(".png", BOARD.image(pixels_per_square=200))
-    assert ok
-    return png.tobytes()
+    return BOARD.png()
 
 
 def pose_error(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
