@@ -64,6 +64,9 @@ class EnvOptions:
     #: A calibration board (``calibration.board.STANDARD_BOARD``) on the table (eye-in-hand)
     #: or held by the gripper (eye-to-base); "none" by default.
     calibration_board: Literal["none", "table", "tool"] = "none"
+    #: push_t only: an ArUco marker on the T block's top (:func:`sim_bridge.tasks.push_t.
+    #: marker_scene`), visual only, for estimating the block's pose from images.
+    block_marker: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.policy_hz <= self.cell.control_hz:
@@ -324,9 +327,19 @@ def make_env(task: str, variant: str | None = None, **options: object) -> SimEnv
 
 
 def _cell(task: Task, options: EnvOptions) -> Ur5Cell:
-    """The task's cell, with the calibration board when asked for."""
+    """The task's cell, with the block's marker and the calibration board when asked for."""
+    scene_xml, assets_xml = task.scene_xml(), task.assets_xml()
+    assets: dict[str, bytes] = {}
+    if options.block_marker:
+        from sim_bridge.tasks.push_t import PushT, marker_scene
+
+        if not isinstance(task, PushT):
+            raise ValueError(f"block_marker: task {task.name!r} has no marker (only push_t)")
+        marker = marker_scene()
+        scene_xml, assets_xml = marker.scene_xml, assets_xml + marker.assets_xml
+        assets.update(marker.assets)
     if options.calibration_board == "none":
-        return Ur5Cell(options.cell, task.scene_xml(), task.assets_xml())
+        return Ur5Cell(options.cell, scene_xml, assets_xml, assets=assets)
     from calibration.board import STANDARD_BOARD
     from sim_bridge.calibration_cell import board_scene
 
@@ -338,8 +351,8 @@ def _cell(task: Task, options: EnvOptions) -> Ur5Cell:
     )
     return Ur5Cell(
         options.cell,
-        task.scene_xml() + board.scene_xml,
-        task.assets_xml() + board.assets_xml,
+        scene_xml + board.scene_xml,
+        assets_xml + board.assets_xml,
         board.tool_xml,
-        board.assets,
+        assets | board.assets,
     )

@@ -16,6 +16,11 @@ table's; MuJoCo takes the larger of two geoms' coefficients) and block-finger fr
 fingers'), so a push sticks to the block unless it is more than ~45 degrees off the face normal.
 A 100 g block at pushing speeds (<= 0.1 m/s) slides less than 1 mm after the pusher stops.
 
+A fiducial marker (``EnvOptions.block_marker``, :func:`marker_scene`): an ArUco marker on a
+white plate centred on the bar's top face, visual only (it collides with nothing and weighs
+nothing), for the marker-based state estimate a real cell uses (:func:`marker_model`,
+:mod:`calibration.markers`).
+
 Initial pose (from the seed): centroid x in [0.36, 0.64], y in [-0.18, 0.18] (a 28 x 36 cm
 area around the target, all of it and every push around it within the arm's top-down reach), yaw
 any angle (offset from the target's yaw uniform in [-pi, pi)); poses whose coverage is already
@@ -24,6 +29,7 @@ any angle (offset from the target's yaw uniform in [-pi, pi)); poses whose cover
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,6 +39,7 @@ from sim_bridge.tasks.base import Task
 from sim_bridge.tcp import joints_for_tcp, top_down_pose
 
 if TYPE_CHECKING:
+    from calibration.markers import MarkerSpec, ObjectModel
     from sim_bridge.env import SimEnv
 
 BAR_SIZE = (0.16, 0.04)  # (x, y) extent in the block frame
@@ -59,6 +66,14 @@ SUCCESS_COVERAGE = 0.95
 #: Where the TCP starts: above the table, clear of the block, pointing down.
 START_TCP = np.array([0.3, 0.0, 0.08])
 GRID_M = 0.0005
+#: The block's marker: ArUco DICT_4X4_50 id 0, a 32 mm black square on a 40 mm white plate (a
+#: 4 mm quiet zone) that spans the bar's 40 mm width, centred on the bar's top face, the
+#: drawing's top toward the block's +y (away from the stem). The plate is 1 mm thick (a printed
+#: card), so the marker's face is 1 mm above the block's top.
+MARKER_ID = 0
+MARKER_SIZE_M = 0.032
+MARKER_QUIET_FRACTION = 0.125
+MARKER_PLATE_THICKNESS_M = 0.001
 
 
 def _grid_points() -> np.ndarray:
@@ -144,6 +159,72 @@ def coverage(block_pose: np.ndarray, target_pose: np.ndarray = TARGET_POSE) -> f
     return float(np.count_nonzero(inside)) / len(T_GRID)
 
 
+def marker_spec() -> MarkerSpec:
+    """The block's marker (see :data:`MARKER_ID`): what to print, and what to detect."""
+    from calibration.markers import MarkerSpec
+
+    return MarkerSpec(
+        dictionary="DICT_4X4_50",
+        marker_id=MARKER_ID,
+        size_m=MARKER_SIZE_M,
+        quiet_fraction=MARKER_QUIET_FRACTION,
+    )
+
+
+def block_from_marker() -> np.ndarray:
+    """The marker frame (:mod:`calibration.markers`: centred on the black square, x to the
+    drawing's right, y up it, z out of its face) in the block frame of :func:`block_pose`
+    (origin at the centroid, halfway up the block): on the bar's centre, on top of the plate."""
+    pose = np.eye(4)
+    pose[:3, 3] = (T_RECTS[0, 0], T_RECTS[0, 1], THICKNESS / 2 + MARKER_PLATE_THICKNESS_M)
+    return pose
+
+
+def marker_model() -> ObjectModel:
+    """The block as :func:`calibration.markers.object_state` sees it: its marker, where the
+    marker is on it and the keypoints the policy observes (:data:`T_POLYGON`, whose base_link
+    positions are the ``block_keypoints`` observation)."""
+    from calibration.markers import ObjectModel
+
+    return ObjectModel.from_arrays(marker_spec(), block_from_marker(), T_POLYGON, THICKNESS / 2)
+
+
+@dataclass(frozen=True)
+class MarkerScene:
+    """The push_t scene with the marker on the block: the task's ``scene_xml`` and
+    ``assets_xml`` in its place, and the texture file (PNG bytes, by name) the XML names."""
+
+    scene_xml: str
+    assets_xml: str
+    assets: dict[str, bytes]
+
+
+def marker_scene(pixels: int = 400) -> MarkerScene:
+    """The scene with :func:`marker_spec`'s marker drawn at ``pixels`` a black square on a
+    plate on the block's bar (:func:`block_from_marker`). The plate is a box geom of the block
+    with no mass and no contacts, so the block's physics are the same with it or without it;
+    its top face shows the texture as :mod:`sim_bridge.boards` describes (the drawing's top at
+    +y), which puts the marker frame's axes along the block's."""
+    spec = marker_spec()
+    plate = spec.plate_size_m / 2
+    half_z = MARKER_PLATE_THICKNESS_M / 2
+    centre = block_from_marker()[:3, 3] - (0.0, 0.0, half_z)
+    geom = (
+        f'<geom name="t_block_marker" type="box" pos="{" ".join(f"{v:.10g}" for v in centre)}" '
+        f'size="{plate:.10g} {plate:.10g} {half_z:.10g}" material="t_block_marker" '
+        'contype="0" conaffinity="0" mass="0"/>'
+    )
+    assets = (
+        '<texture name="t_block_marker" type="2d" file="t_block_marker.png"/>'
+        '<material name="t_block_marker" texture="t_block_marker" specular="0" shininess="0"/>'
+    )
+    return MarkerScene(
+        scene_xml=_scene_xml(geom),
+        assets_xml=assets,
+        assets={"t_block_marker.png": spec.png(pixels)},
+    )
+
+
 def block_pose(env: SimEnv) -> np.ndarray:
     """(x, y, yaw) of the block's centroid in base_link, float64."""
     pose = env.body_pose("t_block")
@@ -163,26 +244,29 @@ def _boxes(prefix: str, half_z: float, z: float, extra: str) -> str:
     )
 
 
+def _scene_xml(block_extra: str = "") -> str:
+    """The target and the block, ``block_extra`` (e.g. the marker's geom) added to the block."""
+    block = _boxes(
+        "t_block",
+        THICKNESS / 2,
+        0.0,
+        'mass="{mass:.10g}" friction="0.6 0.005 0.0001" rgba="0.45 0.5 0.75 1"',
+    )
+    target = _boxes("t_target", 0.0005, 0.0006, 'contype="0" conaffinity="0" rgba="0.2 0.75 0.3 1"')
+    return (
+        f'<body name="t_target" pos="{TARGET_POSE[0]} {TARGET_POSE[1]} 0">{target}</body>'
+        f'<body name="t_block" pos="0.5 0.3 {THICKNESS / 2}"><freejoint name="t_block"/>'
+        f"{block}{block_extra}</body>"
+    )
+
+
 @register_task
 class PushT(Task):
     name = "push_t"
     max_steps = 600  # 60 s at 10 Hz, as long as Diffusion Policy's real PushT episodes
 
     def scene_xml(self) -> str:
-        block = _boxes(
-            "t_block",
-            THICKNESS / 2,
-            0.0,
-            'mass="{mass:.10g}" friction="0.6 0.005 0.0001" rgba="0.45 0.5 0.75 1"',
-        )
-        marker = _boxes(
-            "t_target", 0.0005, 0.0006, 'contype="0" conaffinity="0" rgba="0.2 0.75 0.3 1"'
-        )
-        return (
-            f'<body name="t_target" pos="{TARGET_POSE[0]} {TARGET_POSE[1]} 0">{marker}</body>'
-            f'<body name="t_block" pos="0.5 0.3 {THICKNESS / 2}"><freejoint name="t_block"/>'
-            f"{block}</body>"
-        )
+        return _scene_xml()
 
     def initial_joints(self, env: SimEnv, rng: np.random.Generator) -> np.ndarray:
         from sim_bridge.cell import HOME_Q
