@@ -67,10 +67,7 @@ class BoardSpec(BaseModel):
     @field_validator("dictionary")
     @classmethod
     def _known_dictionary(cls, name: str) -> str:
-        if not name.startswith("DICT_") or not isinstance(getattr(cv2.aruco, name, None), int):
-            known = sorted(n for n in dir(cv2.aruco) if n.startswith("DICT_"))
-            raise ValueError(f"unknown ArUco dictionary {name!r}: one of {', '.join(known)}")
-        return name
+        return known_dictionary(name)
 
     @model_validator(mode="after")
     def _consistent(self) -> BoardSpec:
@@ -82,7 +79,7 @@ class BoardSpec(BaseModel):
                     f"marker_m {self.marker_m} must be smaller than square_m {self.square_m}"
                 )
             markers = self.squares_x * self.squares_y // 2
-            available = _dictionary(self.dictionary).bytesList.shape[0]
+            available = aruco_dictionary(self.dictionary).bytesList.shape[0]
             if markers > available:
                 raise ValueError(
                     f"a {self.squares_x}x{self.squares_y} ChArUco board needs {markers} markers;"
@@ -330,7 +327,16 @@ def board_pose(
 
 
 @functools.cache
-def _dictionary(name: str) -> cv2.aruco.Dictionary:
+def known_dictionary(name: str) -> str:
+    """``name`` if it is a ``cv2.aruco`` predefined dictionary; ValueError listing them."""
+    if not name.startswith("DICT_") or not isinstance(getattr(cv2.aruco, name, None), int):
+        known = sorted(n for n in dir(cv2.aruco) if n.startswith("DICT_"))
+        raise ValueError(f"unknown ArUco dictionary {name!r}: one of {', '.join(known)}")
+    return name
+
+
+def aruco_dictionary(name: str) -> cv2.aruco.Dictionary:
+    """The ``cv2.aruco`` predefined dictionary ``name`` (boards' and markers')."""
     return cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, name))
 
 
@@ -339,7 +345,10 @@ def _charuco_board(spec: BoardSpec) -> cv2.aruco.CharucoBoard:
     # OpenCV >= 4.6's layout (not the legacy one): the top-left square is black for any size.
     assert spec.marker_m is not None
     return cv2.aruco.CharucoBoard(
-        (spec.squares_x, spec.squares_y), spec.square_m, spec.marker_m, _dictionary(spec.dictionary)
+        (spec.squares_x, spec.squares_y),
+        spec.square_m,
+        spec.marker_m,
+        aruco_dictionary(spec.dictionary),
     )
 
 

@@ -29,6 +29,8 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from calibration.board import aruco_dictionary, known_dictionary
+
 if TYPE_CHECKING:
     from calibration.intrinsics import CameraIntrinsics
 
@@ -76,14 +78,11 @@ class MarkerSpec(BaseModel):
     @field_validator("dictionary")
     @classmethod
     def _known_dictionary(cls, name: str) -> str:
-        if not name.startswith("DICT_") or not isinstance(getattr(cv2.aruco, name, None), int):
-            known = sorted(n for n in dir(cv2.aruco) if n.startswith("DICT_"))
-            raise ValueError(f"unknown ArUco dictionary {name!r}: one of {', '.join(known)}")
-        return name
+        return known_dictionary(name)
 
     @model_validator(mode="after")
     def _id_in_dictionary(self) -> MarkerSpec:
-        count = _dictionary(self.dictionary).bytesList.shape[0]
+        count = aruco_dictionary(self.dictionary).bytesList.shape[0]
         if self.marker_id >= count:
             raise ValueError(
                 f"marker_id {self.marker_id}: {self.dictionary} has ids 0 to {count - 1}"
@@ -99,7 +98,7 @@ class MarkerSpec(BaseModel):
     @property
     def cells(self) -> int:
         """How many cells the black square is across: the code's bits plus the border."""
-        return int(_dictionary(self.dictionary).markerSize) + 2 * self.border_bits
+        return int(aruco_dictionary(self.dictionary).markerSize) + 2 * self.border_bits
 
     def object_points(self) -> np.ndarray:
         """(4, 3) float64: the black square's corners in the marker frame (module docs), in
@@ -124,7 +123,7 @@ class MarkerSpec(BaseModel):
                 " pixels that make the quiet zone a whole number of pixels"
             )
         marker = cv2.aruco.generateImageMarker(
-            _dictionary(self.dictionary), self.marker_id, pixels, borderBits=self.border_bits
+            aruco_dictionary(self.dictionary), self.marker_id, pixels, borderBits=self.border_bits
         )
         return np.pad(np.asarray(marker), round(margin), constant_values=255)
 
@@ -416,10 +415,6 @@ def object_state(
 
 
 @functools.cache
-def _dictionary(name: str) -> cv2.aruco.Dictionary:
-    return cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, name))
-
-
 @functools.cache
 def _detector(dictionary: str, border_bits: int) -> cv2.aruco.ArucoDetector:
     parameters = cv2.aruco.DetectorParameters()
@@ -429,7 +424,7 @@ def _detector(dictionary: str, border_bits: int) -> cv2.aruco.ArucoDetector:
     # more finely and further from its blurred edges when decoding.
     parameters.perspectiveRemovePixelPerCell = 8
     parameters.perspectiveRemoveIgnoredMarginPerCell = 0.3
-    return cv2.aruco.ArucoDetector(_dictionary(dictionary), parameters)
+    return cv2.aruco.ArucoDetector(aruco_dictionary(dictionary), parameters)
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -505,7 +500,7 @@ def _decode_candidate(gray: np.ndarray, spec: MarkerSpec, quad: np.ndarray) -> n
     n = spec.cells - 2 * spec.border_bits
     inner = bits[spec.border_bits : spec.border_bits + n, spec.border_bits : spec.border_bits + n]
     hard = (inner > (black + white) / 2).astype(np.uint8)
-    ok, marker_id, rotation = _dictionary(spec.dictionary).identify(hard, 0.6)
+    ok, marker_id, rotation = aruco_dictionary(spec.dictionary).identify(hard, 0.6)
     if not ok or marker_id != spec.marker_id:
         return None
     corners = cv2.perspectiveTransform(template_corners[None].astype(np.float64), homography)[0]
@@ -554,7 +549,7 @@ def _template(spec: MarkerSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     side = spec.cells * _TEMPLATE_CELL_PX
     margin = max(1, round(spec.quiet_fraction / 2 * side))
     marker = cv2.aruco.generateImageMarker(
-        _dictionary(spec.dictionary), spec.marker_id, side, borderBits=spec.border_bits
+        aruco_dictionary(spec.dictionary), spec.marker_id, side, borderBits=spec.border_bits
     )
     template = np.pad(np.asarray(marker), margin, constant_values=255).astype(np.float32)
     low, high = margin - 0.5, margin + side - 0.5
