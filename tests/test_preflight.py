@@ -65,6 +65,19 @@ def _failed(lines: dict[str, str]) -> set[str]:
     return {name for name, line in lines.items() if line.startswith("FAIL")}
 
 
+def test_a_stream_rate_is_the_publishers_even_when_messages_arrive_in_batches():
+    """A loaded receiver takes a 125 Hz stream in batches of four every 32 ms: the rate is the
+    stamps' 125 Hz, not the arrivals' (median interval 0, infinite)."""
+    from policy_runtime.ros.probe import Stream
+
+    stream = Stream()
+    stream.stamps = [n / 125 for n in range(400)]
+    stream.arrivals = [(n // 4) * 4 / 125 + 0.003 for n in range(400)]
+    assert stream.rate() == pytest.approx(125.0)
+    unstamped = Stream(arrivals=[n / 30 for n in range(90)])
+    assert unstamped.rate() == pytest.approx(30.0)
+
+
 def test_preflight_passes_on_a_healthy_graph_and_names_each_fault(tmp_path: Path):
     deployment = _deployment(tmp_path)
     cameras = {
