@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -136,9 +137,23 @@ class MarkerSpec(BaseModel):
         return encoded.tobytes()
 
 
-class ObjectModel(BaseModel):
-    """An object a marker is stuck on: where the marker is on it and the 2D keypoints (in the
-    object's frame, metres) that a policy observes, e.g. the corners of push_t's T."""
+def _rigid_pose(values: tuple[float, ...]) -> tuple[float, ...]:
+    """Checks 16 row-major values are a rigid transform (the validators' common part)."""
+    pose = np.asarray(values, dtype=np.float64).reshape(4, 4)
+    if not np.all(np.isfinite(pose)):
+        raise ValueError("object_from_marker has non-finite values")
+    rotation = pose[:3, :3]
+    if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-6) or not np.allclose(
+        pose[3], [0.0, 0.0, 0.0, 1.0]
+    ):
+        raise ValueError("object_from_marker is not a rigid transform (row-major 4x4)")
+    if np.linalg.det(rotation) < 0:
+        raise ValueError("object_from_marker's rotation is a reflection")
+    return values
+
+
+class PlacedMarker(BaseModel):
+    """A marker stuck on an object, and where."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -146,52 +161,76 @@ class ObjectModel(BaseModel):
     #: The marker frame in the object frame, 4x4 row-major (16 values): the marker-to-object
     #: offset, measured on the object (or known from its CAD).
     object_from_marker: tuple[float, ...] = Field(min_length=16, max_length=16)
+
+    _rigid = field_validator("object_from_marker")(_rigid_pose)
+
+    def object_from_marker_matrix(self) -> np.ndarray:
+        """:attr:`object_from_marker` as a 4x4 float64 array."""
+        return np.asarray(self.object_from_marker, dtype=np.float64).reshape(4, 4)
+
+
+class ObjectModel(BaseModel):
+    """An object with one or more markers stuck on it and the 2D keypoints (in the object's
+    frame, metres) that a policy observes, e.g. the corners of push_t's T. Several markers keep
+    the object in view when one is occluded (by the gripper pushing it) or in a shadow; all
+    are of one dictionary and border, each id once, so one detector pass finds them all."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    markers: tuple[PlacedMarker, ...] = Field(min_length=1)
     keypoints_m: tuple[tuple[float, float], ...] = Field(min_length=1)
     #: The height of the object frame's origin above the table when the object lies on it as
     #: its keypoints assume (its z axis up), metres: what :func:`object_state` needs to fit
     #: the pose on the table (``table_z_m``). None: unknown (6-DoF poses only).
     rest_height_m: float | None = None
 
-    @field_validator("object_from_marker")
-    @classmethod
-    def _rigid(cls, values: tuple[float, ...]) -> tuple[float, ...]:
-        pose = np.asarray(values, dtype=np.float64).reshape(4, 4)
-        if not np.all(np.isfinite(pose)):
-            raise ValueError("object_from_marker has non-finite values")
-        rotation = pose[:3, :3]
-        if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-6) or not np.allclose(
-            pose[3], [0.0, 0.0, 0.0, 1.0]
-        ):
-            raise ValueError("object_from_marker is not a rigid transform (row-major 4x4)")
-        if np.linalg.det(rotation) < 0:
-            raise ValueError("object_from_marker's rotation is a reflection")
-        return values
+    @model_validator(mode="after")
+    def _one_dictionary(self) -> ObjectModel:
+        first = self.markers[0].marker
+        ids = [placed.marker.marker_id for placed in self.markers]
+        for index, placed in enumerate(self.markers):
+            marker = placed.marker
+            if (marker.dictionary, marker.border_bits) != (first.dictionary, first.border_bits):
+                raise ValueError(
+                    f"markers.{index}: {marker.dictionary} with border_bits "
+                    f"{marker.border_bits}; every marker of an object must be of the first's "
+                    f"dictionary ({first.dictionary}) and border ({first.border_bits})"
+                )
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"markers: ids {ids} repeat; give each marker its own id")
+        return self
 
     @classmethod
     def from_arrays(
         cls,
-        marker: MarkerSpec,
-        object_from_marker: np.ndarray,
+        markers: Sequence[tuple[MarkerSpec, np.ndarray]],
         keypoints_m: np.ndarray,
         rest_height_m: float | None = None,
     ) -> ObjectModel:
-        """From a 4x4 ``object_from_marker`` and (N, 2) keypoints."""
-        pose = np.asarray(object_from_marker, dtype=np.float64)
+        """From (marker, 4x4 ``object_from_marker``) pairs and (N, 2) keypoints."""
         points = np.asarray(keypoints_m, dtype=np.float64)
-        if pose.shape != (4, 4) or points.ndim != 2 or points.shape[1] != 2:
-            raise ValueError(
-                f"object_from_marker {pose.shape} must be (4, 4), keypoints {points.shape} (N, 2)"
+        if points.ndim != 2 or points.shape[1] != 2:
+            raise ValueError(f"keypoints {points.shape} must be (N, 2)")
+        placed = []
+        for spec, object_from_marker in markers:
+            pose = np.asarray(object_from_marker, dtype=np.float64)
+            if pose.shape != (4, 4):
+                raise ValueError(f"object_from_marker {pose.shape} must be (4, 4)")
+            placed.append(
+                PlacedMarker(marker=spec, object_from_marker=tuple(float(v) for v in pose.ravel()))
             )
         return cls(
-            marker=marker,
-            object_from_marker=tuple(float(v) for v in pose.reshape(16)),
+            markers=tuple(placed),
             keypoints_m=tuple((float(x), float(y)) for x, y in points),
             rest_height_m=rest_height_m,
         )
 
-    def object_from_marker_matrix(self) -> np.ndarray:
-        """:attr:`object_from_marker` as a 4x4 float64 array."""
-        return np.asarray(self.object_from_marker, dtype=np.float64).reshape(4, 4)
+    def placed(self, marker_id: int) -> PlacedMarker:
+        """The marker with id ``marker_id``."""
+        for placed in self.markers:
+            if placed.marker.marker_id == marker_id:
+                return placed
+        raise KeyError(f"the object has no marker {marker_id}")
 
     def keypoints(self) -> np.ndarray:
         """:attr:`keypoints_m` as an (N, 2) float64 array."""
@@ -202,6 +241,7 @@ class ObjectModel(BaseModel):
 class MarkerDetection:
     """One marker found in an image, and its pose."""
 
+    marker_id: int
     #: (4, 4): the marker frame (module docs) in the camera's optical frame, metres.
     camera_from_marker: np.ndarray
     #: RMS distance between the corners and the pose's reprojection, pixels.
@@ -249,6 +289,8 @@ class ObjectState:
     reprojection_rms_px: float
     #: Whether the pose was fitted on the table (:func:`object_state`'s ``table_z_m``).
     on_table: bool
+    #: The ids of the markers the pose was fitted to.
+    marker_ids: tuple[int, ...]
     #: The detection's :attr:`MarkerDetection.confidence`; on the table, times
     #: ``exp(-(reprojection_rms_px / CONFIDENCE_RMS_PX)**2 / 2)`` of the fit.
     confidence: float
@@ -256,30 +298,46 @@ class ObjectState:
 
 def detect_marker(
     image: np.ndarray,
-    model: ObjectModel | MarkerSpec,
+    spec: MarkerSpec,
     intrinsics: CameraIntrinsics,
     min_side_px: float = MIN_SIDE_PX,
 ) -> MarkerDetection:
-    """The model's marker in ``image`` ((H, W, 3) RGB or (H, W) grey, uint8) and its pose in
-    the camera's optical frame.
+    """The marker ``spec`` in ``image`` ((H, W, 3) RGB or (H, W) grey, uint8) and its pose in
+    the camera's optical frame; :func:`detect_markers` for one marker (raises as it does)."""
+    return detect_markers(image, [spec], intrinsics, min_side_px)[0]
 
-    Found by ``cv2.aruco.ArucoDetector`` (sub-pixel corners: ``CORNER_REFINE_SUBPIX``). At
-    15-25 px (a 3 cm marker 1 m away) its corners are up to a pixel off and it may sample the
-    cells wrongly, so a square it found but could not decode is decoded again after aligning
-    it to the marker's border, and failing that, the image is searched again at twice its
-    resolution. The corners are then aligned by ECC: the marker's drawing (its bits' edges and
-    half its quiet zone included), blurred by :data:`TEMPLATE_BLUR_PX`, matched to the image
-    under a homography. On MuJoCo's renders of 15-22 px markers this takes the corners from
-    0.3-1 px off to under 0.1 px (``CORNER_REFINE_SUBPIX``'s window shrinks with the cells and
-    cannot do better). The pose is ``cv2.solvePnP`` with
-    ``SOLVEPNP_IPPE_SQUARE`` (the closed form for a square's corners, the better of its two
-    solutions), refined by ``cv2.solvePnPRefineLM``, on the corners undistorted by
-    ``intrinsics`` (the fisheye model for ``equidistant``) onto the normalized image plane.
 
-    Raises :class:`MarkerNotVisible` (saying what to do) when the marker is not found, or is
-    smaller than ``min_side_px`` in the image; ValueError for an image of another size than the
-    intrinsics' or the same marker seen more than once."""
-    spec = model.marker if isinstance(model, ObjectModel) else model
+def detect_markers(
+    image: np.ndarray,
+    markers: ObjectModel | Sequence[MarkerSpec],
+    intrinsics: CameraIntrinsics,
+    min_side_px: float = MIN_SIDE_PX,
+) -> list[MarkerDetection]:
+    """Every one of ``markers`` (an object's, or specs of one dictionary and border) that is
+    in ``image``, with its pose in the camera's optical frame, in the order given.
+
+    Found by one pass of ``cv2.aruco.ArucoDetector`` (sub-pixel corners:
+    ``CORNER_REFINE_SUBPIX``). At 15-25 px (a 3 cm marker 1 m away) its corners are up to a
+    pixel off and it may sample the cells wrongly, so a square it found but could not decode
+    is decoded again after aligning it to the marker's border, and failing that (no marker
+    found at all), the image is searched again at twice its resolution. Each marker's corners
+    are then aligned by ECC: its drawing (its bits' edges and half its quiet zone included),
+    blurred by :data:`TEMPLATE_BLUR_PX`, matched to the image under a homography. On MuJoCo's
+    renders of 15-22 px markers this takes the corners from 0.3-1 px off to under 0.1 px
+    (``CORNER_REFINE_SUBPIX``'s window shrinks with the cells and cannot do better). The pose
+    is ``cv2.solvePnP`` with ``SOLVEPNP_IPPE_SQUARE`` (the closed form for a square's
+    corners, the better of its two solutions), refined by ``cv2.solvePnPRefineLM``, on the
+    corners undistorted by ``intrinsics`` (the fisheye model for ``equidistant``) onto the
+    normalized image plane.
+
+    Raises :class:`MarkerNotVisible` (saying what to do) when none of them is found, or every
+    one found is smaller than ``min_side_px`` in the image (those are left out otherwise);
+    ValueError for an image of another size than the intrinsics' or a marker seen twice."""
+    specs = (
+        [placed.marker for placed in markers.markers]
+        if isinstance(markers, ObjectModel)
+        else list(markers)
+    )
     gray = _gray(image)
     height, width = gray.shape
     if (width, height) != (intrinsics.width, intrinsics.height):
@@ -287,23 +345,39 @@ def detect_marker(
             f"the image is {width}x{height} pixels, the intrinsics {intrinsics.width}x"
             f"{intrinsics.height}: give the camera's intrinsics at this resolution"
         )
-    found, seen = _find(gray, spec)
-    if found is None:  # a small marker often decodes at twice the resolution
+    found, seen = _find(gray, specs)
+    if not found:  # small markers often decode at twice the resolution
         upscaled = cv2.resize(gray, None, fx=2.0, fy=2.0, interpolation=cv2.INTER_CUBIC)
-        found, _ = _find(upscaled, spec)
-        if found is not None:
-            found = (found + 0.5) / 2.0 - 0.5  # OpenCV's pixel centres, back at 1x
-    if found is None:
+        found, _ = _find(upscaled, specs)
+        found = {i: (corners + 0.5) / 2.0 - 0.5 for i, corners in found.items()}  # back at 1x
+    names = ", ".join(str(spec.marker_id) for spec in specs)
+    if not found:
         others = f" (saw markers {', '.join(map(str, seen))})" if seen else ""
         raise MarkerNotVisible(
-            f"marker {spec.marker_id} ({spec.dictionary}) not in view{others}: bring it into"
-            " the camera's view, facing it, unoccluded and lit"
+            f"marker {names} ({specs[0].dictionary}) not in view{others}: bring it into the"
+            " camera's view, facing it, unoccluded and lit"
         )
-    side = _apparent_side(found)
-    if side < min_side_px:
-        raise MarkerNotVisible(_too_small(spec, side, min_side_px))
-    corners, correlation = _refine(gray, spec, found)
+    detections, small = [], []
+    for spec in specs:
+        corners = found.get(spec.marker_id)
+        if corners is None:
+            continue
+        side = _apparent_side(corners)
+        if side < min_side_px:
+            small.append(_too_small(spec, side, min_side_px))
+            continue
+        detections.append(_pose(gray, spec, corners, intrinsics))
+    if not detections:
+        raise MarkerNotVisible("; ".join(small))
+    return detections
 
+
+def _pose(
+    gray: np.ndarray, spec: MarkerSpec, found: np.ndarray, intrinsics: CameraIntrinsics
+) -> MarkerDetection:
+    """The detection of ``spec`` from its corners ``found`` (:func:`detect_markers`)."""
+    side = _apparent_side(found)
+    corners, correlation = _refine(gray, spec, found)
     # Solved on the normalized image plane (K = I, no distortion) for every lens model alike.
     k, eye, none = intrinsics.k, np.eye(3), np.zeros(0)
     fisheye = intrinsics.distortion_model == "equidistant"
@@ -342,6 +416,7 @@ def detect_marker(
     )
     confidence = min(1.0, side / FULL_CONFIDENCE_SIDE_PX) * match * _residual_term(rms)
     return MarkerDetection(
+        marker_id=spec.marker_id,
         camera_from_marker=pose,
         reprojection_rms_px=rms,
         confidence=float(confidence),
@@ -354,37 +429,42 @@ def detect_marker(
 
 
 def object_state(
-    detection: MarkerDetection,
+    detections: MarkerDetection | Sequence[MarkerDetection],
     base_from_camera: np.ndarray,
     model: ObjectModel,
     table_z_m: float | None = None,
 ) -> ObjectState:
-    """The object's pose and keypoints in ``base_link`` from a detection of its marker and the
-    camera's pose ``base_from_camera`` (its optical frame in base_link, from a calibration).
+    """The object's pose and keypoints in ``base_link`` from detections of its markers
+    (:func:`detect_markers`) and the camera's pose ``base_from_camera`` (its optical frame in
+    base_link, from a calibration).
 
-    Without ``table_z_m``: the detection's 6-DoF pose, moved to the object by the model's
-    ``object_from_marker``; the planar pose is its origin's x, y and its x axis's direction in
-    the xy plane. Its depth comes from the marker's apparent size, the least precise part of a
-    small marker's pose (a 1% error in the size is 1% of the distance).
+    Without ``table_z_m``: the most confident detection's 6-DoF pose, moved to the object by
+    its marker's ``object_from_marker``; the planar pose is its origin's x, y and its x axis's
+    direction in the xy plane. Its depth comes from the marker's apparent size, the least
+    precise part of a small marker's pose (a 1% error in the size is 1% of the distance).
 
     With ``table_z_m`` (the table top's z in base_link: 0 where the robot stands on the table,
     as in the sim cell): the object lies flat on the table, its origin ``model.rest_height_m``
-    above it, so only (x, y, yaw) are unknown; they are fitted to the marker's corners
-    (Gauss-Newton on the normalized image plane, from the corners' rays met with the marker's
-    plane). The apparent size then no longer matters: in sim, push_t's keypoints within 0.5 mm
-    where the 6-DoF pose gives 1.5-4 mm, depending on the assumed blur.
+    above it, so only (x, y, yaw) are unknown; they are fitted to every detected marker's
+    corners at once (Gauss-Newton on the normalized image plane, from the corners' rays met
+    with the markers' planes). The apparent size then no longer matters: in sim, push_t's
+    keypoints within 0.5 mm where the 6-DoF pose gives 1.5-4 mm, depending on the assumed blur.
 
     The keypoints are placed by the planar pose, as a policy trained in simulation saw them
     (push_t's ``from_frame(T_POLYGON, pose)``)."""
+    seen = [detections] if isinstance(detections, MarkerDetection) else list(detections)
+    if not seen:
+        raise ValueError("object_state needs at least one detection")
     base_from_camera = np.asarray(base_from_camera, dtype=np.float64)
-    object_from_marker = model.object_from_marker_matrix()
-    six_dof = base_from_camera @ detection.camera_from_marker @ np.linalg.inv(object_from_marker)
+    best = max(seen, key=lambda detection: detection.confidence)
+    object_from_best = model.placed(best.marker_id).object_from_marker_matrix()
+    six_dof = base_from_camera @ best.camera_from_marker @ np.linalg.inv(object_from_best)
     tilt = math.degrees(math.acos(float(np.clip(six_dof[2, 2], -1.0, 1.0))))
     if table_z_m is None:
         yaw = math.atan2(six_dof[1, 0], six_dof[0, 0])
         planar = np.array([six_dof[0, 3], six_dof[1, 3], yaw])
-        base_from_object, rms = six_dof, detection.reprojection_rms_px
-        confidence = detection.confidence
+        base_from_object, rms = six_dof, best.reprojection_rms_px
+        confidence = best.confidence
     else:
         if model.rest_height_m is None:
             raise ValueError(
@@ -392,11 +472,11 @@ def object_state(
                 " above the table when it lies on it)"
             )
         height = table_z_m + model.rest_height_m
-        fit = _TableFit(detection, base_from_camera, object_from_marker, model.marker, height)
+        fit = _TableFit(seen, base_from_camera, model, height)
         planar = fit.solve(fit.initial_guess(six_dof))
         base_from_object = _planar_matrix(planar, height)
-        rms = _rms(fit.residuals(planar).reshape(4, 2)) * detection.focal_px
-        confidence = detection.confidence * _residual_term(rms)
+        rms = _rms(fit.residuals(planar).reshape(-1, 2)) * best.focal_px
+        confidence = best.confidence * _residual_term(rms)
     planar[2] = math.remainder(planar[2], 2 * math.pi)
     c, s = math.cos(planar[2]), math.sin(planar[2])
     keypoints = model.keypoints() @ np.array([[c, s], [-s, c]]) + planar[:2]
@@ -407,6 +487,7 @@ def object_state(
         tilt_deg=tilt,
         reprojection_rms_px=rms,
         on_table=table_z_m is not None,
+        marker_ids=tuple(detection.marker_id for detection in seen),
         confidence=float(confidence),
     )
 
@@ -438,34 +519,45 @@ def _gray(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"image of shape {image.shape}: give (H, W, 3) RGB or (H, W) grey")
 
 
-def _find(gray: np.ndarray, spec: MarkerSpec) -> tuple[np.ndarray | None, list[int]]:
-    """The marker's corners (4, 2) float64, detector order, or None; and every id decoded."""
-    corners, ids, rejected = _detector(spec.dictionary, spec.border_bits).detectMarkers(gray)
+def _find(gray: np.ndarray, specs: Sequence[MarkerSpec]) -> tuple[dict[int, np.ndarray], list[int]]:
+    """The corners (4, 2) float64, detector order, of each of ``specs`` found, by id; and every
+    id decoded."""
+    first = specs[0]
+    corners, ids, rejected = _detector(first.dictionary, first.border_bits).detectMarkers(gray)
     seen = [] if ids is None else [int(i) for i in ids.ravel()]
-    mine = [index for index, i in enumerate(seen) if i == spec.marker_id]
-    if len(mine) > 1:
-        raise ValueError(
-            f"marker {spec.marker_id} ({spec.dictionary}) seen {len(mine)} times: give each"
-            " object a marker of its own"
-        )
-    if mine:
-        return np.asarray(corners[mine[0]], dtype=np.float64).reshape(4, 2), sorted(set(seen))
-    quads = [np.asarray(candidate, np.float64).reshape(4, 2) for candidate in rejected]
-    quads.sort(key=_apparent_side, reverse=True)
-    for quad in quads[:_MAX_CANDIDATES]:
-        if _signed_area(quad) < 0:  # the marker's corners go clockwise in the image
-            quad = quad[[0, 3, 2, 1]]
-        found = _decode_candidate(gray, spec, quad)
-        if found is not None:
-            return found, sorted(set(seen))
-    return None, sorted(set(seen))
+    wanted = {spec.marker_id for spec in specs}
+    found: dict[int, np.ndarray] = {}
+    for index, marker_id in enumerate(seen):
+        if marker_id not in wanted:
+            continue
+        if marker_id in found:
+            raise ValueError(
+                f"marker {marker_id} ({first.dictionary}) seen {seen.count(marker_id)} times:"
+                " give each marker its own id"
+            )
+        found[marker_id] = np.asarray(corners[index], dtype=np.float64).reshape(4, 2)
+    if len(found) < len(wanted):
+        quads = [np.asarray(candidate, np.float64).reshape(4, 2) for candidate in rejected]
+        quads.sort(key=_apparent_side, reverse=True)
+        for quad in quads[:_MAX_CANDIDATES]:
+            if _signed_area(quad) < 0:  # the marker's corners go clockwise in the image
+                quad = quad[[0, 3, 2, 1]]
+            decoded = _decode_candidate(gray, first, quad)
+            if decoded is not None and decoded[0] in wanted and decoded[0] not in found:
+                found[decoded[0]] = decoded[1]
+                if len(found) == len(wanted):
+                    break
+    return found, sorted(set(seen))
 
 
-def _decode_candidate(gray: np.ndarray, spec: MarkerSpec, quad: np.ndarray) -> np.ndarray | None:
+def _decode_candidate(
+    gray: np.ndarray, spec: MarkerSpec, quad: np.ndarray
+) -> tuple[int, np.ndarray] | None:
     """A square the detector found but could not decode, decoded again after aligning it to
-    the marker's border (the black ring and the white around it) by ECC: small, blurred
-    markers fail the detector's decoding because it samples the cells from corners that are
-    half a pixel off. The corners in the marker's order if it is ``spec``'s marker, else None.
+    the border of a marker of ``spec``'s dictionary and size (the black ring and the white
+    around it) by ECC: small, blurred markers fail the detector's decoding because it samples
+    the cells from corners that are half a pixel off. The id read and the corners in the
+    marker's order, or None.
     """
     if _apparent_side(quad) < MIN_SIDE_PX / 2:
         return None
@@ -501,10 +593,10 @@ def _decode_candidate(gray: np.ndarray, spec: MarkerSpec, quad: np.ndarray) -> n
     inner = bits[spec.border_bits : spec.border_bits + n, spec.border_bits : spec.border_bits + n]
     hard = (inner > (black + white) / 2).astype(np.uint8)
     ok, marker_id, rotation = aruco_dictionary(spec.dictionary).identify(hard, 0.6)
-    if not ok or marker_id != spec.marker_id:
+    if not ok:
         return None
     corners = cv2.perspectiveTransform(template_corners[None].astype(np.float64), homography)[0]
-    return np.roll(corners.reshape(4, 2), int(rotation), axis=0)  # as the detector turns them
+    return int(marker_id), np.roll(corners.reshape(4, 2), int(rotation), axis=0)  # as detected
 
 
 def _refine(gray: np.ndarray, spec: MarkerSpec, corners: np.ndarray) -> tuple[np.ndarray, float]:
@@ -619,27 +711,30 @@ def _planar_matrix(planar: np.ndarray, height: float) -> np.ndarray:
 
 
 class _TableFit:
-    """The marker's corners on the normalized image plane for an object lying on the table at
+    """The markers' corners on the normalized image plane for an object lying on the table at
     a planar pose (x, y, yaw), its origin at ``height`` in base_link, against those detected."""
 
     def __init__(
         self,
-        detection: MarkerDetection,
+        detections: Sequence[MarkerDetection],
         base_from_camera: np.ndarray,
-        object_from_marker: np.ndarray,
-        spec: MarkerSpec,
+        model: ObjectModel,
         height: float,
     ) -> None:
         self.base_from_camera = base_from_camera
         self.camera_from_base = np.linalg.inv(base_from_camera)
-        corners = np.hstack([spec.object_points(), np.ones((4, 1))])
-        #: (4, 4): the corners (columns, homogeneous) in the object frame.
-        self.corners_object = object_from_marker @ corners.T
-        self.observed = detection.corners_normalized
+        columns = []
+        for detection in detections:
+            placed = model.placed(detection.marker_id)
+            corners = np.hstack([placed.marker.object_points(), np.ones((4, 1))])
+            columns.append(placed.object_from_marker_matrix() @ corners.T)
+        #: (4, 4k): every detected corner (columns, homogeneous) in the object frame.
+        self.corners_object = np.hstack(columns)
+        self.observed = np.vstack([detection.corners_normalized for detection in detections])
         self.height = height
 
     def residuals(self, planar: np.ndarray) -> np.ndarray:
-        """(8,): projected minus detected corners, normalized image plane."""
+        """(8k,): projected minus detected corners, normalized image plane."""
         points = self.camera_from_base @ _planar_matrix(planar, self.height) @ self.corners_object
         return (points[:2] / points[2]).T.ravel() - self.observed.ravel()
 
@@ -649,7 +744,8 @@ class _TableFit:
         x, y to those points. ``six_dof``'s planar projection if a ray misses (the camera
         level with the marker): the 6-DoF pose of a small marker may be the wrong one of two
         mirror-image solutions, so it is only the fallback."""
-        rays = self.base_from_camera[:3, :3] @ np.vstack([self.observed.T, np.ones(4)])
+        count = self.observed.shape[0]
+        rays = self.base_from_camera[:3, :3] @ np.vstack([self.observed.T, np.ones(count)])
         origin = self.base_from_camera[:3, 3]
         heights = self.height + self.corners_object[2]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -668,7 +764,7 @@ class _TableFit:
 
     def solve(self, planar: np.ndarray, iterations: int = 20) -> np.ndarray:
         """Gauss-Newton from ``planar`` (a numerical Jacobian: three parameters, eight
-        residuals)."""
+        residuals a marker)."""
         planar = np.asarray(planar, dtype=np.float64).copy()
         step = 1e-7
         for _ in range(iterations):

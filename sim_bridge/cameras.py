@@ -85,18 +85,27 @@ def camera_xml(name: str, parent_from_optical: np.ndarray, fovy_deg: float) -> s
     return f'<camera name="{name}" pos="{pos}" xyaxes="{axes}" fovy="{fovy_deg:.10g}"/>'
 
 
-def look_at_xyaxes(position: np.ndarray, target: np.ndarray) -> str:
-    """MuJoCo ``xyaxes`` for a camera at ``position`` looking at ``target`` with world z up."""
+def look_at_optical(position: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The optical frame (4x4: x right, y down, z forward) of a camera at ``position`` looking
+    at ``target``, level (its x axis horizontal, world z up in the image)."""
     forward = np.asarray(target, float) - np.asarray(position, float)
     forward /= np.linalg.norm(forward)
     right = np.cross(forward, [0.0, 0.0, 1.0])
     right /= np.linalg.norm(right)
-    up = np.cross(right, forward)
-    return " ".join(f"{v:.10g}" for v in (*right, *up))
+    pose = np.eye(4)
+    pose[:3, 0], pose[:3, 1], pose[:3, 2] = right, np.cross(forward, right), forward
+    pose[:3, 3] = position
+    return pose
+
+
+def look_at_xyaxes(position: np.ndarray, target: np.ndarray) -> str:
+    """MuJoCo ``xyaxes`` for a camera at ``position`` looking at ``target`` with world z up."""
+    frame = look_at_optical(position, target)[:3, :3] @ MUJOCO_TO_OPTICAL
+    return " ".join(f"{v:.10g}" for v in (*frame[:, 0], *frame[:, 1]))
 
 
 #: Each sim camera's parent body: a calibration of it must be relative to this frame.
-CAMERA_PARENTS = {"front": "base_link", "wrist": "tool0"}
+CAMERA_PARENTS = {"front": "base_link", "wrist": "tool0", "side": "base_link"}
 
 
 def placed_cameras(

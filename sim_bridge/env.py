@@ -64,7 +64,7 @@ class EnvOptions:
     #: A calibration board (``calibration.board.STANDARD_BOARD``) on the table (eye-in-hand)
     #: or held by the gripper (eye-to-base); "none" by default.
     calibration_board: Literal["none", "table", "tool"] = "none"
-    #: push_t only: an ArUco marker on the T block's top (:func:`sim_bridge.tasks.push_t.
+    #: push_t only: ArUco markers on the T block's top (:func:`sim_bridge.tasks.push_t.
     #: marker_scene`), visual only, for estimating the block's pose from images.
     block_marker: bool = False
 
@@ -327,7 +327,7 @@ def make_env(task: str, variant: str | None = None, **options: object) -> SimEnv
 
 
 def _cell(task: Task, options: EnvOptions) -> Ur5Cell:
-    """The task's cell, with the block's marker and the calibration board when asked for."""
+    """The task's cell, with the block's markers and the calibration board when asked for."""
     scene_xml, assets_xml = task.scene_xml(), task.assets_xml()
     assets: dict[str, bytes] = {}
     if options.block_marker:

@@ -433,3 +433,82 @@ def test_prt_camera_refuses_bad_parameters_by_name(tmp_path: Path, params: dict,
     node = NodeProcess("prt-camera", {"device": "test_pattern", **params}, tmp_path)
     assert node.process.wait(timeout=60) == 2, node.output()
     assert f"parameter '{named}' of node camera" in node.output()
+
+
+@pytest.mark.ros
+def test_prt_camera_publishes_its_calibration_on_tf_static(tmp_path: Path):
+    """A deployment camera's calibration: on /tf_static where tf2_msgs imports, else said once;
+    a calibration not written yet is a warning (the camera runs while being calibrated);
+    another camera's calibration stops the node."""
+    pytest.importorskip("rclpy")
+    import yaml
+    from sensor_msgs.msg import Image
+
+    from calibration.intrinsics import CameraIntrinsics
+    from calibration.result import CameraCalibration
+    from policy_runtime.ros import qos
+    from tests.ros_graph import BUNDLE
+
+    pose = np.array([[0, -1, 0, 0.9], [-1, 0, 0, 0.1], [0, 0, -1, 0.8], [0, 0, 0, 1.0]])
+    intrinsics = CameraIntrinsics(width=NODE_W, height=NODE_H, fx=120.0, fy=120.0, cx=80, cy=60)
+    CameraCalibration.from_transform(
+        "front", pose, intrinsics, "park", "eye_to_base", 20, np.array([0.3]), np.array([0.02])
+    ).save(tmp_path / "front.yaml")
+    device = {"width": NODE_W, "height": NODE_H, "depth": False}
+    cell = {
+        "robot": {"type": "ur5"},
+        "bundle": str(BUNDLE),
+        "cameras": {
+            "front": {"serial": "front-sw", "calibration": "front.yaml", **device},
+            "wrist": {"serial": "wrist-sw", "calibration": "calibration/wrist.yaml", **device},
+            "side": {"serial": "side-sw", "calibration": "front.yaml", **device},
+        },
+    }
+    deployment = tmp_path / "deploy.yaml"
+    deployment.write_text(yaml.safe_dump(cell))
+    nodes = {
+        name: NodeProcess(
+            "prt-camera",
+            {"camera_name": name, "device": "test_pattern", "deployment": deployment},
+            tmp_path,
+        )
+        for name in ("front", "wrist", "side")
+    }
+    watch = Watcher()
+    try:
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError:
+            TFMessage = None
+        else:
+            watch.keep("/tf_static", TFMessage, qos.LATCHED)
+        for name in ("front", "wrist"):
+            watch.keep(f"/camera/{name}/color/image_raw", Image, qos.SENSOR, key=name)
+        assert nodes["side"].process.wait(timeout=60) == 2, nodes["side"].output()
+        assert (
+            f"cameras.side.calibration {tmp_path / 'front.yaml'} calibrates "
+            "front_color_optical_frame, not this camera's side_color_optical_frame"
+        ) in nodes["side"].output()
+        for name in ("front", "wrist"):
+            wait_for(lambda name=name: len(watch.received(name)) >= 2, 60, f"{name} frames")
+        assert (
+            f"cameras.wrist.calibration {tmp_path / 'calibration' / 'wrist.yaml'} does not "
+            "exist (yet): no static transform of wrist_color_optical_frame"
+        ) in nodes["wrist"].output()
+        if TFMessage is None:
+            assert (
+                "tf2_msgs is not importable (ROS 2 from the pip wheels): no /tf_static; "
+                f"front_color_optical_frame in base_link is in {tmp_path / 'front.yaml'}"
+            ) in nodes["front"].output()
+        else:
+            wait_for(lambda: bool(watch.received("/tf_static")), 10, "/tf_static")
+            (transform,) = watch.received("/tf_static")[-1].transforms
+            assert transform.header.frame_id == "base_link"
+            assert transform.child_frame_id == "front_color_optical_frame"
+            t, r = transform.transform.translation, transform.transform.rotation
+            assert (t.x, t.y, t.z) == pytest.approx((0.9, 0.1, 0.8))
+            assert (r.x, r.y, r.z, r.w) == pytest.approx((0.5**0.5, -(0.5**0.5), 0.0, 0.0))
+    finally:
+        watch.close()
+        for node in nodes.values():
+            node.stop()

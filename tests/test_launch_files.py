@@ -87,15 +87,18 @@ def test_the_real_cell_launch_file_reads_one_deployment_and_starts_disarmed():
         for node in description.nodes:
             assert Path(dict(node.parameters)["deployment"]) == ROOT / "config" / "deploy_ur5.yaml"
         cameras = [dict(n.parameters) for n in description.nodes if n.executable == "prt-camera"]
-        assert [c["camera_name"] for c in cameras] == ["front", "wrist"]
+        assert [c["camera_name"] for c in cameras] == ["front", "wrist", "side"]
         assert {c["device"] for c in cameras} == {"realsense"}
     from policy_runtime.deployment.config import DeploymentConfig
 
     assert set(DeploymentConfig.load(ROOT / "config" / "deploy_ur5.yaml").cameras) == {
         "front",
         "wrist",
+        "side",
     }
-    without = load_launch_file(path, {"wrist": "false", "camera_device": "test_pattern"})
+    without = load_launch_file(
+        path, {"wrist": "false", "side": "false", "camera_device": "test_pattern"}
+    )
     cameras = [dict(n.parameters) for n in without.nodes if n.executable == "prt-camera"]
     assert [(c["camera_name"], c["device"]) for c in cameras] == [("front", "test_pattern")]
 

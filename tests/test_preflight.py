@@ -149,7 +149,7 @@ def test_the_real_cell_launch_file_starts_in_shadow_passes_preflight_and_arms(tm
     log = (tmp_path / "launch.log").open("wb")
     launch = subprocess.Popen(
         [str(BIN / "prt"), "launch", str(ROOT / "launch" / "ur5_real.launch.yaml"),
-         f"deployment:={deployment}", "camera_device:=test_pattern"],
+         f"deployment:={deployment}", "camera_device:=test_pattern", "side:=false"],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     watcher = Watcher()

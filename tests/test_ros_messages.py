@@ -103,3 +103,39 @@ def test_images_round_trip_and_bgr_is_turned_to_rgb():
     np.testing.assert_array_equal(image_pixels(bgr), rgb)
     with pytest.raises(ValueError, match="mono8"):
         image_pixels(image_to_msg(rgb[..., 0], 1.0, "f", "mono8"))
+
+
+def test_a_calibration_is_the_static_transform_from_its_parent_to_its_optical_frame():
+    """A camera 0.8 m above base_link looking straight down, its image x along base_link's -y
+    and y along -x: a half turn about (1, -1, 0)/sqrt(2), quaternion (1/sqrt(2), -1/sqrt(2),
+    0, 0); on the tool, the same numbers from tool0. A quaternion written unnormalised (a
+    hand-edited YAML) comes out unit: (0, 0, 1, 1) is a quarter turn about z."""
+    from calibration.intrinsics import CameraIntrinsics
+    from calibration.result import CameraCalibration
+    from policy_runtime.ros.transforms import static_transform, transform_stamped
+
+    pose = np.array(
+        [[0.0, -1.0, 0.0, 0.9], [-1.0, 0.0, 0.0, 0.1], [0.0, 0.0, -1.0, 0.8], [0, 0, 0, 1]]
+    )
+    intrinsics = CameraIntrinsics(width=640, height=480, fx=600.0, fy=600.0, cx=319.5, cy=239.5)
+    half = np.sqrt(0.5)
+    for mode, parent in (("eye_to_base", "base_link"), ("eye_in_hand", "tool0")):
+        calibration = CameraCalibration.from_transform(
+            "front", pose, intrinsics, "park", mode, 20, np.array([0.3]), np.array([0.02])
+        )
+        transform = static_transform(calibration)
+        assert (transform.parent, transform.child) == (parent, "front_color_optical_frame")
+        np.testing.assert_allclose(transform.translation, (0.9, 0.1, 0.8), atol=1e-12)
+        np.testing.assert_allclose(transform.rotation_xyzw, (half, -half, 0.0, 0.0), atol=1e-12)
+
+    edited = calibration.model_copy(update={"rotation_xyzw": (0.0, 0.0, 1.0, 1.0)})
+    np.testing.assert_allclose(
+        static_transform(edited).rotation_xyzw, (0.0, 0.0, half, half), atol=1e-12
+    )
+
+    msg = transform_stamped(*static_transform(edited), stamp(12.5))
+    assert (msg.header.frame_id, msg.child_frame_id) == ("tool0", "front_color_optical_frame")
+    assert seconds(msg.header.stamp) == 12.5
+    t, r = msg.transform.translation, msg.transform.rotation
+    assert (t.x, t.y, t.z) == pytest.approx((0.9, 0.1, 0.8), abs=1e-12)
+    assert (r.x, r.y, r.z, r.w) == pytest.approx((0.0, 0.0, half, half), abs=1e-12)

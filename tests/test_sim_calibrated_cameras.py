@@ -62,8 +62,8 @@ def test_a_calibration_of_another_frame_or_camera_is_refused(tmp_path: Path) -> 
     wrong_parent = CameraCalibration.load(calibration_file(tmp_path, "front", "eye_in_hand"))
     with pytest.raises(ValueError, match="calibrated in tool0"):
         placed_cameras(CellOptions().cameras, {"front": wrong_parent.sim_placement()})
-    with pytest.raises(ValueError, match="no sim camera 'side'"):
-        placed_cameras(CellOptions().cameras, {"side": wrong_parent.sim_placement()})
+    with pytest.raises(ValueError, match="no sim camera 'top'"):
+        placed_cameras(CellOptions().cameras, {"top": wrong_parent.sim_placement()})
 
 
 @pytest.mark.ros

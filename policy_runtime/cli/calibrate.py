@@ -41,3 +41,29 @@ def handeye(
     args = ["prt", "--ros-args", "-p", f"config:={config}", "-p", f"output:={out}"]
     args += [a for a in (ros_args or []) if a != "--ros-args"]
     raise typer.Exit(run(args))
+
+
+@calibrate_app.command("markers")
+def markers(
+    model: Annotated[Path, typer.Argument(help="An object model YAML (its markers).")],
+    out: Annotated[Path, typer.Option(help="The folder to write one PNG per marker to.")],
+    pixels: Annotated[int, typer.Option(min=48, help="The black square's width, pixels.")] = 480,
+) -> None:
+    """Draw an object's markers to print (e.g. config/push_t_block_markers.yaml): one PNG per
+    marker, its white card edge to edge, with the size to print it at."""
+    from calibration.tracking import load_object_model
+
+    try:
+        object_model = load_object_model(model)
+        drawings = [(placed.marker, placed.marker.png(pixels)) for placed in object_model.markers]
+    except ValueError as exc:
+        typer.echo(f"prt calibrate markers: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    out.mkdir(parents=True, exist_ok=True)
+    for spec, png in drawings:
+        path = out / f"{spec.dictionary.lower()}_{spec.marker_id}.png"
+        path.write_bytes(png)
+        typer.echo(
+            f"{path}: print {spec.plate_size_m * 1e3:g} mm wide (black square "
+            f"{spec.size_m * 1e3:g} mm)"
+        )

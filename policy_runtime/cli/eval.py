@@ -37,7 +37,9 @@ EPILOG = (
     "--workers 16\n\n"
     "  prt eval --task push_t --policy bundles/dp --execution rtc --latency-ms 250\n\n"
     "  prt eval --task push_t --policy bundles/dp --executor-config config/executor_ur5e.yaml\n\n"
-    "  prt eval --task push_t --policy bundles/dp --no-safety   # the engine alone, to compare"
+    "  prt eval --task push_t --policy bundles/dp --no-safety   # the engine alone, to compare\n\n"
+    "  prt eval --task push_t --policy bundles/push_t_drifting --object-state marker"
+    "   # the block's state from its marker"
 )
 
 
@@ -119,6 +121,22 @@ def eval_policy(
             "(default: a UR5 CB3 at 125 Hz, config/executor_ur5.yaml)."
         ),
     ] = None,
+    object_state: Annotated[
+        str,
+        typer.Option(
+            help="Where a low-dim policy's object state comes from: sim (exact), or marker "
+            "(estimated from the object's ArUco markers in the front and side cameras, as on a "
+            "real cell; push_t)."
+        ),
+    ] = "sim",
+    camera_calibration: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="With --object-state marker: a tracking camera's calibration YAML (prt "
+            "calibrate) to track with, in place of the simulated camera's true pose "
+            "(repeat for each camera)."
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a policy in simulation: success rate with a Wilson 95% interval, mean score."""
     from policy_runtime.evaluation.evaluate import EvalConfig, check_config, evaluate
@@ -153,6 +171,8 @@ def eval_policy(
             execution_horizon=execution_horizon,
             safety=safety,
             executor_config=executor_config,
+            object_state=object_state,  # type: ignore[arg-type]  # EvalConfig checks the name
+            camera_calibrations=tuple(camera_calibration or ()),
         )
         check_config(config)
         if sweep_spec is not None:

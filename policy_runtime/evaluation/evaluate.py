@@ -45,10 +45,13 @@ from policy_runtime.inference.specs import PolicySpecs
 from policy_runtime.parallel import ordered_results
 
 if TYPE_CHECKING:
+    from policy_runtime.evaluation.perception import Perception
     from sim_bridge.env import SimEnv
 
 #: ``sync`` or an execution-engine mode.
 ExecutionChoice = Literal["sync", "replace", "temporal_ensemble", "aggregate", "rtc"]
+#: Where a low-dim policy's object state comes from (``EvalConfig.object_state``).
+ObjectStateSource = Literal["sim", "marker"]
 EXECUTION_MODES: tuple[str, ...] = get_args(ExecutionChoice)
 LOG_FILE = "eval_log.json"
 LOG_FORMAT = "policy_runtime.eval_log"
@@ -184,6 +187,12 @@ class EvalConfig:
     #: and torch's numbers can depend on the thread count (conv layers do), so the default gives
     #: the same episodes in-process, in worker processes and in Ray actors.
     torch_threads: int | None = 1
+    #: Where the policy's object state comes from: ``sim`` (the simulator's exact state) or
+    #: ``marker`` (estimated from the object's markers in the tracking cameras, as a real cell
+    #: does; :mod:`policy_runtime.evaluation.perception`), with the camera poses of
+    #: ``camera_calibrations`` (``prt calibrate`` YAMLs; a camera without one: its true pose).
+    object_state: ObjectStateSource = "sim"
+    camera_calibrations: tuple[Path, ...] = ()
     #: Loads the policy in each worker; None picks by what ``policy`` holds (:data:`LOADERS`).
     #: Must pickle (a module-level function) to reach worker processes.
     loader: PolicyLoader | None = None
@@ -196,6 +205,21 @@ class EvalConfig:
             object.__setattr__(self, "out", Path(self.out))
         if self.executor_config is not None:
             object.__setattr__(self, "executor_config", Path(self.executor_config))
+        if self.object_state not in get_args(ObjectStateSource):
+            raise ValueError(
+                f"object_state must be one of {get_args(ObjectStateSource)}, got "
+                f"{self.object_state!r}"
+            )
+        if self.camera_calibrations:
+            if self.object_state != "marker":
+                raise ValueError("camera calibrations are used by --object-state marker only")
+            paths = tuple(Path(path) for path in self.camera_calibrations)
+            object.__setattr__(self, "camera_calibrations", paths)
+        if self.object_state == "marker" and self.execution == "sync":
+            raise ValueError(
+                "--object-state marker needs an execution engine mode (not sync): a lost "
+                "marker holds the arm through the deployed stack"
+            )
         object.__setattr__(self, "domain_rand", parse_factors(self.domain_rand))
         checks = {
             "episodes": (self.episodes, 1),
@@ -248,6 +272,8 @@ class EvalConfig:
             "safety": self.safety and self.execution != "sync",
             "executor": self.executor().model_dump(mode="json"),
             "torch_threads": self.torch_threads,
+            "object_state": self.object_state,
+            "camera_calibrations": [str(path) for path in self.camera_calibrations],
             "videos": self.videos,
             "video_camera": self.video_camera,
             "video_size": list(self.video_size),
@@ -267,6 +293,8 @@ class EpisodeRecord:
     #: PolicyEpisodeResult`); empty without it.
     interventions: dict[str, int] = field(default_factory=dict)
     holds: dict[str, int] = field(default_factory=dict)
+    #: Policy periods whose object state the marker tracker lost (``object_state: marker``).
+    observations_lost: int = 0
 
 
 @dataclass(frozen=True)
@@ -329,6 +357,7 @@ class EvalReport:
             "episodes_with_interventions": sum(bool(r.interventions) for r in self.records),
             "interventions": interventions,
             "holds": self.totals("holds"),
+            "observations_lost": sum(r.observations_lost for r in self.records),
         }
 
     def log(self) -> dict[str, Any]:
@@ -362,6 +391,7 @@ class EvalReport:
                     "actions_sha256": r.actions_sha256,
                     "interventions": r.interventions,
                     "holds": r.holds,
+                    "observations_lost": r.observations_lost,
                 }
                 for r in self.records
             ],
@@ -442,7 +472,10 @@ class EvalWorker:
             else executor.execution_for(self.options["action_space"], mode=mode)
         )
         self.executor = executor if config.safety and mode != "sync" else None
+        if config.object_state == "marker":
+            self.options["block_marker"] = True
         self._envs: dict[str, SimEnv] = {}
+        self._perceptions: dict[str, Perception] = {}
         task = make_task(config.task, None if config.variant == "all" else config.variant)
         self._variants = task.variants if config.variant == "all" else (task.variant,)
 
@@ -460,6 +493,19 @@ class EvalWorker:
                 self.config.task, variant, domain_rand=self.config.domain_rand, **self.options
             )
         return self._envs[variant]
+
+    def perception(self, seed: int) -> Perception | None:
+        """The env's perception (``object_state: marker``), built once per env."""
+        if self.config.object_state == "sim":
+            return None
+        variant = self.variant(seed)
+        if variant not in self._perceptions:
+            from policy_runtime.evaluation.perception import MarkerPerception
+
+            self._perceptions[variant] = MarkerPerception(
+                self.env(seed), self.config.camera_calibrations
+            )
+        return self._perceptions[variant]
 
     def check(self) -> None:
         """Fail early on a policy that does not fit the task (keys, camera) or the execution
@@ -481,6 +527,7 @@ class EvalWorker:
             )
         if self.config.videos:
             env.render(self.config.video_camera, 16, 16)
+        self.perception(self.config.start_seed)
 
     def run(self, seed: int) -> EvaluatedEpisode:
         config = self.config
@@ -501,6 +548,7 @@ class EvalWorker:
                 executor=self.executor,
                 inference_latency_s=config.inference_latency_s,
                 action_offset_steps=self.runtime.specs.action.offset_steps,
+                perception=self.perception(seed),
             )
         record = EpisodeRecord(
             seed=seed,
@@ -512,6 +560,7 @@ class EvalWorker:
             actions_sha256=result.actions_sha256,
             interventions=result.interventions,
             holds=result.holds,
+            observations_lost=result.observations_lost,
         )
         return EvaluatedEpisode(record, result.frames)
 

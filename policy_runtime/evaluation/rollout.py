@@ -43,6 +43,7 @@ from policy_runtime.execution import (
 )
 
 if TYPE_CHECKING:
+    from policy_runtime.evaluation.perception import Perception
     from sim_bridge.env import SimEnv
 
 #: ``policy_fn(window) -> chunk``: ``window[key]`` is ``(n_obs_steps, *shape)``, oldest first;
@@ -82,6 +83,8 @@ class PolicyEpisodeResult:
     #: re-anchorings); only the non-zero ones. Empty without the stack.
     interventions: dict[str, int] = field(default_factory=dict)
     holds: dict[str, int] = field(default_factory=dict)
+    #: Policy periods whose observation perception lost (0 without perception).
+    observations_lost: int = 0
 
 
 @dataclass
@@ -96,7 +99,8 @@ def _run_engine(
     env: SimEnv,
     request: Callable[[ChunkPrefix | None], np.ndarray],
     record_command: Callable[[np.ndarray, float | None], None],
-    observed: Callable[[dict[str, np.ndarray]], None],
+    observed: Callable[[dict[str, np.ndarray]], bool],
+    fresh: bool,
     finished: Callable[[], bool],
     chunk_form: tuple[int, int],
     config: ExecutionConfig,
@@ -109,7 +113,9 @@ def _run_engine(
     at every controller tick: the loop's command for the measured joints goes to the cell; a
     chunk whose simulated inference has ended is handed over; and at the period's first tick
     (the observation time) a request starts when the engine asks for one, one in flight.
-    ``chunk_form`` is ``(n_action_steps, action_offset_steps)``.
+    ``chunk_form`` is ``(n_action_steps, action_offset_steps)``. ``observed`` takes each
+    period's observation and says whether it was fresh (``fresh``: the first one's); a period
+    whose observation was lost (perception) feeds the watchdog nothing and asks for no chunk.
     """
     n_action_steps, offset_steps = chunk_form
     dt = env.policy_period_s
@@ -147,11 +153,13 @@ def _run_engine(
 
     while not finished():
         t_obs = env.time
-        if loop is not None:
+        if loop is not None and fresh:
             loop.observation_received(t_obs)
         first_tick = True
 
-        def controller(t: float, q_measured: np.ndarray) -> tuple[np.ndarray, float | None] | None:
+        def controller(
+            t: float, q_measured: np.ndarray, fresh: bool = fresh
+        ) -> tuple[np.ndarray, float | None] | None:
             nonlocal first_tick, calls
             clock.set(t)
             command = command_of(t, q_measured)
@@ -161,7 +169,7 @@ def _run_engine(
                 _, stamp, chunk = pending.pop(0)
                 submit(chunk, stamp)
             wants = loop.should_request(t) if loop is not None else engine.should_request(t)
-            if first_tick and not pending and wants:
+            if first_tick and fresh and not pending and wants:
                 engine.request_started(t)
                 prefix = engine.rtc_prefix(t) if config.mode == "rtc" else None
                 actions = request(prefix)
@@ -174,7 +182,7 @@ def _run_engine(
             first_tick = False
             return command
 
-        observed(env.step_controlled(controller))
+        fresh = observed(env.step_controlled(controller))
     return _EngineRun(calls, loop)
 
 
@@ -193,6 +201,7 @@ def run_policy_episode(
     executor: ExecutorConfig | None = None,
     inference_latency_s: float = 0.0,
     action_offset_steps: int = 0,
+    perception: Perception | None = None,
 ) -> PolicyEpisodeResult:
     """Reset ``env`` with ``seed`` and let ``policy_fn`` act until the episode ends.
 
@@ -204,6 +213,9 @@ def run_policy_episode(
     ``executor`` the deployed stack around it (None: none, the engine drives the cell);
     ``inference_latency_s`` is the simulated time from an observation to its chunk, and
     ``action_offset_steps`` the policy's action timing (its bundle's ``offset_steps``).
+    ``perception`` turns each observation into the one the policy sees, or loses it
+    (:mod:`policy_runtime.evaluation.perception`): needs the engine, which then waits for a
+    fresh one before asking for a chunk.
     """
     if n_obs_steps < 1 or n_action_steps < 1:
         raise ValueError(
@@ -211,8 +223,10 @@ def run_policy_episode(
         )
     if inference_latency_s < 0:
         raise ValueError(f"inference_latency_s must be >= 0, got {inference_latency_s}")
-    if (inference_latency_s or executor is not None) and execution is None:
-        raise ValueError("a simulated inference latency or the deployed stack needs the engine")
+    if (inference_latency_s or executor is not None or perception) and execution is None:
+        raise ValueError(
+            "a simulated inference latency, the deployed stack or perception needs the engine"
+        )
     if execution is not None and env.options.action_space != execution.action_space:
         raise ValueError(
             f"the engine plans {execution.action_space!r} actions, the env takes "
@@ -232,7 +246,7 @@ def run_policy_episode(
             f"the policy reads observation key(s) {missing} that task {env.task.name!r} does "
             f"not provide; it provides {sorted(obs)}"
         )
-    history: deque[dict[str, np.ndarray]] = deque([obs] * n_obs_steps, maxlen=n_obs_steps)
+    history: deque[dict[str, np.ndarray]] = deque(maxlen=n_obs_steps)
     height, width = video_size
     frames: list[np.ndarray] = []
 
@@ -243,8 +257,8 @@ def run_policy_episode(
     def finished() -> bool:
         return env.done or (max_steps is not None and env.steps >= max_steps)
 
-    record()
     digest = hashlib.sha256()
+    lost = 0
 
     def request(prefix: ChunkPrefix | None) -> np.ndarray:
         window = {key: np.stack([o[key] for o in history]) for key in keys}
@@ -256,14 +270,23 @@ def run_policy_episode(
             )
         return chunk
 
-    def observed(obs: dict[str, np.ndarray]) -> None:
-        history.append(obs)
+    def observed(obs: dict[str, np.ndarray]) -> bool:
+        """Keep the observation the policy sees (at the start: repeated to fill the window);
+        False when perception lost it."""
+        nonlocal lost
         record()
+        seen = obs if perception is None else perception(env, obs)
+        if seen is None:
+            lost += 1
+            return False
+        history.extend([seen] * (n_obs_steps if not history else 1))
+        return True
 
     def record_command(q: np.ndarray, gripper: float | None) -> None:
         digest.update(np.asarray(q, np.float64).tobytes())
         digest.update(np.float64(np.nan if gripper is None else gripper).tobytes())
 
+    fresh = observed(obs)
     calls = 0
     interventions: dict[str, int] = {}
     holds: dict[str, int] = {}
@@ -282,6 +305,7 @@ def run_policy_episode(
             request,
             record_command,
             observed,
+            fresh,
             finished,
             (n_action_steps, action_offset_steps),
             execution,
@@ -302,4 +326,5 @@ def run_policy_episode(
         frames=np.stack(frames) if frames else None,
         interventions=interventions,
         holds=holds,
+        observations_lost=lost,
     )

@@ -14,6 +14,13 @@ ERROR, naming the serial, while it cannot be opened.
 
 ``device: test_pattern`` streams a librealsense software device's test pattern instead of a
 camera (:mod:`policy_runtime.camera.software`): the whole graph runs on a machine without one.
+
+With a ``deployment`` whose camera has a ``calibration`` (``prt calibrate handeye``'s YAML),
+the node publishes it once on ``/tf_static`` as tf2's static broadcaster does (reliable,
+transient local): ``base_link`` (or ``tool0``) to ``<camera_name>_color_optical_frame``. Where
+``tf2_msgs`` is not importable (the pip wheels) it says so once and publishes none; a
+calibration file that does not exist yet (the camera runs while it is being calibrated) is a
+warning, one that does not load or is another camera's stops the node.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +49,12 @@ from policy_runtime.ros import qos
 from policy_runtime.ros.diagnostics import diagnostic_array, millisecond_quantiles
 from policy_runtime.ros.messages import image_to_msg, stamp
 from policy_runtime.ros.params import Param, ParameterError, declare_parameters, one_of, positive
+from policy_runtime.ros.transforms import (
+    static_transform,
+    tf_message,
+    tf_publisher,
+    transform_stamped,
+)
 
 _TOKEN = r"[A-Za-z_][A-Za-z0-9_]*"
 
@@ -175,6 +189,11 @@ class CameraNode(Node):
                 self.create_publisher(CameraInfo, f"{aligned}/camera_info", image_qos),
             )
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", qos.STREAM)
+        #: /tf_static, kept: its transient-local message is served to every late subscriber.
+        self.pub_tf_static: Publisher | None = None
+        calibration = getattr(config, "calibration", None)  # a deployment camera's
+        if calibration is not None:
+            self.pub_tf_static = self._publish_calibration(Path(calibration))
         self._info_cache: tuple[Intrinsics, CameraInfo] | None = None
         for what, value, parameter in (
             ("exposure", config.exposure_us, "exposure_us"),
@@ -215,6 +234,40 @@ class CameraNode(Node):
             self.pattern.start()
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics, clock=steady)
+
+    def _publish_calibration(self, path: Path) -> Publisher | None:
+        """The calibration in ``path`` as a static transform on ``/tf_static`` (see the module
+        docs); the publisher, or None when there is none to publish or no tf2_msgs."""
+        name = self.params["camera_name"]
+        field = f"cameras.{name}.calibration"
+        if not path.is_file():
+            self.get_logger().warning(
+                f"camera {name}: {field} {path} does not exist (yet): no static transform of "
+                f"{self.frame_id}; write it with `prt calibrate handeye` (see the README)"
+            )
+            return None
+        from calibration.result import CameraCalibration
+
+        calibration = CameraCalibration.load(path)  # ValueError naming the file and the field
+        if calibration.child_frame != self.frame_id:
+            raise ValueError(
+                f"{field} {path} calibrates {calibration.child_frame}, not this camera's "
+                f"{self.frame_id}: give camera {name} its own calibration"
+            )
+        transform = static_transform(calibration)
+        publisher = tf_publisher(
+            self,
+            "/tf_static",
+            qos.LATCHED,
+            f"{transform.child} in {transform.parent} is in {path}",
+        )
+        if publisher is not None:
+            now = self.get_clock().now().to_msg()
+            publisher.publish(tf_message([transform_stamped(*transform, now)]))
+            self.get_logger().info(
+                f"/tf_static: {transform.parent} -> {transform.child} from {path}"
+            )
+        return publisher
 
     def _camera_info(self, intrinsics: Intrinsics) -> CameraInfo:
         if self._info_cache is None or self._info_cache[0] != intrinsics:

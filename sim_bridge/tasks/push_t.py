@@ -16,8 +16,8 @@ table's; MuJoCo takes the larger of two geoms' coefficients) and block-finger fr
 fingers'), so a push sticks to the block unless it is more than ~45 degrees off the face normal.
 A 100 g block at pushing speeds (<= 0.1 m/s) slides less than 1 mm after the pusher stops.
 
-A fiducial marker (``EnvOptions.block_marker``, :func:`marker_scene`): an ArUco marker on a
-white plate centred on the bar's top face, visual only (it collides with nothing and weighs
+Fiducial markers (``EnvOptions.block_marker``, :func:`marker_scene`): four ArUco markers on
+white plates on the block's top face, visual only (they collide with nothing and weigh
 nothing), for the marker-based state estimate a real cell uses (:func:`marker_model`,
 :mod:`calibration.markers`).
 
@@ -66,11 +66,13 @@ SUCCESS_COVERAGE = 0.95
 #: Where the TCP starts: above the table, clear of the block, pointing down.
 START_TCP = np.array([0.3, 0.0, 0.08])
 GRID_M = 0.0005
-#: The block's marker: ArUco DICT_4X4_50 id 0, a 32 mm black square on a 40 mm white plate (a
-#: 4 mm quiet zone) that spans the bar's 40 mm width, centred on the bar's top face, the
-#: drawing's top toward the block's +y (away from the stem). The plate is 1 mm thick (a printed
-#: card), so the marker's face is 1 mm above the block's top.
-MARKER_ID = 0
+#: The block's markers: ArUco DICT_4X4_50 ids 0-3, each a 32 mm black square on a 40 mm white
+#: plate (a 4 mm quiet zone) that spans the block's 40 mm width: on the bar's left end, centre
+#: and right end and on the stem's end, the drawing's top toward the block's +y (away from the
+#: stem). Four, because the pusher hides whichever part of the top it pushes next to from the
+#: front camera, and the arm's shadow falls across others. The plates are 1 mm thick (printed
+#: cards), so the markers' faces are 1 mm above the block's top.
+MARKER_IDS = (0, 1, 2, 3)
 MARKER_SIZE_M = 0.032
 MARKER_QUIET_FRACTION = 0.125
 MARKER_PLATE_THICKNESS_M = 0.001
@@ -159,34 +161,48 @@ def coverage(block_pose: np.ndarray, target_pose: np.ndarray = TARGET_POSE) -> f
     return float(np.count_nonzero(inside)) / len(T_GRID)
 
 
-def marker_spec() -> MarkerSpec:
-    """The block's marker (see :data:`MARKER_ID`): what to print, and what to detect."""
+def marker_spec(marker_id: int) -> MarkerSpec:
+    """One of the block's markers (see :data:`MARKER_IDS`): what to print, and what to
+    detect."""
     from calibration.markers import MarkerSpec
 
     return MarkerSpec(
         dictionary="DICT_4X4_50",
-        marker_id=MARKER_ID,
+        marker_id=marker_id,
         size_m=MARKER_SIZE_M,
         quiet_fraction=MARKER_QUIET_FRACTION,
     )
 
 
-def block_from_marker() -> np.ndarray:
-    """The marker frame (:mod:`calibration.markers`: centred on the black square, x to the
+def block_from_markers() -> dict[int, np.ndarray]:
+    """Each marker's frame (:mod:`calibration.markers`: centred on the black square, x to the
     drawing's right, y up it, z out of its face) in the block frame of :func:`block_pose`
-    (origin at the centroid, halfway up the block): on the bar's centre, on top of the plate."""
-    pose = np.eye(4)
-    pose[:3, 3] = (T_RECTS[0, 0], T_RECTS[0, 1], THICKNESS / 2 + MARKER_PLATE_THICKNESS_M)
-    return pose
+    (origin at the centroid, halfway up the block), by id: on top of its plate, centred across
+    the bar or the stem, its plate's edge on the end of the bar or stem."""
+    (_, bar_y, bar_hx, _), (_, stem_y, _, stem_hy) = T_RECTS
+    inset = BAR_SIZE[1] / 2  # a plate as wide as the bar, flush with its end
+    centres = (
+        (-bar_hx + inset, bar_y),
+        (0.0, bar_y),
+        (bar_hx - inset, bar_y),
+        (0.0, stem_y - stem_hy + inset),
+    )
+    poses = {}
+    for marker_id, (x, y) in zip(MARKER_IDS, centres, strict=True):
+        pose = np.eye(4)
+        pose[:3, 3] = (x, y, THICKNESS / 2 + MARKER_PLATE_THICKNESS_M)
+        poses[marker_id] = pose
+    return poses
 
 
 def marker_model() -> ObjectModel:
-    """The block as :func:`calibration.markers.object_state` sees it: its marker, where the
-    marker is on it and the keypoints the policy observes (:data:`T_POLYGON`, whose base_link
+    """The block as :func:`calibration.markers.object_state` sees it: its markers, where they
+    are on it and the keypoints the policy observes (:data:`T_POLYGON`, whose base_link
     positions are the ``block_keypoints`` observation)."""
     from calibration.markers import ObjectModel
 
-    return ObjectModel.from_arrays(marker_spec(), block_from_marker(), T_POLYGON, THICKNESS / 2)
+    placed = [(marker_spec(i), pose) for i, pose in block_from_markers().items()]
+    return ObjectModel.from_arrays(placed, T_POLYGON, THICKNESS / 2)
 
 
 @dataclass(frozen=True)
@@ -200,28 +216,30 @@ class MarkerScene:
 
 
 def marker_scene(pixels: int = 400) -> MarkerScene:
-    """The scene with :func:`marker_spec`'s marker drawn at ``pixels`` a black square on a
-    plate on the block's bar (:func:`block_from_marker`). The plate is a box geom of the block
-    with no mass and no contacts, so the block's physics are the same with it or without it;
-    its top face shows the texture as :mod:`sim_bridge.boards` describes (the drawing's top at
-    +y), which puts the marker frame's axes along the block's."""
-    spec = marker_spec()
-    plate = spec.plate_size_m / 2
+    """The scene with the block's markers (:func:`block_from_markers`) drawn at ``pixels`` a
+    black square, each on a plate on the block. A plate is a box geom of the block with no mass
+    and no contacts, so the block's physics are the same with them or without them; its top
+    face shows the texture as :mod:`sim_bridge.boards` describes (the drawing's top at +y),
+    which puts the marker frame's axes along the block's."""
+    geoms, assets, files = [], [], {}
     half_z = MARKER_PLATE_THICKNESS_M / 2
-    centre = block_from_marker()[:3, 3] - (0.0, 0.0, half_z)
-    geom = (
-        f'<geom name="t_block_marker" type="box" pos="{" ".join(f"{v:.10g}" for v in centre)}" '
-        f'size="{plate:.10g} {plate:.10g} {half_z:.10g}" material="t_block_marker" '
-        'contype="0" conaffinity="0" mass="0"/>'
-    )
-    assets = (
-        '<texture name="t_block_marker" type="2d" file="t_block_marker.png"/>'
-        '<material name="t_block_marker" texture="t_block_marker" specular="0" shininess="0"/>'
-    )
+    for marker_id, pose in block_from_markers().items():
+        spec = marker_spec(marker_id)
+        plate = spec.plate_size_m / 2
+        centre = pose[:3, 3] - (0.0, 0.0, half_z)
+        name = f"t_block_marker_{marker_id}"
+        geoms.append(
+            f'<geom name="{name}" type="box" pos="{" ".join(f"{v:.10g}" for v in centre)}" '
+            f'size="{plate:.10g} {plate:.10g} {half_z:.10g}" material="{name}" '
+            'contype="0" conaffinity="0" mass="0"/>'
+        )
+        assets.append(
+            f'<texture name="{name}" type="2d" file="{name}.png"/>'
+            f'<material name="{name}" texture="{name}" specular="0" shininess="0"/>'
+        )
+        files[f"{name}.png"] = spec.png(pixels)
     return MarkerScene(
-        scene_xml=_scene_xml(geom),
-        assets_xml=assets,
-        assets={"t_block_marker.png": spec.png(pixels)},
+        scene_xml=_scene_xml("".join(geoms)), assets_xml="".join(assets), assets=files
     )
 
 
