@@ -58,7 +58,7 @@ import mujoco
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from geometry_msgs.msg import PoseStamped, TransformStamped
+from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.clock import Clock as RosClock
@@ -79,6 +79,7 @@ from policy_runtime.ros import qos
 from policy_runtime.ros.diagnostics import diagnostic_array, millisecond_quantiles
 from policy_runtime.ros.messages import BASE_FRAME, image_to_msg, seconds, stamp
 from policy_runtime.ros.params import Param, declare_parameters, fifo_priority, one_of, positive
+from policy_runtime.ros.transforms import tf_message, tf_publisher, transform_stamped
 from sim_bridge.cameras import CameraSpec, placed_cameras
 from sim_bridge.cell import CellOptions, render_view
 from sim_bridge.commands import CommandInbox
@@ -230,7 +231,12 @@ class SimBridge(Node):
         self.pub_clock = (
             None if self.realtime else self.create_publisher(Clock, "/clock", qos.CLOCK)
         )
-        self.pub_tf = self._tf_publisher()
+        self.pub_tf = tf_publisher(
+            self,
+            "/tf",
+            qos.STREAM,
+            "the TCP pose is on /tcp_pose_broadcaster/pose, the cameras' frames name their images",
+        )
         self.cameras = {name: self._camera_publishers(name) for name in p["cameras"]}
         self._camera_period = 1.0 / p["camera_hz"]
         self._next_frame = 0.0
@@ -496,40 +502,21 @@ class SimBridge(Node):
 
     # -- outputs --------------------------------------------------------------------------------
 
-    def _tf_publisher(self) -> Publisher | None:
-        """``/tf`` where tf2_msgs is importable (a full ROS 2 install); the pip wheels have none,
-        which is said once: the poses are on geometry_msgs topics either way."""
-        try:
-            from tf2_msgs.msg import TFMessage
-        except ImportError:
-            self.get_logger().info(
-                "tf2_msgs is not importable (ROS 2 from the pip wheels): no /tf; the TCP pose is "
-                "on /tcp_pose_broadcaster/pose, the cameras' frames name their images"
-            )
-            return None
-        return self.create_publisher(TFMessage, "/tf", qos.STREAM)
-
     def _publish_tf(self, publisher: Publisher, header_stamp: Time) -> None:
         """``base_link`` -> ``base`` (pi about z, the controller's frame), ``tcp`` and each
         camera's optical frame (the names realsense-ros uses with ``camera_name``)."""
-        from tf2_msgs.msg import TFMessage
-
         base_inverse = np.linalg.inv(self.cell.body_pose("base_link"))
         turn = np.diag([-1.0, -1.0, 1.0, 1.0])
         poses = {"base": turn, "tcp": self.env.tcp_pose()}
         for name in self.cameras:
             poses[self._optical_frame(name)] = base_inverse @ self.cell.camera_pose(name)
-        message = TFMessage()
-        for child, pose in poses.items():
-            transform = TransformStamped()
-            transform.header.stamp, transform.header.frame_id = header_stamp, BASE_FRAME
-            transform.child_frame_id = child
-            t = transform.transform
-            t.translation.x, t.translation.y, t.translation.z = pose[:3, 3].tolist()
-            r = quaternion_from_matrix(pose[:3, :3]).tolist()
-            t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w = r
-            message.transforms.append(transform)
-        publisher.publish(message)
+        transforms = [
+            transform_stamped(
+                pose[:3, 3], quaternion_from_matrix(pose[:3, :3]), BASE_FRAME, child, header_stamp
+            )
+            for child, pose in poses.items()
+        ]
+        publisher.publish(tf_message(transforms))
 
     def _publish_state(self, t: float) -> None:
         header_stamp = stamp(t)
