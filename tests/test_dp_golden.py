@@ -2,8 +2,9 @@
 
 The fixture (``shared/fixtures/diffusion_policy``) is DP's low-dim PushT workspace checkpoint,
 written by DP itself, and DP's ``predict_action`` outputs for two observation windows from a fixed
-initial noise (DDIM, 10 steps). We map its EMA weights onto our policy with a strict load, its
-LinearNormalizer onto our Normalizer, and must reproduce its actions.
+initial noise (DDIM, 10 steps). The importer (:mod:`policy_runtime.importers.diffusion_policy`)
+maps its EMA weights onto our policy with a strict load, its LinearNormalizer onto our
+Normalizer, and must reproduce its actions.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from policy_runtime.normalization import AffineMap, Normalizer  # noqa: E402
-from policy_runtime.policies import PolicyConfig, make_policy  # noqa: E402
+from policy_runtime.importers.diffusion_policy import convert  # noqa: E402
+from policy_runtime.normalization import Normalizer  # noqa: E402
+from policy_runtime.policies import make_policy  # noqa: E402
 from policy_runtime.policies.diffusion import DiffusionPolicy  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "diffusion_policy"
@@ -45,61 +47,31 @@ def golden() -> dict:
     return json.loads(GOLDEN.read_text())
 
 
-def _dp_normalizer(state: dict) -> Normalizer:
-    """DP's LinearNormalizer params (``x * scale + offset``, like ours) as our Normalizer."""
-    prefix = "normalizer.params_dict"
-    return Normalizer(
-        {
-            key: AffineMap(
-                state[f"{prefix}.{key}.scale"].numpy(), state[f"{prefix}.{key}.offset"].numpy()
-            )
-            for key in ("obs", "action")
-        }
-    )
+def _imported(ckpt: dict) -> tuple[DiffusionPolicy, Normalizer]:
+    """DP's EMA policy through the importer's conversion (``prt import dp`` runs the same on
+    what its child process unpickles): a strict load of every U-Net weight by name and shape."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(ckpt["cfg"], resolve=True)
+    states = {
+        name: {k: v for k, v in state.items() if torch.is_tensor(v)}
+        for name, state in ckpt["state_dicts"].items()
+        if name in ("model", "ema_model")
+    }
+    config, normalizer, weights = convert(cfg, states)
+    policy = make_policy(config, normalizer)
+    assert isinstance(policy, DiffusionPolicy)
+    policy.load_state_dict(weights["ema_model"], strict=True)
+    return policy.eval(), normalizer
 
 
 def _policy_from_dp(ckpt: dict) -> DiffusionPolicy:
-    cfg = ckpt["cfg"]
-    p, model, sched = cfg.policy, cfg.policy.model, cfg.policy.noise_scheduler
-    # What this importer supports of DP's low-dim policy: global conditioning on To flattened
-    # steps, the action chunk alone as the diffusion target, oa_step_convention (the executed
-    # window starts at To - 1, as our Policy.action_window does).
-    assert p.obs_as_global_cond and not p.obs_as_local_cond and not p.pred_action_steps_only
-    assert p.oa_step_convention
-    assert model.global_cond_dim == p.obs_dim * p.n_obs_steps and model.local_cond_dim is None
-    assert sched._target_.endswith("DDIMScheduler")
-    config = PolicyConfig(
-        kind="diffusion",
-        obs_keys=["obs"],
-        obs_shapes={"obs": (p.obs_dim,)},
-        action_dim=p.action_dim,
-        horizon=p.horizon,
-        n_obs_steps=p.n_obs_steps,
-        n_action_steps=p.n_action_steps,
-        down_dims=tuple(model.down_dims),
-        kernel_size=model.kernel_size,
-        step_embed_dim=model.diffusion_step_embed_dim,
-        n_groups=model.n_groups,
-        cond_predict_scale=model.cond_predict_scale,
-        num_train_timesteps=sched.num_train_timesteps,
-        beta_schedule=sched.beta_schedule,
-        prediction_type=sched.prediction_type,
-        clip_sample=sched.clip_sample,
-        sampler="ddim",
-        num_inference_steps=p.num_inference_steps,
-    )
-    state = ckpt["state_dicts"]["ema_model"]
-    policy = make_policy(config, _dp_normalizer(state))
-    assert isinstance(policy, DiffusionPolicy)
-    # DP's policy holds the U-Net as ``model``, like ours; for a low-dim policy that is all of
-    # our state, so the strict load checks every name and shape both ways.
-    policy.load_state_dict({k: v for k, v in state.items() if k.startswith("model.")}, strict=True)
-    return policy.eval()
+    return _imported(ckpt)[0]
 
 
 def test_dp_normaliser_convention_matches_ours(dp_checkpoint):
     state = dp_checkpoint["state_dicts"]["ema_model"]
-    norm = _dp_normalizer(state)
+    norm = _imported(dp_checkpoint)[1]
     for key in ("obs", "action"):
         stats = f"normalizer.params_dict.{key}.input_stats"
         lo, hi = state[f"{stats}.min"], state[f"{stats}.max"]

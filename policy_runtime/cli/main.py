@@ -16,6 +16,7 @@ from policy_runtime.cli.eval import eval_policy
 from policy_runtime.cli.executor import executor_app
 from policy_runtime.cli.export import EPILOG as EXPORT_EPILOG
 from policy_runtime.cli.export import export
+from policy_runtime.cli.imports import import_app
 from policy_runtime.cli.record import RECORD_EPILOG, TELEOP_EPILOG, record, teleop
 from policy_runtime.cli.shadow import EPILOG as SHADOW_EPILOG
 from policy_runtime.cli.shadow import shadow_report_command
@@ -84,6 +85,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(calibrate_app, name="calibrate")
 app.add_typer(executor_app, name="executor")
 app.add_typer(bench_app, name="bench")
+app.add_typer(import_app, name="import")
 
 
 def main() -> None:

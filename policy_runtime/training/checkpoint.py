@@ -65,13 +65,7 @@ def save_checkpoint(
     (staging / CONFIG_FILE).write_text(json.dumps(header, indent=2))
     save_file(_contiguous(policy.state_dict()), staging / "model.safetensors")
     save_file(_contiguous(ema_policy.state_dict()), staging / "ema.safetensors")
-    save_file(
-        {
-            k: torch.from_numpy(np.ascontiguousarray(v))
-            for k, v in policy.normalizer.state().items()
-        },
-        staging / "normalizer.safetensors",
-    )
+    _save_normalizer(policy.normalizer, staging)
     tensors, optimizer_rest = _split_tensors(state.optimizer, "optimizer")
     tensors["torch_rng"] = state.torch_rng
     save_file(tensors, staging / "train_state.safetensors")
@@ -86,6 +80,33 @@ def save_checkpoint(
             }
         )
     )
+    shutil.rmtree(directory, ignore_errors=True)
+    staging.rename(directory)
+
+
+def save_imported_checkpoint(
+    directory: Path, *, policy: Policy, ema_policy: Policy, source: dict[str, Any]
+) -> None:
+    """A checkpoint of a policy trained elsewhere (``prt import``): the same files as
+    :func:`save_checkpoint` except the training state (it cannot be resumed), ``source``
+    (where it came from) in the header, written beside its name and renamed into place."""
+    staging = directory.with_name(f".{directory.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": policy.config.kind,
+        "step": None,
+        "metrics": {},
+        "policy": policy.config.model_dump(mode="json"),
+        "train": None,
+        "imported_from": source,
+    }
+    (staging / CONFIG_FILE).write_text(json.dumps(header, indent=2))
+    save_file(_contiguous(policy.state_dict()), staging / "model.safetensors")
+    save_file(_contiguous(ema_policy.state_dict()), staging / "ema.safetensors")
+    _save_normalizer(policy.normalizer, staging)
     shutil.rmtree(directory, ignore_errors=True)
     staging.rename(directory)
 
@@ -141,6 +162,11 @@ def load_policy(path: Path, ema: bool = True, kind: str | None = None) -> Policy
 def load_train_state(directory: Path) -> tuple[dict[str, Any], TrainState]:
     """(header, training state) of a checkpoint, to resume from."""
     header = read_header(directory)
+    if header.get("imported_from"):
+        raise ValueError(
+            f"{directory}: an imported checkpoint ({header['imported_from'].get('format')}) has "
+            "no training state to resume from"
+        )
     rest = json.loads((directory / "train_state.json").read_text())
     tensors = load_file(directory / "train_state.safetensors")
     optimizer = _join_tensors(rest["optimizer"], tensors, "optimizer")
@@ -153,6 +179,11 @@ def load_train_state(directory: Path) -> tuple[dict[str, Any], TrainState]:
         torch_rng=tensors["torch_rng"],
     )
     return header, state
+
+
+def _save_normalizer(normalizer: Normalizer, directory: Path) -> None:
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in normalizer.state().items()}
+    save_file(tensors, directory / "normalizer.safetensors")
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

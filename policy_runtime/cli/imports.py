@@ -1,0 +1,57 @@
+"""``prt import``: policies trained elsewhere as our checkpoints (for ``prt export``, ``eval``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+import_app = typer.Typer(
+    help="Import policies trained elsewhere (Diffusion Policy checkpoints) as our checkpoints.",
+    no_args_is_help=True,
+)
+
+DP_EPILOG = (
+    "Examples:\n\n"
+    "  prt import dp epoch=0500.ckpt --out runs/dp_imported --trust\n\n"
+    "  prt export --checkpoint runs/dp_imported --out bundles/dp_imported\n\n"
+    "A .ckpt is a pickle: loading it runs code from the file. --trust says you trust it; it is "
+    "then loaded in a separate process that hands back plain weights. Supported: "
+    "DiffusionUnetLowdimPolicy with obs_as_global_cond, oa_step_convention, DDPM or DDIM; "
+    "anything else is refused by name."
+)
+
+
+@import_app.command("dp", epilog=DP_EPILOG)
+def import_dp(
+    checkpoint: Annotated[Path, typer.Argument(help="A Diffusion Policy .ckpt file.")],
+    out: Annotated[Path, typer.Option(help="The checkpoint directory to write.")],
+    trust: Annotated[
+        bool,
+        typer.Option(
+            "--trust", help="Load the file although loading runs pickle (only files you trust)."
+        ),
+    ] = False,
+    obs_key: Annotated[
+        str, typer.Option(help="Our name for DP's observation vector (the key a task provides).")
+    ] = "obs",
+    control_hz: Annotated[
+        float, typer.Option(min=0.1, help="The rate the policy's actions were recorded at.")
+    ] = 10.0,
+) -> None:
+    """Import a Diffusion Policy checkpoint (EMA weights) as one of our checkpoints."""
+    from policy_runtime.importers.diffusion_policy import import_checkpoint
+
+    try:
+        policy = import_checkpoint(
+            checkpoint, out, trust=trust, obs_key=obs_key, control_hz=control_hz
+        )
+    except (PermissionError, ValueError) as exc:
+        typer.echo(f"prt import dp: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    config = policy.config
+    typer.echo(
+        f"{out}: diffusion policy, obs {config.obs_shapes}, action {config.action_dim}, horizon "
+        f"{config.horizon}, {config.sampler} {config.num_inference_steps} steps"
+    )

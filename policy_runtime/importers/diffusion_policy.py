@@ -1,0 +1,247 @@
+"""Diffusion Policy checkpoints (``.ckpt``) as our checkpoints: ``prt import dp CKPT --out RUN
+--trust``.
+
+A DP checkpoint is ``torch.save(payload, pickle_module=dill)`` with the workspace's OmegaConf
+config (``cfg``) and state dicts (``model``, ``ema_model``, ``optimizer``). Loading it executes
+pickle, so nothing happens without ``trust=True``, and even then the unpickling runs in a child
+process (:mod:`policy_runtime.importers.dp_unpickle`) that hands back plain JSON and
+safetensors; this process never unpickles.
+
+What is imported (everything else is refused by name, before anything is written):
+
+* ``DiffusionUnetLowdimPolicy`` with the observations as global conditioning
+  (``obs_as_global_cond``: the ``n_obs_steps`` observations flattened into the U-Net's
+  condition), the whole horizon as the diffusion target (not ``pred_action_steps_only``), and
+  ``oa_step_convention`` (the executed actions start at the newest observation's step, index
+  ``n_obs_steps - 1``, as our policies' do).
+* The U-Net (``ConditionalUnet1D``): our network keeps DP's parameter names, so the weights load
+  strictly by name and shape.
+* DP's ``LinearNormalizer`` (``x * scale + offset`` per key, as ours) for ``obs`` and ``action``.
+* DDPM and DDIM schedulers whose every setting our scheduler reproduces (each is compared).
+
+The EMA weights (``ema_model``) are what inference uses, as in DP; without them (a run with
+``use_ema: false``), the raw weights. The result is one of our checkpoints (``config.json``,
+``model.safetensors``, ``ema.safetensors``, ``normalizer.safetensors``) recording where it came
+from; it is not resumable (DP's optimiser state is not carried over).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from policy_runtime.normalization import AffineMap, Normalizer
+from policy_runtime.policies import PolicyConfig, make_policy
+from policy_runtime.policies.diffusion import DiffusionPolicy, Sampler
+from policy_runtime.training.checkpoint import save_imported_checkpoint
+
+__all__ = ["TRUST_REQUIRED", "ImportRefused", "convert", "import_checkpoint"]
+
+TRUST_REQUIRED = (
+    "a Diffusion Policy checkpoint is a pickle (torch.save with dill): loading it runs whatever "
+    "code the file holds. Import only files you trust, with --trust (the file is then loaded in "
+    "a separate process that hands back plain weights)"
+)
+LOWDIM_POLICY = "diffusion_policy.policy.diffusion_unet_lowdim_policy.DiffusionUnetLowdimPolicy"
+UNET = "diffusion_policy.model.diffusion.conditional_unet1d.ConditionalUnet1D"
+SCHEDULERS: dict[str, Sampler] = {
+    "diffusers.schedulers.scheduling_ddpm.DDPMScheduler": "ddpm",
+    "diffusers.schedulers.scheduling_ddim.DDIMScheduler": "ddim",
+}
+#: The child process that unpickles may take this long (a large image checkpoint: seconds).
+UNPICKLE_TIMEOUT_S = 600.0
+
+
+class ImportRefused(ValueError):
+    """The checkpoint holds something this importer does not support; the message names it."""
+
+
+def import_checkpoint(
+    checkpoint: Path,
+    out: Path,
+    *,
+    trust: bool,
+    obs_key: str = "obs",
+    control_hz: float = 10.0,
+) -> DiffusionPolicy:
+    """Import ``checkpoint`` into the checkpoint directory ``out`` and return the policy (EMA
+    weights). ``obs_key`` names DP's single observation vector in our config; ``control_hz``
+    is the rate its actions were recorded at (DP's PushT: 10 Hz), which DP's config does not
+    hold. Raises PermissionError without ``trust`` (nothing is read), ImportRefused naming
+    what is unsupported (nothing is written), ValueError for a file that is not a DP
+    checkpoint."""
+    checkpoint = Path(checkpoint)
+    if not trust:
+        raise PermissionError(f"{checkpoint}: refused: {TRUST_REQUIRED}")
+    if not checkpoint.is_file():
+        raise ValueError(f"{checkpoint}: no such file")
+    with tempfile.TemporaryDirectory(prefix="prt-import-dp-") as staging:
+        cfg, states, meta = _unpickle_in_child(checkpoint, Path(staging))
+    config, normalizer, weights = convert(cfg, states, obs_key=obs_key, control_hz=control_hz)
+    raw = make_policy(config, normalizer)
+    ema = make_policy(config, normalizer)
+    assert isinstance(ema, DiffusionPolicy)
+    raw.load_state_dict(weights["model"], strict=True)
+    ema.load_state_dict(weights["ema_model"], strict=True)
+    source = {
+        "format": "diffusion_policy.ckpt",
+        "file": str(checkpoint.resolve()),
+        "policy": cfg["policy"]["_target_"],
+        "task": cfg.get("task_name") or cfg.get("name"),
+        "global_step": meta.get("global_step"),
+        "epoch": meta.get("epoch"),
+        "ema": "ema_model" in states,
+    }
+    save_imported_checkpoint(Path(out), policy=raw, ema_policy=ema, source=source)
+    return ema.eval()
+
+
+def convert(
+    cfg: dict[str, Any],
+    states: dict[str, dict[str, torch.Tensor]],
+    *,
+    obs_key: str = "obs",
+    control_hz: float = 10.0,
+) -> tuple[PolicyConfig, Normalizer, dict[str, dict[str, torch.Tensor]]]:
+    """Our policy config, normaliser and U-Net state dicts (``model``, ``ema_model``) for a DP
+    workspace config and its state dicts; ImportRefused naming the first unsupported setting."""
+    policy = _section(cfg, "policy")
+    target = policy.get("_target_")
+    if target != LOWDIM_POLICY:
+        raise ImportRefused(
+            f"policy._target_ {target}: only {LOWDIM_POLICY} is supported (image policies, "
+            "transformer and BET variants are not)"
+        )
+    for name, wanted in (
+        ("obs_as_global_cond", True),
+        ("obs_as_local_cond", False),
+        ("pred_action_steps_only", False),
+        ("oa_step_convention", True),
+    ):
+        if bool(policy.get(name, False)) != wanted:
+            raise ImportRefused(f"policy.{name}: {policy.get(name)!r} is not supported ({wanted})")
+    model = _section(policy, "model", "policy.")
+    if model.get("_target_") != UNET:
+        raise ImportRefused(f"policy.model._target_ {model.get('_target_')}: only {UNET}")
+    obs_dim, n_obs_steps = int(policy["obs_dim"]), int(policy["n_obs_steps"])
+    if model.get("local_cond_dim") is not None:
+        raise ImportRefused("policy.model.local_cond_dim: local conditioning is not supported")
+    if model.get("global_cond_dim") != obs_dim * n_obs_steps:
+        raise ImportRefused(
+            f"policy.model.global_cond_dim {model.get('global_cond_dim')}: expected obs_dim x "
+            f"n_obs_steps = {obs_dim * n_obs_steps}"
+        )
+    scheduler = _section(policy, "noise_scheduler", "policy.")
+    sampler = SCHEDULERS.get(str(scheduler.get("_target_")))
+    if sampler is None:
+        raise ImportRefused(
+            f"policy.noise_scheduler._target_ {scheduler.get('_target_')}: only "
+            f"{sorted(SCHEDULERS)}"
+        )
+    if "ema_model" not in states and "model" not in states:
+        raise ValueError("the checkpoint has neither ema_model nor model weights")
+    config = PolicyConfig(
+        kind="diffusion",
+        obs_keys=[obs_key],
+        obs_shapes={obs_key: (obs_dim,)},
+        action_dim=int(policy["action_dim"]),
+        horizon=int(policy["horizon"]),
+        n_obs_steps=n_obs_steps,
+        n_action_steps=int(policy["n_action_steps"]),
+        control_hz=control_hz,
+        down_dims=tuple(model["down_dims"]),
+        kernel_size=int(model["kernel_size"]),
+        step_embed_dim=int(model["diffusion_step_embed_dim"]),
+        n_groups=int(model["n_groups"]),
+        cond_predict_scale=bool(model["cond_predict_scale"]),
+        num_train_timesteps=int(scheduler["num_train_timesteps"]),
+        beta_schedule=str(scheduler["beta_schedule"]),
+        prediction_type=scheduler["prediction_type"],
+        clip_sample=bool(scheduler["clip_sample"]),
+        sampler=sampler,
+        num_inference_steps=int(
+            policy.get("num_inference_steps") or scheduler["num_train_timesteps"]
+        ),
+    )
+    ema_state = states.get("ema_model", states.get("model"))
+    assert ema_state is not None
+    normalizer = _normalizer(ema_state, obs_key)
+    probe = make_policy(config, normalizer)
+    assert isinstance(probe, DiffusionPolicy)
+    ours = probe.make_scheduler(config.sampler).config
+    for name, value in scheduler.items():
+        if name != "_target_" and ours.get(name) != value:
+            raise ImportRefused(
+                f"policy.noise_scheduler.{name}: {value!r}, where ours is {ours.get(name)!r}"
+            )
+    weights = {
+        name: {k: v for k, v in state.items() if k.startswith("model.")}
+        for name, state in states.items()
+    }
+    if "ema_model" not in weights:  # trained with use_ema: false
+        weights["ema_model"] = weights["model"]
+    weights.setdefault("model", weights["ema_model"])
+    return config, normalizer, weights
+
+
+def _unpickle_in_child(
+    checkpoint: Path, staging: Path
+) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
+    """Run :mod:`policy_runtime.importers.dp_unpickle` and read back its JSON and tensors."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "policy_runtime.importers.dp_unpickle",
+            str(checkpoint),
+            str(staging),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=UNPICKLE_TIMEOUT_S,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        check=False,
+    )
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise ValueError(
+            f"{checkpoint}: could not be loaded as a Diffusion Policy checkpoint: {reason}"
+        )
+    cfg = json.loads((staging / "cfg.json").read_text())
+    meta = json.loads((staging / "meta.json").read_text())
+    states = {
+        name: load_file(staging / f"{name}.safetensors")
+        for name in ("model", "ema_model")
+        if (staging / f"{name}.safetensors").is_file()
+    }
+    return cfg, states, meta
+
+
+def _section(parent: dict[str, Any], name: str, where: str = "") -> dict[str, Any]:
+    value = parent.get(name)
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}{name}: missing from the checkpoint's config")
+    return value
+
+
+def _normalizer(state: dict[str, torch.Tensor], obs_key: str) -> Normalizer:
+    """DP's LinearNormalizer (``x * scale + offset`` per key, like ours) for obs and action."""
+    prefix = "normalizer.params_dict"
+    maps = {}
+    for theirs, ours in (("obs", obs_key), ("action", "action")):
+        scale, offset = f"{prefix}.{theirs}.scale", f"{prefix}.{theirs}.offset"
+        if scale not in state or offset not in state:
+            raise ImportRefused(
+                f"state dict: no {scale} / {offset}: the policy's normalizer must hold 'obs' and "
+                "'action' (a LinearNormalizer)"
+            )
+        maps[ours] = AffineMap(state[scale].numpy(), state[offset].numpy())
+    return Normalizer(maps)
