@@ -367,6 +367,41 @@ def test_push_t_marker_poses_are_consistent(push_t_views) -> None:
         assert abs(on_table.base_from_object[2, 3] - 0.015) < 1e-9
 
 
+@pytest.mark.slow
+def test_a_misread_marker_is_left_out_of_the_fit(push_t_views) -> None:
+    """The block's markers read as others of its ids (as a marker partly under the gripper
+    was, in an episode): the markers that agree on a pose outvote them."""
+    import dataclasses
+
+    from sim_bridge.tasks import push_t
+
+    model = push_t.marker_model()
+    results, _ = push_t_views
+    seed, truth, _, _, detections, _ = next(r for r in results if len(r[4]) == 4)
+    first, second = detections[0].marker_id, detections[1].marker_id
+    misread = [  # two markers read as each other: the other two agree with each other only
+        dataclasses.replace(detections[0], marker_id=second),
+        dataclasses.replace(detections[1], marker_id=first),
+        *detections[2:],
+    ]
+    base_from_camera = results_camera_pose()
+    state = object_state(misread, base_from_camera, model, table_z_m=0.0)
+    assert state.marker_ids == tuple(d.marker_id for d in detections[2:]), seed
+    assert np.linalg.norm(state.keypoints - truth, axis=1).max() < MAX_KEYPOINT_MM * 1e-3
+    assert state.reprojection_rms_px < 0.3
+
+
+def results_camera_pose() -> np.ndarray:
+    """The front camera's true pose in base_link (the sim cell's, as push_t_views uses)."""
+    from sim_bridge.env import make_env
+
+    env = make_env("push_t", cameras=(), block_marker=True)
+    try:
+        return np.linalg.inv(env.cell.body_pose("base_link")) @ env.cell.camera_pose("front")
+    finally:
+        env.close()
+
+
 def test_block_marker_is_visual_only_and_push_t_only() -> None:
     from sim_bridge import gl
 
