@@ -6,12 +6,14 @@ import json
 import subprocess
 import sys
 
-# Modules allowed to import rclpy (ROS 2 adapters) or torch (training, export, torch backend).
+# Modules allowed to import rclpy (ROS 2 adapters) or torch (training, export, importers, the
+# torch backend).
 ROS_PARTS = (".ros",)
 TORCH_PARTS = (
     "policy_runtime.policies",
     "policy_runtime.training",
     "policy_runtime.export",
+    "policy_runtime.importers",
     "policy_runtime.inference.torch_backend",
 )
 
