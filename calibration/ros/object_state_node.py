@@ -2,15 +2,17 @@
 a low-dim policy in place of the simulator's state.
 
 Parameter ``deployment``: the node tracks each ``object_state`` entry of the deployment file
-(:class:`~policy_runtime.deployment.config.ObjectStateSource`: a camera with an eye_to_base
+(:class:`~policy_runtime.deployment.config.ObjectStateSource`: cameras with an eye_to_base
 calibration, an object model, the tracker's settings) with a
-:class:`~calibration.tracking.MarkerTracker`:
+:class:`~calibration.tracking.MarkerTracker` per camera:
 
-- in: the camera's colour images, ``/<camera_namespace>/<camera>/color/image_raw`` (rgb8 or
+- in: each camera's colour images, ``/<camera_namespace>/<camera>/color/image_raw`` (rgb8 or
   bgr8), with the sensor-data QoS (best effort: it matches realsense-ros's and our camera
   node's reliable publishers, and a tracker wants the newest frame, never a late resend). The
-  callback keeps only the newest frame; one thread per entry estimates on it. A frame replaced
-  before the thread took it is counted as skipped.
+  callback keeps only the newest frame; one thread per entry and camera estimates on it. A
+  frame replaced before the thread took it is counted as skipped. Every camera of an entry
+  publishes its estimates on the entry's topic, so the observation stays fresh while any of
+  them sees the object (the server takes the newest sample not after each window time).
 - out: ``/perception/<key>`` (``DeploymentConfig.object_state_topic``),
   ``sensor_msgs/JointState``, reliable (``qos.STREAM``, as the policy server subscribes to
   joint_state sources): ``header.stamp`` the image's stamp (the observation's time, not the
@@ -24,7 +26,7 @@ calibration, an object model, the tracker's settings) with a
   window stops advancing and the executor holds on a stale observation, as when a camera
   stops; a zero would be read as a position. It is counted by reason and logged at most once
   per ``log_period_s`` per key.
-- ``/diagnostics``, one status per key: estimates and their rate, frames tracked, lost by
+- ``/diagnostics``, one status per key and camera: estimates and their rate, frames tracked, lost by
   reason, skipped, the newest problem, latency and processing p50/p99, the newest confidence;
   WARN while no image has come, or when the newest ``lost_warn_frames`` frames were all lost.
 
