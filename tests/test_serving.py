@@ -176,3 +176,25 @@ def test_answer_is_the_runtimes_prediction_from_the_aligned_window(core: PolicyS
     )
     np.testing.assert_allclose(answer.chunk.actions, reference.actions, atol=1e-6)
     assert answer.chunk.n_action_steps == core.info.n_action_steps
+
+
+def test_a_tracker_that_stops_publishing_leaves_the_observation_stale(core: PolicyServerCore):
+    """An object tracker publishes nothing while the object is lost (calibration.tracking): the
+    newest time every stream reached stays at its last estimate, so the heartbeat the
+    executor's watchdog reads stops advancing (it holds once that is older than
+    ``max_observation_age_s``) and no chunk comes, where a zero would have been a position."""
+    from policy_runtime.execution.watchdog import WatchdogConfig
+
+    core.reset(seed=5, since=0.0)
+    keypoints = np.zeros(16, np.float32) + 0.5
+    ee = pose_to_ee_action(np.eye(4), 0.0)[:9]
+    for step in range(11):  # both streams up to 1.0 s
+        core.observe("block_keypoints", step / 10, keypoints)
+        core.observe("ee_pose", step / 10, ee)
+    for step in range(11, 21):  # the block lost for a second: the arm's pose keeps coming
+        core.observe("ee_pose", step / 10, ee)
+    assert core.t_obs_for(2.0) == pytest.approx(1.0)
+    assert 2.0 - core.t_obs_for(2.0) > WatchdogConfig().max_observation_age_s
+    # The arm's pose of 1.0 s has aged out of its history by now: no window, no chunk.
+    answer = core.answer(2.0)
+    assert answer.chunk is None and answer.problem == "no_observations: no window at 1.000"
