@@ -8,7 +8,10 @@ from typing import Annotated
 import typer
 
 import_app = typer.Typer(
-    help="Import policies trained elsewhere (Diffusion Policy checkpoints) as our checkpoints.",
+    help=(
+        "Import policies trained elsewhere (Diffusion Policy checkpoints, LeRobot diffusion "
+        "policies) as our checkpoints."
+    ),
     no_args_is_help=True,
 )
 
@@ -49,6 +52,56 @@ def import_dp(
         )
     except (PermissionError, ValueError) as exc:
         typer.echo(f"prt import dp: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    config = policy.config
+    typer.echo(
+        f"{out}: diffusion policy, obs {config.obs_shapes}, action {config.action_dim}, horizon "
+        f"{config.horizon}, {config.sampler} {config.num_inference_steps} steps"
+    )
+
+
+LEROBOT_EPILOG = (
+    "Examples:\n\n"
+    "  prt import lerobot outputs/train/diffusion_pusht/checkpoints/last/pretrained_model "
+    "--out runs/lerobot_imported\n\n"
+    "  prt export --checkpoint runs/lerobot_imported --out bundles/lerobot_imported\n\n"
+    "DIR is what LeRobot's save_pretrained writes (config.json, model.safetensors and the "
+    "policy_preprocessor / policy_postprocessor files, or before LeRobot 0.4 the statistics "
+    "inside model.safetensors); only JSON and safetensors are read. Supported: type diffusion "
+    "with observation.state and observation.environment_state (no cameras), DDPM or DDIM; "
+    "anything else is refused by name."
+)
+
+
+@import_app.command("lerobot", epilog=LEROBOT_EPILOG)
+def import_lerobot(
+    directory: Annotated[
+        Path, typer.Argument(help="A LeRobot pretrained policy directory (pretrained_model).")
+    ],
+    out: Annotated[Path, typer.Option(help="The checkpoint directory to write.")],
+    state_key: Annotated[
+        str, typer.Option(help="Our name for observation.state (the key a task provides).")
+    ] = "state",
+    env_state_key: Annotated[
+        str, typer.Option(help="Our name for observation.environment_state.")
+    ] = "environment_state",
+    control_hz: Annotated[
+        float, typer.Option(min=0.1, help="The rate the policy's actions were recorded at (fps).")
+    ] = 10.0,
+) -> None:
+    """Import a LeRobot diffusion policy as one of our checkpoints."""
+    from policy_runtime.importers.lerobot import import_pretrained
+
+    try:
+        policy = import_pretrained(
+            directory,
+            out,
+            state_key=state_key,
+            env_state_key=env_state_key,
+            control_hz=control_hz,
+        )
+    except ValueError as exc:
+        typer.echo(f"prt import lerobot: {exc}", err=True)
         raise typer.Exit(1) from exc
     config = policy.config
     typer.echo(

@@ -4,4 +4,6 @@
 
 :mod:`policy_runtime.importers.diffusion_policy`: Diffusion Policy's ``.ckpt`` files (behind an
 explicit trust flag: they are pickles, unpickled only in a child process).
+:mod:`policy_runtime.importers.lerobot`: LeRobot diffusion policies (``save_pretrained``
+directories; JSON and safetensors only).
 """
