@@ -36,8 +36,10 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def dp_checkpoint() -> dict:
-    dill = pytest.importorskip("dill", reason="reading DP's checkpoint needs dill (dev extra)")
-    pytest.importorskip("omegaconf", reason="reading DP's checkpoint needs omegaconf (dev extra)")
+    dill = pytest.importorskip("dill", reason="reading DP's checkpoint needs dill (interop extra)")
+    pytest.importorskip(
+        "omegaconf", reason="reading DP's checkpoint needs omegaconf (interop extra)"
+    )
     # weights_only=False executes pickle: allowed only for this explicitly trusted test fixture.
     return torch.load(CHECKPOINT, map_location="cpu", weights_only=False, pickle_module=dill)
 

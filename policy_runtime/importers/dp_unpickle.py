@@ -21,9 +21,12 @@ from typing import Any
 
 
 def unpickle(checkpoint: Path, staging: Path) -> None:
-    import dill
+    try:
+        import dill
+        from omegaconf import OmegaConf
+    except ImportError as exc:
+        raise SystemExit(f"reading a DP checkpoint needs the interop extra: {exc}") from exc
     import torch
-    from omegaconf import OmegaConf
     from safetensors.torch import save_file
 
     payload = torch.load(checkpoint, map_location="cpu", weights_only=False, pickle_module=dill)
