@@ -10,7 +10,10 @@ prediction, Diffusion Policy's alignment), and ``offset`` is the data's own timi
 (``action_offset_steps`` of the dataset, carried by the bundle): 0 when an action was recorded as
 the command sent at its step's observation (a teleop recorder, Diffusion Policy's real data), 1
 when it was recorded as the target reached at the end of the step (this project's simulated
-demonstrations: the env moves to the action over the step). The engine decides which actions
+demonstrations: the env moves to the action over the step). An imported policy whose chunk
+starts elsewhere in its prediction (the bundle's ``action.start``: Diffusion Policy's
+``oa_step_convention: false`` starts a step after the newest observation) has the steps by which
+it starts later added to ``offset``. The engine decides which actions
 are still in the future when the chunk arrives; ``n_action_steps`` is what the policy was
 trained to execute before re-planning, and the rest of the horizon is there for blending and
 real-time chunking.

@@ -140,6 +140,7 @@ def test_manifest_records_parity_hashes_and_what_the_runtime_needs(bundles):
     assert manifest["obs"]["n_obs_steps"] == 2
     assert [k["key"] for k in manifest["obs"]["keys"]] == sorted(OBS)
     assert manifest["action"]["representation"] == "ee" and manifest["action"]["horizon"] == 16
+    assert "start" not in manifest["action"]  # the default layout: as before the field existed
     assert manifest["sampler"]["kind"] == "ddim" and manifest["sampler"]["num_inference_steps"] == 6
     assert manifest["provenance"]["checkpoint_step"] == 3
     parity = manifest["parity"]
@@ -191,6 +192,27 @@ def test_chunks_are_stamped_from_the_newest_observation_and_batches_match_single
     assert not np.allclose(a.actions, c.actions)
 
 
+def test_a_manifest_start_moves_the_chunk_and_older_manifests_read_as_before(bundles, tmp_path):
+    """``action.start`` (an imported layout) cuts the predicted horizon there instead of at
+    ``n_obs_steps - 1``; the stamps still count from the chunk's first action."""
+    noise = np.random.default_rng(3).standard_normal((16, 10)).astype(np.float32)
+    default = load_policy(bundles["diffusion"])
+    assert (default.chunk_start, default.chunk_length) == (1, 15)
+    bundle = _copy(bundles, "diffusion", tmp_path)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["action"]["start"] = 4
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    moved = load_policy(bundle)
+    assert (moved.chunk_start, moved.chunk_length) == (4, 12)
+    chunk = moved.predict(_obs(), noise=noise)
+    reference = default.predict(_obs(), noise=noise)
+    np.testing.assert_allclose(chunk.actions, reference.actions[3:], atol=1e-6)
+    np.testing.assert_allclose(chunk.stamps, np.arange(1, 13) * 0.1)  # offset_steps 1
+    manifest["action"]["start"] = 1  # the default, written out: the same policy
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    assert load_policy(bundle).chunk_length == 15
+
+
 def test_zip_bundle_loads(bundles, tmp_path):
     archive = tmp_path / "drifting.zip"
     with zipfile.ZipFile(archive, "w") as z:
@@ -229,6 +251,10 @@ def test_missing_graph_is_refused_naming_the_file(bundles, tmp_path):
         (lambda m: m.update(version=2), "field 'version' is 2"),
         (lambda m: m.update(format="other"), "field 'format'"),
         (lambda m: m["action"].update(dim=7), "action.dim"),
+        (
+            lambda m: m["action"].update(start=9),
+            r"action.start \+ n_action_steps \(17\) exceeds horizon 16",
+        ),
         (lambda m: m["obs"]["keys"][0].update(shape="x"), "field 'obs.keys.0.shape'"),
         (lambda m: m.update(surprise=1), "field 'surprise'"),
         (lambda m: m["files"].pop("denoiser.onnx"), "denoiser.onnx' has no sha256"),

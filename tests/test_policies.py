@@ -279,3 +279,24 @@ def test_a_config_for_the_other_kind_or_a_bad_batch_raises(normalizer):
         policy.compute_loss({**batch, "action": batch["action"][:, :8]})
     with pytest.raises(ValueError, match="no action key 'action'"):
         policy.compute_loss({"qpos": batch["qpos"]})
+
+
+def test_action_start_moves_the_executed_window_and_is_left_out_while_default(normalizer):
+    """``action_start`` (an imported layout): the executed actions start there; the default
+    (None, or ``n_obs_steps - 1`` written out) is left out of the serialised config, so a
+    default config dumps as before the field; training refuses a moved layout."""
+    default = _config(image=False)
+    assert default.chunk_start == TO - 1 and "action_start" not in default.model_dump()
+    explicit = _config(image=False, action_start=TO - 1)
+    assert explicit.action_start is None and explicit.fields_in_use() == default.fields_in_use()
+    moved = _config(image=False, action_start=TO, action_offset_steps=1)
+    assert moved.model_dump(mode="json")["action_start"] == TO
+    assert PolicyConfig.model_validate(moved.model_dump(mode="json")) == moved
+    with pytest.raises(ValueError, match=r"action_start \+ n_action_steps \(17\) must fit"):
+        _config(image=False, action_start=9)
+    policy = make_policy(moved, normalizer).eval()
+    noise = torch.randn(B, H, DA, generator=torch.Generator().manual_seed(0))
+    out = policy.predict_action(_obs(image=False), noise=noise)
+    torch.testing.assert_close(out["action"], out["action_pred"][:, TO : TO + TA])
+    with pytest.raises(ValueError, match="action_start 2: training windows"):
+        policy.compute_loss(_batch(image=False))

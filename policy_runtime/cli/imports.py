@@ -54,9 +54,15 @@ def import_dp(
         typer.echo(f"prt import dp: {exc}", err=True)
         raise typer.Exit(1) from exc
     config = policy.config
+    layout = (
+        ""
+        if config.action_start is None and not config.action_offset_steps
+        else f", chunk from index {config.chunk_start} due {config.action_offset_steps} step(s) "
+        "after the newest observation"
+    )
     typer.echo(
         f"{out}: diffusion policy, obs {config.obs_shapes}, action {config.action_dim}, horizon "
-        f"{config.horizon}, {config.sampler} {config.num_inference_steps} steps"
+        f"{config.horizon}, {config.sampler} {config.num_inference_steps} steps{layout}"
     )
 
 

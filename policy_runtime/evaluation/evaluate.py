@@ -174,7 +174,7 @@ class EvalConfig:
     inference_latency_s: float = 0.0
     #: Actions executed from each chunk before the next observation is acted on (Diffusion
     #: Policy's action horizon ``T_a``); None: the policy's ``n_action_steps``. At most the
-    #: chunk's length (``horizon - n_obs_steps + 1``).
+    #: chunk's length (``horizon - n_obs_steps + 1``, or from the bundle's ``action.start``).
     execution_horizon: int | None = None
     #: Run the deployed stack (supervisor, watchdog, IK, safety filter) between the engine and
     #: the cell; False feeds the engine's targets to the cell directly (engine modes only).
@@ -514,8 +514,8 @@ class EvalWorker:
         if (self.config.execution_horizon or 0) > runtime.chunk_length:
             raise ValueError(
                 f"execution horizon {self.config.execution_horizon}: the policy's chunks hold "
-                f"{runtime.chunk_length} actions (horizon {runtime.specs.action.horizon}, "
-                f"n_obs_steps {runtime.n_obs_steps}); pick at most {runtime.chunk_length}"
+                f"{runtime.chunk_length} actions (horizon {runtime.specs.action.horizon} from "
+                f"index {runtime.chunk_start}); pick at most {runtime.chunk_length}"
             )
         env = self.env(self.config.start_seed)
         obs = env.reset(self.config.start_seed)

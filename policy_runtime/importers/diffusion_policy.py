@@ -11,9 +11,25 @@ What is imported (everything else is refused by name, before anything is written
 
 * ``DiffusionUnetLowdimPolicy`` with the observations as global conditioning
   (``obs_as_global_cond``: the ``n_obs_steps`` observations flattened into the U-Net's
-  condition), the whole horizon as the diffusion target (not ``pred_action_steps_only``), and
-  ``oa_step_convention`` (the executed actions start at the newest observation's step, index
-  ``n_obs_steps - 1``, as our policies' do).
+  condition), in each of its layouts of the executed actions (``predict_action`` and
+  ``compute_loss`` of ``diffusion_policy/policy/diffusion_unet_lowdim_policy.py``, upstream
+  548a52b). DP's data windows put the newest observation at index ``n_obs_steps - 1`` and
+  store at each step the action commanded at its observation (our data's
+  ``action_offset_steps`` 0), so the index of an action in the window is its step:
+
+  - ``oa_step_convention: true`` (DP's configs): the U-Net denoises the whole ``horizon`` and
+    ``action = action_pred[n_obs_steps - 1 : ... + n_action_steps]``, due from the newest
+    observation's step on: our own layout (``action_start`` None, ``action_offset_steps`` 0).
+  - ``oa_step_convention: false`` (the constructor's default): the same network and training,
+    but ``action = action_pred[n_obs_steps : ...]``, one step later in the data: our
+    ``action_start = n_obs_steps``, and the first action is due a step after the newest
+    observation, ``action_offset_steps`` 1 (DP's own rollouts execute it at once, a step
+    before its data placed it; the runtime stamps it where the data places it).
+  - ``pred_action_steps_only``: the U-Net denoises only ``(B, n_action_steps, Da)``, trained on
+    ``action[start : start + n_action_steps]`` of the window (``start`` ``n_obs_steps - 1``
+    with ``oa_step_convention``, else ``n_obs_steps``), and the whole sample is the action:
+    our ``horizon = n_action_steps`` (DP's ``horizon`` is only its data window),
+    ``action_start = 0`` and ``action_offset_steps`` 0 or 1 as above.
 * The U-Net (``ConditionalUnet1D``): our network keeps DP's parameter names, so the weights load
   strictly by name and shape.
 * DP's ``LinearNormalizer`` (``x * scale + offset`` per key, as ours) for ``obs`` and ``action``.
@@ -120,14 +136,15 @@ def convert(
             f"policy._target_ {target}: only {LOWDIM_POLICY} is supported (image policies, "
             "transformer and BET variants are not)"
         )
-    for name, wanted in (
-        ("obs_as_global_cond", True),
-        ("obs_as_local_cond", False),
-        ("pred_action_steps_only", False),
-        ("oa_step_convention", True),
-    ):
+    for name, wanted in (("obs_as_global_cond", True), ("obs_as_local_cond", False)):
         if bool(policy.get(name, False)) != wanted:
             raise ImportRefused(f"policy.{name}: {policy.get(name)!r} is not supported ({wanted})")
+    if cfg.get("n_latency_steps", 0):
+        # DP adds them to the policy's n_action_steps and its runner drops the first ones.
+        raise ImportRefused(
+            f"n_latency_steps: {cfg['n_latency_steps']} is not supported (0): the execution "
+            "engine handles latency itself (prt eval --latency-ms)"
+        )
     model = _section(policy, "model", "policy.")
     if model.get("_target_") != UNET:
         raise ImportRefused(f"policy.model._target_ {model.get('_target_')}: only {UNET}")
@@ -148,15 +165,26 @@ def convert(
         )
     if "ema_model" not in states and "model" not in states:
         raise ValueError("the checkpoint has neither ema_model nor model weights")
+    n_action_steps = int(policy["n_action_steps"])
+    # Where DP's executed actions lie (see the module docstring): the first one ``later`` steps
+    # after the newest observation (DP's constructor defaults oa_step_convention to false), at
+    # ``action_start`` in the U-Net's sample.
+    later = 0 if policy.get("oa_step_convention", False) else 1
+    if policy.get("pred_action_steps_only", False):
+        horizon, action_start = n_action_steps, 0
+    else:
+        horizon, action_start = int(policy["horizon"]), n_obs_steps - 1 + later
     config = PolicyConfig(
         kind="diffusion",
         obs_keys=[obs_key],
         obs_shapes={obs_key: (obs_dim,)},
         action_dim=int(policy["action_dim"]),
-        horizon=int(policy["horizon"]),
+        horizon=horizon,
         n_obs_steps=n_obs_steps,
-        n_action_steps=int(policy["n_action_steps"]),
+        n_action_steps=n_action_steps,
         control_hz=control_hz,
+        action_offset_steps=later,
+        action_start=action_start,
         down_dims=tuple(model["down_dims"]),
         kernel_size=int(model["kernel_size"]),
         step_embed_dim=int(model["diffusion_step_embed_dim"]),

@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from policy_runtime.validation import field_problems
 
@@ -88,12 +96,18 @@ class ObsSpec(_Strict):
 class ActionSpec(_Strict):
     key: str
     dim: int = Field(gt=0)
-    #: Predicted horizon H; the runtime returns its steps from ``n_obs_steps - 1`` on.
+    #: Predicted horizon H; the runtime returns its steps from ``start`` on.
     horizon: int = Field(gt=0)
     n_action_steps: int = Field(gt=0)
     #: Returned action ``i`` is due ``(i + offset_steps) / control_hz`` after the newest
     #: observation (the training data's ``action_offset_steps``; absent in older bundles: 0).
     offset_steps: int = Field(default=0, ge=0)
+    #: Index in the predicted horizon of the returned chunk's first action (the policy
+    #: config's ``action_start``). Absent (every bundle before it, and every policy trained
+    #: here): ``n_obs_steps - 1``, the newest observation's step. Written only when set, so a
+    #: bundle without it still reads in runtimes older than the field, and one with it is
+    #: refused by them (an unknown field) rather than cut at the wrong step: no version change.
+    start: int | None = Field(default=None, ge=0)
     #: ``ee``: position (3, m) + 6D rotation + gripper opening in base_link; ``joint``: six joint
     #: positions (rad) + gripper; ``other``: anything else (a foreign dataset's actions).
     representation: Literal["ee", "joint", "other"]
@@ -101,6 +115,17 @@ class ActionSpec(_Strict):
     #: Per-dimension range of the training actions (what the normaliser maps to [-1, 1]).
     low: list[float]
     high: list[float]
+
+    @model_serializer(mode="wrap")
+    def _omit_default_start(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.start is None:
+            data.pop("start", None)
+        return data
+
+    def chunk_start(self, n_obs_steps: int) -> int:
+        """Index of the returned chunk's first action in the predicted horizon."""
+        return n_obs_steps - 1 if self.start is None else self.start
 
 
 class SamplerSpec(_Strict):
@@ -175,10 +200,11 @@ class Manifest(_Strict):
                 raise ValueError(f"files: graph file {graph.file!r} has no sha256 entry")
             if graph.role == "fused" and not graph.fused_steps:
                 raise ValueError(f"graphs: fused graph {graph.file!r} needs fused_steps")
-        n = self.action.n_action_steps + self.obs.n_obs_steps - 1
+        n = self.action.n_action_steps + self.action.chunk_start(self.obs.n_obs_steps)
         if n > self.action.horizon:
+            start = "n_obs_steps - 1" if self.action.start is None else "action.start"
             raise ValueError(
-                f"action.n_action_steps: n_obs_steps - 1 + n_action_steps ({n}) exceeds "
+                f"action.n_action_steps: {start} + n_action_steps ({n}) exceeds "
                 f"horizon {self.action.horizon}"
             )
         for field, values in (

@@ -3,7 +3,8 @@
 :class:`PolicyRuntime` is the interface both backends implement (ONNX here, torch in
 :mod:`policy_runtime.inference.torch_backend`): it checks the observations against the policy's
 spec, draws the sampler noise from a numpy ``Generator`` (so two backends given the same ``rng``
-start from the same noise), and cuts the predicted horizon at the newest observation.
+start from the same noise), and cuts the predicted horizon at the newest observation (or where
+the manifest's ``action.start`` says).
 :class:`OnnxPolicy` runs a bundle's graphs on onnxruntime: the observation encoder once and the
 denoiser once per step with the numpy DDIM/DDPM step in between, or one fused graph, or a
 drifting generator.
@@ -69,9 +70,16 @@ class PolicyRuntime(abc.ABC):
         return self.specs.obs.n_obs_steps
 
     @property
+    def chunk_start(self) -> int:
+        """Index of the chunk's first action in the predicted horizon: the newest
+        observation's, ``n_obs_steps - 1``, unless the manifest's ``action.start`` says
+        otherwise (an imported layout)."""
+        return self.specs.action.chunk_start(self.n_obs_steps)
+
+    @property
     def chunk_length(self) -> int:
-        """Actions ``predict`` returns: the predicted horizon from the newest observation on."""
-        return self.specs.action.horizon - self.n_obs_steps + 1
+        """Actions ``predict`` returns: the predicted horizon from :attr:`chunk_start` on."""
+        return self.specs.action.horizon - self.chunk_start
 
     @property
     def obs_keys(self) -> list[str]:
@@ -94,9 +102,10 @@ class PolicyRuntime(abc.ABC):
         for a batch; keys beyond the policy's are ignored. Low-dim keys may be any float dtype
         (computed in float32), images must be uint8. ``noise`` ``([B,] H, Da)`` fixes the
         sampler's start; otherwise it is drawn from ``rng`` (a fresh default generator if None),
-        as is DDPM's per-step noise. Returns unnormalised actions from the newest observation
-        to the end of the horizon, stamped ``(i + offset_steps) / control_hz`` after it (the
-        manifest's ``action.offset_steps``).
+        as is DDPM's per-step noise. Returns unnormalised actions from :attr:`chunk_start`
+        (the newest observation's step, unless the manifest says otherwise) to the end of the
+        horizon, action ``i`` stamped ``(i + offset_steps) / control_hz`` after the newest
+        observation (the manifest's ``action.offset_steps``).
 
         ``prefix`` (real-time chunking, e.g. the engine's ``rtc_prefix``): a diffusion sampler
         is guided toward the committed actions at every step (x0-space inpainting with the
@@ -126,7 +135,7 @@ class PolicyRuntime(abc.ABC):
                     raise ValueError(f"noise must be {expected}, got {noise.shape}")
             normalized = self._predict_normalized(batch, start, steps, sampler, rng, guide)
         actions = (normalized - self._action_offset) / self._action_scale
-        actions = actions[:, self.n_obs_steps - 1 :].astype(np.float32, copy=False)
+        actions = actions[:, self.chunk_start :].astype(np.float32, copy=False)
         return ActionChunk.from_actions(
             actions[0] if unbatched else actions,
             spec.n_action_steps,
@@ -150,7 +159,7 @@ class PolicyRuntime(abc.ABC):
     def _normalized_prefix(self, prefix: ChunkPrefix) -> Guide:
         """The prefix on the predicted horizon, normalised: (target (H, Da), weights (H,))."""
         spec = self.specs.action
-        start = self.n_obs_steps - 1
+        start = self.chunk_start
         n = self.chunk_length
         actions = np.asarray(prefix.actions, np.float32)
         weights = np.asarray(prefix.weights, np.float32)

@@ -61,6 +61,7 @@ def specs_from_config(config: PolicyConfig, normalizer: Normalizer) -> PolicySpe
         horizon=config.horizon,
         n_action_steps=config.n_action_steps,
         offset_steps=config.action_offset_steps,
+        start=config.action_start,
         representation=REPRESENTATIONS.get(config.action_dim, "other"),  # type: ignore[arg-type]
         normalization=_affine(normalizer, config.action_key),
         low=[float(v) for v in low],

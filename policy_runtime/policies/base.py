@@ -44,10 +44,12 @@ class Policy(nn.Module, abc.ABC):
     ) -> dict[str, torch.Tensor]:
         """``action_pred`` (B, horizon, Da) and ``action`` (B, n_action_steps, Da), unnormalised.
 
-        ``action`` starts at index ``n_obs_steps - 1`` of the prediction (aligned with the newest
-        observation). ``noise`` (B, horizon, Da) fixes the sampler's initial noise, so a
-        prediction is reproducible (export parity, golden tests); ``generator`` seeds any other
-        randomness (DDPM's per-step noise). ``num_inference_steps`` overrides the config's.
+        ``action`` starts at index ``config.chunk_start`` of the prediction: ``n_obs_steps - 1``
+        (aligned with the newest observation) unless the config's ``action_start`` says
+        otherwise (an imported layout). ``noise`` (B, horizon, Da) fixes the sampler's initial
+        noise, so a prediction is reproducible (export parity, golden tests); ``generator``
+        seeds any other randomness (DDPM's per-step noise). ``num_inference_steps`` overrides
+        the config's.
         """
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -55,5 +57,5 @@ class Policy(nn.Module, abc.ABC):
         return self.compute_loss(batch)
 
     def action_window(self, action_pred: torch.Tensor) -> torch.Tensor:
-        start = self.config.n_obs_steps - 1
+        start = self.config.chunk_start
         return action_pred[:, start : start + self.config.n_action_steps]

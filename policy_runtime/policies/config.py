@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 PolicyKind = Literal["diffusion", "drifting"]
 #: Drifting kernel temperatures, relative to the batch's mean distance: the paper's (0.02, 0.05,
@@ -59,9 +66,27 @@ class PolicyConfig(BaseModel):
     #: Actions per second (the dataset's ``control_hz``): action ``i`` of a chunk is due
     #: ``i / control_hz`` after the observation it is aligned with.
     control_hz: float = Field(default=10.0, gt=0)
-    #: Steps after that time that action ``i`` is due: ``(i + action_offset_steps) /
-    #: control_hz`` (the dataset's ``action_offset_steps``).
+    #: Steps after that time that action ``i`` (index ``chunk_start + i`` of the prediction)
+    #: is due: ``(i + action_offset_steps) / control_hz`` after the newest observation.
+    #: Trained here, the chunk starts at the newest observation's step and this is the
+    #: dataset's ``action_offset_steps``; a chunk that starts ``k`` steps later in the data's
+    #: time is due ``k`` steps later, and carries that ``k`` here too (an imported Diffusion
+    #: Policy with ``oa_step_convention: false``: its data's 0 plus 1).
     action_offset_steps: int = Field(default=0, ge=0)
+    #: Where the chunk starts: the index in the predicted sequence (``horizon`` steps) of its
+    #: first action, the first of the ``n_action_steps`` executed and of what the runtime
+    #: returns (the chunk runs to the sequence's end; see :attr:`chunk_start`). None:
+    #: ``n_obs_steps - 1``, the newest observation's step, as training lays its windows out
+    #: (``horizon`` actions from the oldest observation's step) and as Diffusion Policy's
+    #: ``oa_step_convention`` executes; an explicit ``n_obs_steps - 1`` is stored as None, so
+    #: configs of one layout compare equal. Only importers set it, for other code's layouts
+    #: (Diffusion Policy's ``oa_step_convention: false``: ``n_obs_steps``; its
+    #: ``pred_action_steps_only``: 0, the network predicting just the ``horizon =
+    #: n_action_steps`` executed actions); training refuses it (see
+    #: :func:`~policy_runtime.policies.diffusion.normalized_action_chunk`). Left out of the
+    #: serialised config while None: a default layout's ``config.json`` is what it was before
+    #: this field (older builds read it), and one that sets it is refused by them by name.
+    action_start: int | None = Field(default=None, ge=0)
 
     down_dims: tuple[int, ...] = (64, 128, 256)
     kernel_size: int = 5
@@ -95,15 +120,31 @@ class PolicyConfig(BaseModel):
             shape = self.obs_shapes[key]
             if len(shape) != 3 or shape[-1] != 3:
                 raise ValueError(f"image key {key!r} must be (H, W, 3), got {shape}")
-        if self.n_obs_steps - 1 + self.n_action_steps > self.horizon:
+        if self.action_start == self.n_obs_steps - 1:
+            self.action_start = None  # the default layout, one way
+        start = "n_obs_steps - 1" if self.action_start is None else "action_start"
+        if self.chunk_start + self.n_action_steps > self.horizon:
             raise ValueError(
-                f"n_obs_steps - 1 + n_action_steps ({self.n_obs_steps - 1 + self.n_action_steps})"
+                f"{start} + n_action_steps ({self.chunk_start + self.n_action_steps})"
                 f" must fit in horizon ({self.horizon})"
             )
         levels = len(self.down_dims)
         if self.horizon % 2 ** (levels - 1):
             raise ValueError(f"horizon {self.horizon} must be divisible by 2^{levels - 1}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_default_start(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.action_start is None:
+            data.pop("action_start", None)
+        return data
+
+    @property
+    def chunk_start(self) -> int:
+        """Index of the chunk's first action in the predicted sequence (``action_start``,
+        default ``n_obs_steps - 1``)."""
+        return self.n_obs_steps - 1 if self.action_start is None else self.action_start
 
     def fields_in_use(self) -> dict[str, Any]:
         """The settings this policy's kind reads: two configs describe the same policy when

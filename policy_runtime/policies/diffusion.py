@@ -45,7 +45,18 @@ def build_unet(config: PolicyConfig, global_cond_dim: int) -> ConditionalUnet1D:
 def normalized_action_chunk(
     config: PolicyConfig, normalizer: Normalizer, batch: Mapping[str, torch.Tensor]
 ) -> torch.Tensor:
-    """The batch's ``(B, horizon, action_dim)`` action chunk, normalised; shape errors named."""
+    """The batch's ``(B, horizon, action_dim)`` action chunk, normalised; shape errors named.
+
+    The training target is the whole window, laid out from the oldest observation's step (the
+    sampler's windows), so the executed chunk starts at index ``n_obs_steps - 1``: a config
+    whose ``action_start`` places it elsewhere (an imported layout) is refused.
+    """
+    if config.action_start is not None:
+        raise ValueError(
+            f"action_start {config.action_start}: training windows put the newest observation's "
+            f"action at index n_obs_steps - 1 ({config.n_obs_steps - 1}); a policy whose chunk "
+            "starts elsewhere (an imported layout) is not trained here"
+        )
     key = config.action_key
     if key not in batch:
         raise ValueError(f"the batch has no action key {key!r} (got {sorted(batch)})")
