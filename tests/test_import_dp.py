@@ -150,8 +150,9 @@ def unpickled(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
     [
         (
             ("policy", "_target_"),
-            "diffusion_policy.policy.diffusion_unet_hybrid_image_policy.DiffusionUnetHybridImagePolicy",
-            r"policy._target_ .*DiffusionUnetHybridImagePolicy: only .*LowdimPolicy",
+            "diffusion_policy.policy.diffusion_transformer_hybrid_image_policy."
+            "DiffusionTransformerHybridImagePolicy",
+            r"policy._target_ .*DiffusionTransformerHybridImagePolicy: only .*LowdimPolicy",
         ),
         (("n_latency_steps",), 2, r"n_latency_steps: 2 is not supported"),
         (("policy", "obs_as_global_cond"), False, r"policy.obs_as_global_cond: False"),

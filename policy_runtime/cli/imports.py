@@ -22,7 +22,10 @@ DP_EPILOG = (
     "A .ckpt is a pickle: loading it runs code from the file. --trust says you trust it; it is "
     "then loaded in a separate process that hands back plain weights. Supported: "
     "DiffusionUnetLowdimPolicy with obs_as_global_cond, oa_step_convention, DDPM or DDIM; "
-    "anything else is refused by name."
+    "DiffusionUnetHybridImagePolicy (robomimic ResNet-18 with obs_encoder_group_norm, "
+    "eval_fixed_crop, obs_as_global_cond; cameras before low-dim keys in shape_meta), its "
+    "observation keys renamed with --key-map (e.g. --key-map image=top_rgb: prt eval wants "
+    "cameras named <camera>_rgb); anything else is refused by name."
 )
 
 
@@ -42,13 +45,27 @@ def import_dp(
     control_hz: Annotated[
         float, typer.Option(min=0.1, help="The rate the policy's actions were recorded at.")
     ] = 10.0,
+    key_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="DP=OURS: our name for an observation key of an image policy (repeatable; "
+            "unnamed keys keep DP's name)."
+        ),
+    ] = None,
 ) -> None:
     """Import a Diffusion Policy checkpoint (EMA weights) as one of our checkpoints."""
     from policy_runtime.importers.diffusion_policy import import_checkpoint
 
+    names = {}
+    for item in key_map or []:
+        theirs, sep, ours = item.partition("=")
+        if not sep or not theirs or not ours:
+            typer.echo(f"prt import dp: --key-map {item!r}: expected DP=OURS", err=True)
+            raise typer.Exit(1)
+        names[theirs] = ours
     try:
         policy = import_checkpoint(
-            checkpoint, out, trust=trust, obs_key=obs_key, control_hz=control_hz
+            checkpoint, out, trust=trust, obs_key=obs_key, control_hz=control_hz, key_map=names
         )
     except (PermissionError, ValueError) as exc:
         typer.echo(f"prt import dp: {exc}", err=True)

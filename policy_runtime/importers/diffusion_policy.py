@@ -34,6 +34,8 @@ What is imported (everything else is refused by name, before anything is written
   strictly by name and shape.
 * DP's ``LinearNormalizer`` (``x * scale + offset`` per key, as ours) for ``obs`` and ``action``.
 * DDPM and DDIM schedulers whose every setting our scheduler reproduces (each is compared).
+* ``DiffusionUnetHybridImagePolicy`` (robomimic's ResNet-18 / GroupNorm / spatial-softmax image
+  encoder): see :mod:`policy_runtime.importers.dp_hybrid` for what it maps and refuses.
 
 The EMA weights (``ema_model``) are what inference uses, as in DP; without them (a run with
 ``use_ema: false``), the raw weights. The result is one of our checkpoints (``config.json``,
@@ -48,6 +50,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +70,9 @@ TRUST_REQUIRED = (
     "a separate process that hands back plain weights)"
 )
 LOWDIM_POLICY = "diffusion_policy.policy.diffusion_unet_lowdim_policy.DiffusionUnetLowdimPolicy"
+HYBRID_POLICY = (
+    "diffusion_policy.policy.diffusion_unet_hybrid_image_policy.DiffusionUnetHybridImagePolicy"
+)
 UNET = "diffusion_policy.model.diffusion.conditional_unet1d.ConditionalUnet1D"
 SCHEDULERS: dict[str, Sampler] = {
     "diffusers.schedulers.scheduling_ddpm.DDPMScheduler": "ddpm",
@@ -87,13 +93,14 @@ def import_checkpoint(
     trust: bool,
     obs_key: str = "obs",
     control_hz: float = 10.0,
+    key_map: Mapping[str, str] | None = None,
 ) -> DiffusionPolicy:
     """Import ``checkpoint`` into the checkpoint directory ``out`` and return the policy (EMA
     weights). ``obs_key`` names DP's single observation vector in our config; ``control_hz``
     is the rate its actions were recorded at (DP's PushT: 10 Hz), which DP's config does not
-    hold. Raises PermissionError without ``trust`` (nothing is read), ImportRefused naming
-    what is unsupported (nothing is written), ValueError for a file that is not a DP
-    checkpoint."""
+    hold; ``key_map`` renames a hybrid image policy's observation keys (DP's -> ours).
+    Raises PermissionError without ``trust`` (nothing is read), ImportRefused naming what is
+    unsupported (nothing is written), ValueError for a file that is not a DP checkpoint."""
     checkpoint = Path(checkpoint)
     if not trust:
         raise PermissionError(f"{checkpoint}: refused: {TRUST_REQUIRED}")
@@ -101,7 +108,9 @@ def import_checkpoint(
         raise ValueError(f"{checkpoint}: no such file")
     with tempfile.TemporaryDirectory(prefix="prt-import-dp-") as staging:
         cfg, states, meta = _unpickle_in_child(checkpoint, Path(staging))
-    config, normalizer, weights = convert(cfg, states, obs_key=obs_key, control_hz=control_hz)
+    config, normalizer, weights = convert(
+        cfg, states, obs_key=obs_key, control_hz=control_hz, key_map=key_map
+    )
     raw = make_policy(config, normalizer)
     ema = make_policy(config, normalizer)
     assert isinstance(ema, DiffusionPolicy)
@@ -126,15 +135,22 @@ def convert(
     *,
     obs_key: str = "obs",
     control_hz: float = 10.0,
+    key_map: Mapping[str, str] | None = None,
 ) -> tuple[PolicyConfig, Normalizer, dict[str, dict[str, torch.Tensor]]]:
-    """Our policy config, normaliser and U-Net state dicts (``model``, ``ema_model``) for a DP
-    workspace config and its state dicts; ImportRefused naming the first unsupported setting."""
+    """Our policy config, normaliser and state dicts (``model``, ``ema_model``) for a DP
+    workspace config and its state dicts; ImportRefused naming the first unsupported setting.
+    ``obs_key`` names a low-dim policy's observation vector; ``key_map`` renames a hybrid image
+    policy's observation keys (DP's name -> ours; unnamed keys keep DP's name)."""
     policy = _section(cfg, "policy")
     target = policy.get("_target_")
+    if target == HYBRID_POLICY:
+        from policy_runtime.importers.dp_hybrid import convert_hybrid
+
+        return convert_hybrid(cfg, states, key_map=key_map or {}, control_hz=control_hz)
     if target != LOWDIM_POLICY:
         raise ImportRefused(
-            f"policy._target_ {target}: only {LOWDIM_POLICY} is supported (image policies, "
-            "transformer and BET variants are not)"
+            f"policy._target_ {target}: only {LOWDIM_POLICY} and {HYBRID_POLICY} are supported "
+            "(other image policies, transformer and BET variants are not)"
         )
     for name, wanted in (("obs_as_global_cond", True), ("obs_as_local_cond", False)):
         if bool(policy.get(name, False)) != wanted:
@@ -156,13 +172,7 @@ def convert(
             f"policy.model.global_cond_dim {model.get('global_cond_dim')}: expected obs_dim x "
             f"n_obs_steps = {obs_dim * n_obs_steps}"
         )
-    scheduler = _section(policy, "noise_scheduler", "policy.")
-    sampler = SCHEDULERS.get(str(scheduler.get("_target_")))
-    if sampler is None:
-        raise ImportRefused(
-            f"policy.noise_scheduler._target_ {scheduler.get('_target_')}: only "
-            f"{sorted(SCHEDULERS)}"
-        )
+    scheduler, sampler = _scheduler(policy)
     if "ema_model" not in states and "model" not in states:
         raise ValueError("the checkpoint has neither ema_model nor model weights")
     n_action_steps = int(policy["n_action_steps"])
@@ -202,14 +212,7 @@ def convert(
     ema_state = states.get("ema_model", states.get("model"))
     assert ema_state is not None
     normalizer = _normalizer(ema_state, obs_key)
-    probe = make_policy(config, normalizer)
-    assert isinstance(probe, DiffusionPolicy)
-    ours = probe.make_scheduler(config.sampler).config
-    for name, value in scheduler.items():
-        if name != "_target_" and ours.get(name) != value:
-            raise ImportRefused(
-                f"policy.noise_scheduler.{name}: {value!r}, where ours is {ours.get(name)!r}"
-            )
+    _check_scheduler(config, normalizer, scheduler)
     weights = {
         name: {k: v for k, v in state.items() if k.startswith("model.")}
         for name, state in states.items()
@@ -218,6 +221,31 @@ def convert(
         weights["ema_model"] = weights["model"]
     weights.setdefault("model", weights["ema_model"])
     return config, normalizer, weights
+
+
+def _scheduler(policy: dict[str, Any]) -> tuple[dict[str, Any], Sampler]:
+    scheduler = _section(policy, "noise_scheduler", "policy.")
+    sampler = SCHEDULERS.get(str(scheduler.get("_target_")))
+    if sampler is None:
+        raise ImportRefused(
+            f"policy.noise_scheduler._target_ {scheduler.get('_target_')}: only "
+            f"{sorted(SCHEDULERS)}"
+        )
+    return scheduler, sampler
+
+
+def _check_scheduler(
+    config: PolicyConfig, normalizer: Normalizer, scheduler: dict[str, Any]
+) -> None:
+    """Every setting of DP's scheduler must be what ours uses."""
+    probe = make_policy(config, normalizer)
+    assert isinstance(probe, DiffusionPolicy)
+    ours = probe.make_scheduler(config.sampler).config
+    for name, value in scheduler.items():
+        if name != "_target_" and ours.get(name) != value:
+            raise ImportRefused(
+                f"policy.noise_scheduler.{name}: {value!r}, where ours is {ours.get(name)!r}"
+            )
 
 
 def _unpickle_in_child(

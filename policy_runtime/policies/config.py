@@ -96,6 +96,12 @@ class PolicyConfig(BaseModel):
     #: Image encoders: output features per camera, and the random/centre crop (H, W).
     image_feature_dim: int = 64
     crop_shape: tuple[int, int] | None = None
+    #: A ReLU on each camera's features (after its linear layer), as robomimic's
+    #: ``ObservationEncoder`` applies its ``feature_activation`` in Diffusion Policy's hybrid
+    #: image policy. Only importers set it; left out of the serialised config while False (a
+    #: ``config.json`` without it is what it was before this field), so older builds refuse a
+    #: config that sets it by name.
+    image_feature_relu: bool = False
 
     num_train_timesteps: int = 100
     beta_schedule: str = "squaredcos_cap_v2"
@@ -138,6 +144,8 @@ class PolicyConfig(BaseModel):
         data: dict[str, Any] = handler(self)
         if self.action_start is None:
             data.pop("action_start", None)
+        if not self.image_feature_relu:
+            data.pop("image_feature_relu", None)
         return data
 
     @property

@@ -42,6 +42,7 @@ class ObservationEncoder(nn.Module):
                     config.obs_shapes[key],
                     feature_dim=config.image_feature_dim,
                     crop_shape=config.crop_shape,
+                    feature_relu=config.image_feature_relu,
                 )
                 for key in config.image_keys
             }

@@ -144,7 +144,8 @@ class ImageEncoder(nn.Module):
 
     Pixels are normalised with the normaliser's map for ``key`` (DP's [0, 255] -> [-1, 1]), moved
     channels first, cropped (random in training, centre in eval; ``crop_shape`` None = whole
-    image), and encoded by trunk -> spatial softmax -> linear.
+    image), and encoded by trunk -> spatial softmax -> linear (-> ReLU with ``feature_relu``,
+    as robomimic's ObservationEncoder in Diffusion Policy's hybrid image policy).
     """
 
     def __init__(
@@ -155,6 +156,7 @@ class ImageEncoder(nn.Module):
         feature_dim: int = 64,
         crop_shape: tuple[int, int] | None = None,
         num_kp: int = 32,
+        feature_relu: bool = False,
     ) -> None:
         super().__init__()
         if len(image_shape) != 3 or image_shape[-1] != 3:
@@ -182,6 +184,7 @@ class ImageEncoder(nn.Module):
         self.pool = SpatialSoftmax(TRUNK_CHANNELS, *feature_hw, num_kp)
         self.linear = nn.Linear(self.pool.output_dim, feature_dim)
         self.feature_dim = feature_dim
+        self.feature_relu = feature_relu
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if tuple(images.shape[1:]) != self.image_shape:
@@ -193,4 +196,5 @@ class ImageEncoder(nn.Module):
         x = self.normalizer.normalize(self.key, images.to(dtype)).permute(0, 3, 1, 2)
         if self.crop_shape is not None:
             x = crop_images(x, self.crop_shape, random=self.training)
-        return self.linear(self.pool(self.backbone(x.contiguous())))
+        features = self.linear(self.pool(self.backbone(x.contiguous())))
+        return F.relu(features) if self.feature_relu else features
