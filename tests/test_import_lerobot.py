@@ -25,6 +25,7 @@ from diffusers.schedulers.scheduling_ddim import DDIMScheduler  # noqa: E402
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
 
 from policy_runtime.importers.lerobot import (  # noqa: E402
     ImportRefused,
@@ -251,6 +252,20 @@ def lerobot_actions(
     global_cond = torch.cat(
         [batch["observation.state"], batch["observation.environment_state"]], dim=-1
     ).flatten(start_dim=1)
+    return lerobot_sample(unet, config, modes, stats, global_cond, noise, legacy, generator)
+
+
+def lerobot_sample(
+    unet: nn.Module,
+    config: dict[str, Any],
+    modes: dict[str, str],
+    stats: dict[str, dict[str, torch.Tensor]],
+    global_cond: torch.Tensor,
+    noise: torch.Tensor,
+    legacy: bool,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """DiffusionModel.conditional_sample and generate_actions, then the action unnormalised."""
     kind = {"DDPM": DDPMScheduler, "DDIM": DDIMScheduler}[config["noise_scheduler_type"]]
     scheduler = kind(
         num_train_timesteps=config["num_train_timesteps"],
@@ -345,7 +360,11 @@ def lerobot_config(**overrides: Any) -> dict[str, Any]:
     return config
 
 
-def reference_unet(config: dict[str, Any], seed: int = 0) -> LeRobotConditionalUnet1d:
+def reference_unet(
+    config: dict[str, Any],
+    seed: int = 0,
+    global_cond_dim: int = (STATE_DIM + ENV_DIM) * N_OBS_STEPS,
+) -> LeRobotConditionalUnet1d:
     """LeRobot's U-Net with random weights (every parameter perturbed, GroupNorm's too)."""
     torch.manual_seed(seed)
     namespace = SimpleNamespace(
@@ -356,7 +375,7 @@ def reference_unet(config: dict[str, Any], seed: int = 0) -> LeRobotConditionalU
         diffusion_step_embed_dim=config["diffusion_step_embed_dim"],
         use_film_scale_modulation=config["use_film_scale_modulation"],
     )
-    unet = LeRobotConditionalUnet1d(namespace, (STATE_DIM + ENV_DIM) * N_OBS_STEPS)
+    unet = LeRobotConditionalUnet1d(namespace, global_cond_dim)
     with torch.no_grad():
         for parameter in unet.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))
@@ -391,11 +410,8 @@ def dataset_stats() -> dict[str, dict[str, torch.Tensor]]:
 
 def modes_of(config: dict[str, Any]) -> dict[str, str]:
     mapping = config["normalization_mapping"]
-    return {
-        "observation.state": mapping.get("STATE", "IDENTITY"),
-        "observation.environment_state": mapping.get("ENV", "IDENTITY"),
-        "action": mapping.get("ACTION", "IDENTITY"),
-    }
+    features = {**config["input_features"], **config["output_features"]}
+    return {key: mapping.get(feature["type"], "IDENTITY") for key, feature in features.items()}
 
 
 def write_pretrained(
@@ -405,17 +421,19 @@ def write_pretrained(
     stats: dict[str, dict[str, torch.Tensor]],
     *,
     legacy: bool = False,
+    encoders: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """What ``DiffusionPolicy.save_pretrained`` and, since v0.4.0, the processors'
     ``save_pretrained`` write (``legacy``: the statistics as model buffers instead)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(config, indent=4))
     weights = {f"diffusion.unet.{k}": v.contiguous() for k, v in unet.state_dict().items()}
+    weights.update(encoders or {})
     features = {**config["input_features"], **config["output_features"]}
     if legacy:
         modes = modes_of(config)
         for module, keys in (
-            ("normalize_inputs", ("observation.state", "observation.environment_state")),
+            ("normalize_inputs", tuple(config["input_features"])),
             ("normalize_targets", ("action",)),
             ("unnormalize_outputs", ("action",)),
         ):
@@ -662,7 +680,7 @@ def test_a_compiled_unets_keys_are_read(fixture: SimpleNamespace) -> None:
                     "observation.images.top": {"type": "VISUAL", "shape": [3, 96, 96]},
                 }
             },
-            r"input_features \['observation.images.top'\]: image policies .*ReLU",
+            r"config.json use_group_norm: false is not supported: .*BatchNorm",
         ),
         (
             {
@@ -749,3 +767,291 @@ def test_missing_files_are_named(fixture: SimpleNamespace, tmp_path: Path) -> No
     assert done.returncode == 1
     assert "no config.json: not a LeRobot pretrained policy" in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+# --- Policies with cameras ----------------------------------------------------------------------
+# modeling_diffusion.py (same commit): DiffusionRgbEncoder (eval: CenterCrop, backbone = torchvision
+# resnet18 children[:-2] with GroupNorm, SpatialSoftmax, relu(out(x))) and
+# DiffusionModel._prepare_global_conditioning (per step [state, cameras..., env state]); the
+# ResNet-18 trunk and the centre crop are the plain-torch ones of tests/test_import_dp_image.py.
+
+IMAGE_HW, CROP = (48, 48), (40, 40)
+IMAGE_FEATURES = 64  # 2 * spatial_softmax_num_keypoints
+
+
+def image_config(cameras: list[str], env: bool, **overrides: Any) -> dict[str, Any]:
+    inputs: dict[str, Any] = {"observation.state": {"type": "STATE", "shape": [STATE_DIM]}}
+    for camera in cameras:
+        inputs[camera] = {"type": "VISUAL", "shape": [3, *IMAGE_HW]}
+    if env:
+        inputs["observation.environment_state"] = {"type": "ENV", "shape": [ENV_DIM]}
+    settings = {
+        "input_features": inputs,
+        "crop_shape": list(CROP),
+        "pretrained_backbone_weights": None,
+        "use_group_norm": True,
+        **overrides,
+    }
+    return lerobot_config(**settings)
+
+
+def rgb_encoder_weights(prefix: str, seed: int) -> dict[str, torch.Tensor]:
+    """One DiffusionRgbEncoder's state dict (random values) under LeRobot's key names."""
+    from tests.test_import_dp_image import _random, _resnet18_shapes
+
+    gen = torch.Generator().manual_seed(seed)
+    out = {f"{prefix}backbone.{k}": _random(s, k, gen) for k, s in _resnet18_shapes().items()}
+    fh, fw = math.ceil(CROP[0] / 32), math.ceil(CROP[1] / 32)
+    pos_x, pos_y = np.meshgrid(np.linspace(-1.0, 1.0, fw), np.linspace(-1.0, 1.0, fh))
+    out[f"{prefix}pool.nets.weight"] = torch.randn(32, 512, 1, 1, generator=gen) * 0.2
+    out[f"{prefix}pool.nets.bias"] = 0.1 * torch.randn(32, generator=gen)
+    out[f"{prefix}pool.pos_grid"] = torch.cat(
+        [
+            torch.from_numpy(pos_x.reshape(fh * fw, 1)).float(),
+            torch.from_numpy(pos_y.reshape(fh * fw, 1)).float(),
+        ],
+        dim=1,
+    )
+    out[f"{prefix}out.weight"] = torch.randn(64, 64, generator=gen) * 0.125
+    out[f"{prefix}out.bias"] = 0.125 * torch.randn(64, generator=gen)
+    return out
+
+
+def lerobot_rgb_encoder(x: torch.Tensor, sd: dict[str, torch.Tensor], p: str) -> torch.Tensor:
+    """DiffusionRgbEncoder.forward in eval: (B, 3, H, W) in [0, 1] (normalised) -> (B, 64)."""
+    from tests.test_import_dp_image import ref_center_crop, ref_resnet18_conv
+
+    x = ref_center_crop(x, *CROP)
+    features = ref_resnet18_conv(x, sd, p + "backbone.")
+    # SpatialSoftmax.forward
+    features = F.conv2d(features, sd[p + "pool.nets.weight"], sd[p + "pool.nets.bias"])
+    h, w = features.shape[-2:]
+    attention = F.softmax(features.reshape(-1, h * w), dim=-1)
+    keypoints = (attention @ sd[p + "pool.pos_grid"]).view(-1, 32, 2)
+    x = torch.flatten(keypoints, start_dim=1)
+    return F.relu(F.linear(x, sd[p + "out.weight"], sd[p + "out.bias"]))
+
+
+def lerobot_image_actions(
+    unet: nn.Module,
+    encoders: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    stats: dict[str, dict[str, torch.Tensor]],
+    obs: dict[str, torch.Tensor],
+    noise: torch.Tensor,
+    *,
+    legacy: bool,
+) -> torch.Tensor:
+    """LeRobot's chunk for float [0, 1] (B, To, 3, H, W) images and low-dim windows."""
+    modes = modes_of(config)
+    batch = {
+        key: lerobot_transform(obs[key], modes[key], stats[key], inverse=False, legacy=legacy)
+        for key in config["input_features"]
+    }
+    cameras = [k for k, f in config["input_features"].items() if f["type"] == "VISUAL"]
+    images = torch.stack([batch[key] for key in cameras], dim=-4)  # OBS_IMAGES: (B, S, N, ...)
+    b, s, n = images.shape[:3]
+    if config["use_separate_rgb_encoder_per_camera"]:
+        per_camera = images.transpose(0, 2).transpose(1, 2)  # "b s n ... -> n b s ..."
+        features = torch.cat(
+            [
+                lerobot_rgb_encoder(
+                    per_camera[i].reshape(b * s, *images.shape[3:]),
+                    encoders,
+                    f"diffusion.rgb_encoder.{i}.",
+                )
+                for i in range(n)
+            ]
+        )  # "(n b s) d -> b s (n d)"
+        features = features.reshape(n, b, s, -1).permute(1, 2, 0, 3).reshape(b, s, -1)
+    else:
+        features = lerobot_rgb_encoder(
+            images.reshape(b * s * n, *images.shape[3:]), encoders, "diffusion.rgb_encoder."
+        ).reshape(b, s, -1)  # "(b s n) d -> b s (n d)"
+    parts = [batch["observation.state"], features]
+    if "observation.environment_state" in batch:
+        parts.append(batch["observation.environment_state"])
+    global_cond = torch.cat(parts, dim=-1).flatten(start_dim=1)
+    return lerobot_sample(unet, config, modes, stats, global_cond, noise, legacy, None)
+
+
+def image_stats(cameras: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+    """dataset_stats plus per-channel (3, 1, 1) image statistics, as LeRobot computes them."""
+    stats = dataset_stats()
+    for index, camera in enumerate(cameras):
+        rng = np.random.default_rng(20 + index)
+        low = rng.uniform(0.0, 0.1, (3, 1, 1))
+        stats[camera] = {
+            k: torch.tensor(v, dtype=torch.float32)
+            for k, v in {
+                "min": low,
+                "max": low + rng.uniform(0.8, 0.9, (3, 1, 1)),
+                "mean": rng.uniform(0.3, 0.6, (3, 1, 1)),
+                "std": rng.uniform(0.15, 0.3, (3, 1, 1)),
+            }.items()
+        }
+    return stats
+
+
+def image_setup(
+    directory: Path, cameras: list[str], env: bool, legacy: bool = False, **overrides: Any
+) -> SimpleNamespace:
+    config = image_config(cameras, env, **overrides)
+    per_step = STATE_DIM + IMAGE_FEATURES * len(cameras) + (ENV_DIM if env else 0)
+    unet = reference_unet(config, seed=4, global_cond_dim=per_step * N_OBS_STEPS)
+    encoders: dict[str, torch.Tensor] = {}
+    if config["use_separate_rgb_encoder_per_camera"]:
+        for i in range(len(cameras)):
+            encoders.update(rgb_encoder_weights(f"diffusion.rgb_encoder.{i}.", seed=30 + i))
+    else:
+        encoders = rgb_encoder_weights("diffusion.rgb_encoder.", seed=30)
+    stats = image_stats(cameras)
+    write_pretrained(directory, config, unet, stats, legacy=legacy, encoders=encoders)
+    return SimpleNamespace(config=config, unet=unet, encoders=encoders, stats=stats)
+
+
+def image_observations(
+    cameras: list[str], env: bool, stats: dict[str, dict[str, torch.Tensor]], batch: int = 2
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(LeRobot's observations: float [0, 1] channels first, ours: uint8 (H, W, 3))."""
+    theirs = observations(stats, batch=batch)
+    if not env:
+        del theirs["observation.environment_state"]
+    generator = torch.Generator().manual_seed(12)
+    pixels = {}
+    for camera in cameras:
+        pixels[camera] = torch.randint(
+            0, 256, (batch, N_OBS_STEPS, *IMAGE_HW, 3), generator=generator, dtype=torch.uint8
+        )
+        theirs[camera] = pixels[camera].permute(0, 1, 4, 2, 3).float() / 255.0
+    return theirs, pixels
+
+
+IMAGE_CASES = [
+    (["observation.images.top"], True, False, {"use_separate_rgb_encoder_per_camera": False}),
+    (
+        ["observation.images.top", "observation.images.wrist"],
+        False,
+        True,
+        {"normalization_mapping": {"VISUAL": "MIN_MAX", "STATE": "MEAN_STD", "ACTION": "MIN_MAX"}},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("cameras", "env", "legacy", "overrides"),
+    IMAGE_CASES,
+    ids=["one-camera-shared-env-processors", "two-cameras-separate-buffers-minmax"],
+)
+def test_an_image_policy_predicts_lerobots_actions(
+    tmp_path: Path, cameras: list[str], env: bool, legacy: bool, overrides: dict[str, Any]
+) -> None:
+    setup = image_setup(tmp_path / "pm", cameras, env, legacy, **overrides)
+    policy = import_pretrained(tmp_path / "pm", tmp_path / "run")
+    assert policy.config.image_keys == [c.removeprefix("observation.images.") for c in cameras]
+    assert policy.config.image_feature_relu and policy.config.crop_shape == CROP
+    theirs, pixels = image_observations(cameras, env, setup.stats)
+    noise = torch.randn(2, HORIZON, ACTION_DIM, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = lerobot_image_actions(
+            setup.unet, setup.encoders, setup.config, setup.stats, theirs, noise, legacy=legacy
+        )
+    obs = {"state": theirs["observation.state"]}
+    if env:
+        obs["environment_state"] = theirs["observation.environment_state"]
+    obs.update({c.removeprefix("observation.images."): pixels[c] for c in cameras})
+    got = policy.predict_action(obs, noise=noise)
+    error = _normalised_error(got["action"], expected, policy.normalizer.maps["action"].scale)
+    print(f"{len(cameras)} camera(s): max |ours - LeRobot| = {error:.2e} (normalised)")
+    assert got["action"].shape == expected.shape and error < ACTION_TOLERANCE
+
+
+def test_cli_imports_an_image_policy_and_its_bundle_predicts_lerobots_actions(
+    tmp_path: Path,
+) -> None:
+    cameras = ["observation.images.top"]
+    setup = image_setup(tmp_path / "pm", cameras, True)
+    run, bundle = tmp_path / "run", tmp_path / "bundle"
+    done = prt(
+        "import",
+        "lerobot",
+        str(tmp_path / "pm"),
+        "--out",
+        str(run),
+        "--image-key",
+        "observation.images.top=top_rgb",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "'top_rgb': (48, 48, 3)" in done.stdout
+    done = prt("export", "--checkpoint", str(run), "--out", str(bundle))
+    assert done.returncode == 0, done.stderr
+    theirs, pixels = image_observations(cameras, True, setup.stats)
+    noise = torch.randn(2, HORIZON, ACTION_DIM, generator=torch.Generator().manual_seed(4))
+    request = {
+        "top_rgb": pixels["observation.images.top"].numpy().tolist(),
+        "state": theirs["observation.state"].numpy().tolist(),
+        "environment_state": theirs["observation.environment_state"].numpy().tolist(),
+        "noise": noise.numpy().tolist(),
+    }
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(request))
+    script = f"""
+import json, sys
+import numpy as np
+from policy_runtime.inference import load_policy
+request = json.loads(open(sys.argv[1]).read())
+obs = {{"top_rgb": np.asarray(request["top_rgb"], np.uint8),
+        "state": np.asarray(request["state"], np.float32),
+        "environment_state": np.asarray(request["environment_state"], np.float32)}}
+runtime = load_policy({str(bundle)!r})
+chunk = runtime.predict(obs, noise=np.asarray(request["noise"], np.float32))
+assert "torch" not in sys.modules, "the runtime imported torch"
+print(json.dumps(chunk.actions.tolist()))
+"""
+    out = subprocess.run(
+        [str(BIN / "python"), "-c", script, str(path)], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    actions = torch.tensor(json.loads(out.stdout))
+    with torch.no_grad():
+        expected = lerobot_image_actions(
+            setup.unet, setup.encoders, setup.config, setup.stats, theirs, noise, legacy=False
+        )
+    from policy_runtime.training.checkpoint import load_policy
+
+    scale = load_policy(run).normalizer.maps["action"].scale
+    error = _normalised_error(actions[:, :N_ACTION_STEPS], expected, scale)
+    print(f"image bundle on onnxruntime: max |bundle - LeRobot| = {error:.2e} (normalised)")
+    assert error < ACTION_TOLERANCE
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"use_group_norm": False}, r"use_group_norm: false is not supported: .*BatchNorm"),
+        ({"vision_backbone": "resnet34"}, r"vision_backbone 'resnet34': only 'resnet18'"),
+        ({"resize_shape": [40, 40]}, r"resize_shape \[40, 40\]: resizing"),
+        ({"spatial_softmax_num_keypoints": 16}, r"spatial_softmax_num_keypoints 16: ours has 32"),
+        ({"crop_shape": [45, 40]}, r"crop_shape \[45, 40\] of 48x48 .*a pixel away"),
+        ({"crop_shape": [50, 40]}, r"crop_shape \[50, 40\]: not inside 48x48"),
+    ],
+)
+def test_unsupported_image_settings_are_refused_by_name(
+    tmp_path: Path, overrides: dict[str, Any], message: str
+) -> None:
+    image_setup(tmp_path / "pm", ["observation.images.top"], True)
+    config, weights, norms, _ = read_pretrained(tmp_path / "pm")
+    with pytest.raises(ImportRefused, match=message):
+        convert({**config, **overrides}, weights, norms)
+
+
+def test_batchnorm_weights_and_a_wrong_grid_are_refused(tmp_path: Path) -> None:
+    shared = {"use_separate_rgb_encoder_per_camera": False}
+    image_setup(tmp_path / "pm", ["observation.images.top"], True, **shared)
+    config, weights, norms, _ = read_pretrained(tmp_path / "pm")
+    stray = {**weights, "diffusion.rgb_encoder.backbone.1.running_mean": torch.zeros(64)}
+    with pytest.raises(ImportRefused, match=r"backbone.1.running_mean: BatchNorm"):
+        convert(config, stray, norms)
+    grid = {**weights, "diffusion.rgb_encoder.pool.pos_grid": torch.zeros(4, 2)}
+    with pytest.raises(ImportRefused, match=r"pool.pos_grid: not the 2x2 keypoint grid"):
+        convert(config, grid, norms)

@@ -91,8 +91,10 @@ LEROBOT_EPILOG = (
     "DIR is what LeRobot's save_pretrained writes (config.json, model.safetensors and the "
     "policy_preprocessor / policy_postprocessor files, or before LeRobot 0.4 the statistics "
     "inside model.safetensors); only JSON and safetensors are read. Supported: type diffusion "
-    "with observation.state and observation.environment_state (no cameras), DDPM or DDIM; "
-    "anything else is refused by name."
+    "with observation.state and observation.environment_state, cameras or both (ResNet-18 "
+    "with use_group_norm, 32 keypoints, no resize_shape; observation.images.<name> becomes "
+    "<name>, or --image-key observation.images.top=top_rgb: prt eval wants cameras named "
+    "<camera>_rgb), DDPM or DDIM; anything else is refused by name."
 )
 
 
@@ -111,16 +113,31 @@ def import_lerobot(
     control_hz: Annotated[
         float, typer.Option(min=0.1, help="The rate the policy's actions were recorded at (fps).")
     ] = 10.0,
+    image_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="LEROBOT=OURS: our name for a camera (repeatable; observation.images.<name> "
+            "is <name> by default)."
+        ),
+    ] = None,
 ) -> None:
     """Import a LeRobot diffusion policy as one of our checkpoints."""
     from policy_runtime.importers.lerobot import import_pretrained
 
+    names = {}
+    for item in image_key or []:
+        theirs, sep, ours = item.partition("=")
+        if not sep or not theirs or not ours:
+            typer.echo(f"prt import lerobot: --image-key {item!r}: expected LEROBOT=OURS", err=True)
+            raise typer.Exit(1)
+        names[theirs] = ours
     try:
         policy = import_pretrained(
             directory,
             out,
             state_key=state_key,
             env_state_key=env_state_key,
+            image_keys=names,
             control_hz=control_hz,
         )
     except ValueError as exc:

@@ -22,11 +22,23 @@ Only JSON and safetensors are read: nothing is unpickled (``train_config.json`` 
 
 What is imported (everything else is refused by name, before anything is written):
 
-* ``observation.state`` and ``observation.environment_state`` as two low-dim keys (``state_key``,
-  ``env_state_key``), in that order, which is LeRobot's per-step concatenation order (state,
-  image features, environment state) and ours (``obs_keys`` in order), flattened step-major by
-  both; ``action`` as ``action``. Image features are refused: LeRobot's ``DiffusionRgbEncoder``
-  applies a ReLU after its output layer (``rgb_encoder.out``), which our ``ImageEncoder`` does not.
+* ``observation.state`` and ``observation.environment_state`` as low-dim keys (``state_key``,
+  ``env_state_key``; the environment state optional with cameras), ``action`` as ``action``.
+* Cameras (VISUAL, ``(3, H, W)``, LeRobot's float [0, 1]) as our uint8 ``(H, W, 3)`` image keys
+  (``observation.images.<name>`` -> ``<name>``, or ``image_keys``), in ``input_features``
+  order. ``DiffusionRgbEncoder`` (shared ``rgb_encoder.*``, copied to each camera; or
+  ``rgb_encoder.<i>.*`` per camera) onto our ``ImageEncoder``: ``backbone.{0,1,4-7}`` ->
+  ``conv1``, ``bn1``, ``layer1-4``; ``pool.nets`` kept; ``pool.pos_grid`` checked against our
+  keypoint grid; ``out`` -> ``linear`` with ``image_feature_relu`` (its ``relu(out(x))``).
+  Refused by name: ``vision_backbone`` other than resnet18, ``use_group_norm: false``
+  (BatchNorm, e.g. a pretrained backbone), ``spatial_softmax_num_keypoints`` other than 32,
+  ``resize_shape``, a crop outside the image or where torchvision's CenterCrop (what LeRobot's
+  eval always uses; ``crop_is_random`` only applies in training) rounds its offset unlike ours.
+  The image normalisation (per-channel statistics) is folded onto uint8 (``scale / 255``).
+* Condition order: LeRobot concatenates per step ``[state, cameras..., env state]``, ours
+  ``[cameras..., state, env state]``; both flatten step-major after the step embedding
+  (``[embedding, global cond]``), so the columns of every FiLM layer's
+  ``cond_encoder.1.weight`` are permuted to ours (exact).
 * The U-Net (``DiffusionConditionalUnet1d``): the same network as Diffusion Policy's, whose names
   ours keep; LeRobot's residual blocks call their conv blocks ``conv1``/``conv2`` (ours
   ``blocks.0``/``blocks.1``) and its down/up-sampling convs are bare ``Conv1d`` (ours wrap them
@@ -54,7 +66,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +81,7 @@ from policy_runtime.importers.diffusion_policy import ImportRefused
 from policy_runtime.normalization import AffineMap, Normalizer
 from policy_runtime.policies import PolicyConfig, make_policy
 from policy_runtime.policies.diffusion import DiffusionPolicy, Sampler
+from policy_runtime.policies.vision import ResNet18Trunk
 from policy_runtime.training.checkpoint import save_imported_checkpoint
 
 __all__ = [
@@ -89,7 +103,20 @@ POSTPROCESSOR_FILE = "policy_postprocessor.json"
 OBS_STATE = "observation.state"
 OBS_ENV_STATE = "observation.environment_state"
 ACTION = "action"
+OBS_IMAGES = "observation.images."
 UNET_PREFIX = "diffusion.unet."
+RGB_PREFIX = "diffusion.rgb_encoder."
+#: Our image encoder's spatial softmax keypoints (its feature dimension is twice that in LeRobot).
+NUM_KP = 32
+#: ``DiffusionRgbEncoder.backbone`` indices (torchvision ResNet children) -> our trunk's names.
+TRUNK_MODULES = {
+    "0": "conv1",
+    "1": "bn1",
+    "4": "layer1",
+    "5": "layer2",
+    "6": "layer3",
+    "7": "layer4",
+}
 #: model.safetensors buffers of the layout before v0.4.0 (statistics, read separately).
 LEGACY_BUFFERS = ("normalize_inputs.", "normalize_targets.", "unnormalize_outputs.")
 LEGACY_EPS = 1e-8
@@ -132,6 +159,15 @@ DEFAULTS: dict[str, Any] = {
     "clip_sample_range": 1.0,
     "num_inference_steps": None,
     "use_peft": False,
+    # The image encoder's (read only for a policy with cameras).
+    "vision_backbone": "resnet18",
+    "resize_shape": None,
+    "crop_shape": None,
+    "crop_is_random": True,
+    "pretrained_backbone_weights": "ResNet18_Weights.IMAGENET1K_V1",
+    "use_group_norm": False,
+    "spatial_softmax_num_keypoints": 32,
+    "use_separate_rgb_encoder_per_camera": True,
 }
 
 
@@ -154,11 +190,13 @@ def import_pretrained(
     *,
     state_key: str = "state",
     env_state_key: str = "environment_state",
+    image_keys: Mapping[str, str] | None = None,
     control_hz: float = 10.0,
 ) -> DiffusionPolicy:
     """Import the LeRobot pretrained policy in ``directory`` into the checkpoint directory
     ``out`` and return the policy. ``state_key`` and ``env_state_key`` are our names for
-    ``observation.state`` and ``observation.environment_state``; ``control_hz`` is the rate the
+    ``observation.state`` and ``observation.environment_state``, ``image_keys`` ours for
+    cameras (``observation.images.<name>``: ``<name>`` by default); ``control_hz`` is the rate the
     actions were recorded at (the dataset's fps, which the policy's files do not hold). Raises
     ImportRefused naming what is unsupported and ValueError for a directory that is not a
     LeRobot policy (nothing is written in either case)."""
@@ -170,6 +208,7 @@ def import_pretrained(
         norms,
         state_key=state_key,
         env_state_key=env_state_key,
+        image_keys=image_keys,
         control_hz=control_hz,
     )
     policy = make_policy(policy_config, normalizer)
@@ -182,7 +221,12 @@ def import_pretrained(
         "repo_id": config.get("repo_id"),
         "normalization_layout": layout,
         "normalization": {key: norm.mode for key, norm in norms.items()},
-        "keys": {OBS_STATE: state_key, OBS_ENV_STATE: env_state_key, ACTION: ACTION},
+        "keys": {
+            **_image_names(_features(config, "input_features"), image_keys or {}),
+            OBS_STATE: state_key,
+            **({OBS_ENV_STATE: env_state_key} if env_state_key in policy_config.obs_keys else {}),
+            ACTION: ACTION,
+        },
         "implemented_from": f"lerobot {LEROBOT_VERSION} ({LEROBOT_COMMIT})",
         "ema": False,
     }
@@ -207,8 +251,9 @@ def read_pretrained(
         raise ValueError(f"{config_path}: not a JSON object")
     _check_policy(config)
     weights = load_file(weights_path)
+    inputs = list(_features(config, "input_features"))
     if (directory / PREPROCESSOR_FILE).is_file() or (directory / POSTPROCESSOR_FILE).is_file():
-        return config, weights, _processor_norms(directory), "processors"
+        return config, weights, _processor_norms(directory, inputs), "processors"
     if any(key.startswith(LEGACY_BUFFERS) for key in weights):
         return config, weights, _legacy_norms(config, weights), "model buffers"
     raise ValueError(
@@ -224,6 +269,7 @@ def convert(
     *,
     state_key: str = "state",
     env_state_key: str = "environment_state",
+    image_keys: Mapping[str, str] | None = None,
     control_hz: float = 10.0,
 ) -> tuple[PolicyConfig, Normalizer, dict[str, torch.Tensor]]:
     """Our policy config, normaliser and state dict for a LeRobot diffusion config, its weights
@@ -247,11 +293,26 @@ def convert(
         raise ImportRefused(
             f"config.json beta_schedule {cfg['beta_schedule']!r}: only {list(BETA_SCHEDULES)}"
         )
-    state_dim, env_dim = inputs[OBS_STATE][1][0], inputs[OBS_ENV_STATE][1][0]
+    names = _image_names(inputs, image_keys or {})
+    taken = [*names.values(), state_key, env_state_key]
+    if len(set(taken)) != len(taken) or any("." in n or n == ACTION for n in names.values()):
+        raise ValueError(
+            f"our observation names must differ, contain no '.' and not be {ACTION!r}: "
+            f"cameras {names}, state {state_key!r}, environment state {env_state_key!r}"
+        )
+    crop_shape = _check_images(cfg, inputs, list(names)) if names else None
+    low_dim = {state_key: inputs[OBS_STATE][1]}
+    if OBS_ENV_STATE in inputs:
+        low_dim[env_state_key] = inputs[OBS_ENV_STATE][1]
+    image_shapes = {ours: _hwc(inputs[theirs][1]) for theirs, ours in names.items()}
     policy_config = PolicyConfig(
         kind="diffusion",
-        obs_keys=[state_key, env_state_key],
-        obs_shapes={state_key: (state_dim,), env_state_key: (env_dim,)},
+        obs_keys=list(low_dim),
+        image_keys=list(image_shapes),
+        obs_shapes={**image_shapes, **low_dim},
+        image_feature_dim=2 * NUM_KP,
+        crop_shape=crop_shape,
+        image_feature_relu=bool(names),
         action_dim=outputs[ACTION][1][0],
         horizon=int(cfg["horizon"]),
         n_obs_steps=int(cfg["n_obs_steps"]),
@@ -271,18 +332,34 @@ def convert(
     )
     maps = {}
     for theirs, ours, shape in (
-        (OBS_STATE, state_key, (state_dim,)),
-        (OBS_ENV_STATE, env_state_key, (env_dim,)),
+        (OBS_STATE, state_key, low_dim[state_key]),
+        (OBS_ENV_STATE, env_state_key, low_dim.get(env_state_key)),
         (ACTION, ACTION, (policy_config.action_dim,)),
     ):
+        if shape is None:
+            continue
         if theirs not in norms:
             raise ValueError(f"no normalisation found for {theirs}")
         maps[ours] = _affine(theirs, norms[theirs], shape, unnormalize=theirs == ACTION)
+    for theirs, ours in names.items():
+        if theirs not in norms:
+            raise ValueError(f"no normalisation found for {theirs}")
+        maps[ours] = _image_affine(theirs, norms[theirs])
     normalizer = Normalizer(maps)
     probe = make_policy(policy_config, normalizer)
     assert isinstance(probe, DiffusionPolicy)
     _compare_schedulers(cfg, probe)
-    state = _unet_state(weights, probe.state_dict())
+    seen = crop_shape or next(iter(image_shapes.values()), (0, 0, 3))[:2]
+    layout = _Layout(
+        cameras=list(names.values()),
+        separate=bool(cfg["use_separate_rgb_encoder_per_camera"]),
+        step_embed_dim=policy_config.step_embed_dim,
+        n_obs_steps=policy_config.n_obs_steps,
+        state_dim=low_dim[state_key][0],
+        env_dim=low_dim[env_state_key][0] if env_state_key in low_dim else 0,
+        feature_map=ResNet18Trunk.output_size(seen[0], seen[1]),
+    )
+    state = _policy_state(weights, probe.state_dict(), layout)
     return policy_config, normalizer, state
 
 
@@ -307,27 +384,28 @@ def _check_policy(config: dict[str, Any]) -> None:
     if config.get("use_peft"):
         raise ImportRefused("config.json use_peft: true: PEFT adapters are not supported")
     inputs, outputs = _features(config, "input_features"), _features(config, "output_features")
-    images = sorted(key for key, (kind, _) in inputs.items() if kind == "VISUAL")
-    if images:
-        raise ImportRefused(
-            f"config.json input_features {images}: image policies are not supported: LeRobot's "
-            "DiffusionRgbEncoder applies a ReLU after its output layer (rgb_encoder.out), which "
-            "our ImageEncoder does not"
-        )
     expected_types = {OBS_STATE: "STATE", OBS_ENV_STATE: "ENV"}
+    images = [key for key, (kind, _) in inputs.items() if kind == "VISUAL"]
     for key, (kind, shape) in inputs.items():
+        if kind == "VISUAL":
+            if len(shape) != 3 or shape[0] != 3:
+                raise ImportRefused(
+                    f"config.json input_features {key}: shape {list(shape)}: only (3, H, W) images"
+                )
+            continue
         if expected_types.get(key) != kind:
             raise ImportRefused(
-                f"config.json input_features {key} ({kind}): only {OBS_STATE} (STATE) and "
-                f"{OBS_ENV_STATE} (ENV) are supported"
+                f"config.json input_features {key} ({kind}): only {OBS_STATE} (STATE), "
+                f"{OBS_ENV_STATE} (ENV) and cameras (VISUAL) are supported"
             )
         if len(shape) != 1:
             raise ImportRefused(f"config.json input_features {key}: shape {list(shape)} is not 1-D")
-    for key in expected_types:
+    required = [OBS_STATE] if images else list(expected_types)
+    for key in required:
         if key not in inputs:
             raise ImportRefused(
-                f"config.json input_features: no {key} (a low-dim LeRobot diffusion policy reads "
-                f"{OBS_STATE} and {OBS_ENV_STATE})"
+                f"config.json input_features: no {key} (a LeRobot diffusion policy reads "
+                f"{OBS_STATE} and cameras, {OBS_ENV_STATE} or both)"
             )
     if set(outputs) != {ACTION} or outputs[ACTION][0] != "ACTION" or len(outputs[ACTION][1]) != 1:
         raise ImportRefused(
@@ -348,14 +426,79 @@ def _features(config: dict[str, Any], name: str) -> dict[str, tuple[str, tuple[i
     return out
 
 
-def _processor_norms(directory: Path) -> dict[str, FeatureNorm]:
+def _image_names(
+    inputs: dict[str, tuple[str, tuple[int, ...]]], key_map: Mapping[str, str]
+) -> dict[str, str]:
+    """LeRobot's cameras (``input_features`` order, which LeRobot stacks and encodes them in)
+    -> our names: ``key_map``'s, else ``observation.images.<name>`` -> ``<name>`` (any other
+    ``observation.<name>`` -> ``<name>``), dots as underscores."""
+    images = [key for key, (kind, _) in inputs.items() if kind == "VISUAL"]
+    extra = sorted(set(key_map) - set(images))
+    if extra:
+        raise ValueError(f"image key map names {extra[0]!r}, not a camera of the policy {images}")
+    names = {}
+    for key in images:
+        default = key.removeprefix(OBS_IMAGES) if key.startswith(OBS_IMAGES) else key
+        names[key] = key_map.get(key, default.removeprefix("observation.").replace(".", "_"))
+    return names
+
+
+def _hwc(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """LeRobot's (3, H, W) image feature as our (H, W, 3)."""
+    return (shape[1], shape[2], 3)
+
+
+def _check_images(
+    cfg: dict[str, Any], inputs: dict[str, tuple[str, tuple[int, ...]]], images: list[str]
+) -> tuple[int, int] | None:
+    """``DiffusionRgbEncoder``'s settings, refused by name where ours differs; the crop."""
+    if cfg["vision_backbone"] != "resnet18":
+        raise ImportRefused(
+            f"config.json vision_backbone {cfg['vision_backbone']!r}: only 'resnet18'"
+        )
+    if cfg["resize_shape"] is not None:
+        raise ImportRefused(
+            f"config.json resize_shape {cfg['resize_shape']}: resizing images is not supported"
+        )
+    if not cfg["use_group_norm"]:
+        raise ImportRefused(
+            "config.json use_group_norm: false is not supported: the image encoder keeps "
+            f"BatchNorm (pretrained_backbone_weights {cfg['pretrained_backbone_weights']!r}); "
+            "ours is GroupNorm, channels // 16 groups"
+        )
+    if int(cfg["spatial_softmax_num_keypoints"]) != NUM_KP:
+        raise ImportRefused(
+            f"config.json spatial_softmax_num_keypoints {cfg['spatial_softmax_num_keypoints']}: "
+            f"ours has {NUM_KP}"
+        )
+    shapes = {inputs[key][1] for key in images}
+    if len(shapes) != 1:
+        raise ImportRefused(f"config.json input_features {images}: cameras of different shapes")
+    _, height, width = shapes.pop()
+    crop = cfg["crop_shape"]
+    if crop is None:
+        return None
+    ch, cw = int(crop[0]), int(crop[1])
+    if not (0 < ch <= height and 0 < cw <= width):
+        raise ImportRefused(f"config.json crop_shape {list(crop)}: not inside {height}x{width}")
+    # Inference takes torchvision's CenterCrop (crop_is_random only applies in training), whose
+    # offset rounds half to even; ours floors.
+    if any(round((size - c) / 2.0) != (size - c) // 2 for size, c in ((height, ch), (width, cw))):
+        raise ImportRefused(
+            f"config.json crop_shape {list(crop)} of {height}x{width} images: torchvision's "
+            "centre crop starts a pixel away from ours there"
+        )
+    return (ch, cw)
+
+
+def _processor_norms(directory: Path, inputs: list[str]) -> dict[str, FeatureNorm]:
     """Observation normalisation from the pre-processor's normaliser, the action's from the
     post-processor's unnormaliser (the step inference applies)."""
     pre = _processor_step(directory, PREPROCESSOR_FILE, PREPROCESSOR_STEPS, "normalizer_processor")
     post = _processor_step(
         directory, POSTPROCESSOR_FILE, POSTPROCESSOR_STEPS, "unnormalizer_processor"
     )
-    norms = {key: _processor_norm(directory, pre, key) for key in (OBS_STATE, OBS_ENV_STATE)}
+    norms = {key: _processor_norm(directory, pre, key) for key in inputs}
     norms[ACTION] = _processor_norm(directory, post, ACTION)
     return norms
 
@@ -430,8 +573,8 @@ def _legacy_norms(
     mapping = config.get("normalization_mapping") or {}
     inputs, outputs = _features(config, "input_features"), _features(config, "output_features")
     norms = {}
-    for key, module in ((OBS_STATE, "normalize_inputs"), (OBS_ENV_STATE, "normalize_inputs")):
-        norms[key] = _legacy_norm(weights, module, key, mapping.get(inputs[key][0], "IDENTITY"))
+    for key, (kind, _) in inputs.items():
+        norms[key] = _legacy_norm(weights, "normalize_inputs", key, mapping.get(kind, "IDENTITY"))
     norms[ACTION] = _legacy_norm(
         weights, "unnormalize_outputs", ACTION, mapping.get(outputs[ACTION][0], "IDENTITY")
     )
@@ -496,6 +639,22 @@ def _affine(key: str, norm: FeatureNorm, shape: tuple[int, ...], *, unnormalize:
     return AffineMap(scale.astype(np.float32), offset.astype(np.float32))
 
 
+def _image_affine(key: str, norm: FeatureNorm) -> AffineMap:
+    """LeRobot's normalisation of a camera's float [0, 1] pixels (per-channel statistics,
+    ``(3, 1, 1)``) folded onto our uint8 (H, W, 3) input: ``x / 255``, then its formula."""
+    stats = {}
+    for name, value in norm.stats.items():
+        if value.size not in (1, 3):
+            raise ImportRefused(
+                f"{norm.source}: {key}.{name} has shape {list(value.shape)}: only per-channel "
+                "image statistics"
+            )
+        stats[name] = np.broadcast_to(value.reshape(-1), (3,)).astype(np.float32)
+    per_unit = _affine(key, replace(norm, stats=stats), (3,), unnormalize=False)
+    scale = per_unit.scale.astype(np.float64) / 255.0
+    return AffineMap(scale.astype(np.float32), per_unit.offset)
+
+
 def _compare_schedulers(cfg: dict[str, Any], probe: DiffusionPolicy) -> None:
     """LeRobot's scheduler (``_make_noise_scheduler`` with the config's settings) against ours,
     every diffusers setting; the betas only where the schedule reads them, the clipping range
@@ -535,28 +694,118 @@ def _unet_key(key: str) -> str:
     return f"model.{key}"
 
 
-def _unet_state(
-    weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]
+@dataclass(frozen=True)
+class _Layout:
+    """What mapping LeRobot's weights onto ours needs: our camera names (LeRobot's order),
+    whether each has its own encoder, and the sizes of the global condition's parts."""
+
+    cameras: list[str]
+    separate: bool
+    step_embed_dim: int
+    n_obs_steps: int
+    state_dim: int
+    env_dim: int
+    feature_map: tuple[int, int]
+
+    def cond_columns(self) -> torch.Tensor:
+        """For each column of our FiLM input ``[step embedding, per step: cameras..., state,
+        env state]`` (steps flattened step-major, as LeRobot's), its column in LeRobot's
+        ``[step embedding, per step: state, cameras..., env state]``."""
+        cams = len(self.cameras) * 2 * NUM_KP
+        step = self.state_dim + cams + self.env_dim
+        within = [
+            *range(self.state_dim, self.state_dim + cams),
+            *range(self.state_dim),
+            *range(self.state_dim + cams, step),
+        ]
+        columns = list(range(self.step_embed_dim))
+        for index in range(self.n_obs_steps):
+            columns += [self.step_embed_dim + index * step + k for k in within]
+        return torch.tensor(columns)
+
+
+def _policy_state(
+    weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], layout: _Layout
 ) -> dict[str, torch.Tensor]:
-    """Our state dict from LeRobot's: every U-Net key mapped, the old layout's statistics
-    buffers set aside (read as the normaliser), anything else refused by name."""
+    """Our state dict from LeRobot's: every U-Net key mapped (the FiLM layers' condition
+    columns reordered to ours), each camera's encoder (the shared one copied to every camera),
+    the old layout's statistics buffers set aside (read as the normaliser), anything else
+    refused by name."""
     state: dict[str, torch.Tensor] = {}
+    columns = layout.cond_columns()
     for key, value in weights.items():
         name = key.replace("._orig_mod.", ".")  # a torch.compile'd U-Net (compile_model)
         if name.startswith(LEGACY_BUFFERS):
             continue
-        if not name.startswith(UNET_PREFIX):
+        if name.startswith(UNET_PREFIX):
+            targets = [_unet_key(name.removeprefix(UNET_PREFIX))]
+            if targets[0].endswith(".cond_encoder.1.weight") and layout.cameras:
+                if value.shape[-1] != len(columns):
+                    raise ValueError(
+                        f"{WEIGHTS_FILE}: {key} has {value.shape[-1]} condition inputs, where the "
+                        f"config gives {len(columns)}"
+                    )
+                value = value[:, columns]
+        elif name.startswith(RGB_PREFIX) and layout.cameras:
+            targets = _rgb_targets(key, name.removeprefix(RGB_PREFIX), value, layout)
+        else:
             raise ImportRefused(f"{WEIGHTS_FILE}: {key} has no counterpart in our policy")
-        ours = _unet_key(name.removeprefix(UNET_PREFIX))
-        if ours not in expected:
-            raise ImportRefused(f"{WEIGHTS_FILE}: {key} has no counterpart in our U-Net")
-        if tuple(value.shape) != tuple(expected[ours].shape):
-            raise ValueError(
-                f"{WEIGHTS_FILE}: {key} is {tuple(value.shape)}, where the config gives "
-                f"{tuple(expected[ours].shape)} ({ours})"
-            )
-        state[ours] = value.to(expected[ours].dtype)
+        for ours in targets:
+            if ours not in expected:
+                raise ImportRefused(f"{WEIGHTS_FILE}: {key} has no counterpart in our policy")
+            if tuple(value.shape) != tuple(expected[ours].shape):
+                raise ValueError(
+                    f"{WEIGHTS_FILE}: {key} is {tuple(value.shape)}, where the config gives "
+                    f"{tuple(expected[ours].shape)} ({ours})"
+                )
+            state[ours] = value.to(expected[ours].dtype).clone()
     missing = sorted(set(expected) - set(state))
     if missing:
         raise ValueError(f"{WEIGHTS_FILE}: no weights for {len(missing)} of ours: {missing[:5]}")
     return state
+
+
+def _rgb_targets(key: str, rest: str, value: torch.Tensor, layout: _Layout) -> list[str]:
+    """Our names for one ``DiffusionRgbEncoder`` weight (``rgb_encoder.<i>.*`` per camera, or
+    ``rgb_encoder.*`` shared by all); the keypoint grid is checked, not loaded (ours is not a
+    saved buffer)."""
+    indexed = re.match(r"^(\d+)\.(.*)$", rest)
+    if layout.separate != bool(indexed):
+        raise ValueError(
+            f"{WEIGHTS_FILE}: {key}: config.json use_separate_rgb_encoder_per_camera is "
+            f"{str(layout.separate).lower()}"
+        )
+    cameras = layout.cameras
+    if indexed:
+        if int(indexed[1]) >= len(cameras):
+            raise ImportRefused(f"{WEIGHTS_FILE}: {key}: the policy has {len(cameras)} cameras")
+        cameras, rest = [cameras[int(indexed[1])]], indexed[2]
+    parts = rest.split(".")
+    if rest.endswith(("running_mean", "running_var", "num_batches_tracked")):
+        raise ImportRefused(
+            f"{WEIGHTS_FILE}: {key}: BatchNorm in the image encoder; ours is GroupNorm"
+        )
+    if parts[0] == "backbone" and len(parts) > 2 and parts[1] in TRUNK_MODULES:
+        mapped = ".".join(["backbone", TRUNK_MODULES[parts[1]], *parts[2:]])
+    elif rest in ("pool.nets.weight", "pool.nets.bias"):
+        mapped = rest
+    elif rest in ("out.weight", "out.bias"):
+        mapped = f"linear.{parts[1]}"
+    elif rest == "pool.pos_grid":
+        _check_grid(key, value, layout.feature_map)
+        return []
+    else:
+        raise ImportRefused(f"{WEIGHTS_FILE}: {key} has no counterpart in our image encoder")
+    return [f"obs_encoder.image_encoders.{camera}.{mapped}" for camera in cameras]
+
+
+def _check_grid(key: str, value: torch.Tensor, feature_map: tuple[int, int]) -> None:
+    """LeRobot's ``SpatialSoftmax.pos_grid`` (x, y per feature-map pixel) must be ours."""
+    height, width = feature_map
+    pos_x, pos_y = np.meshgrid(np.linspace(-1.0, 1.0, width), np.linspace(-1.0, 1.0, height))
+    grid = np.stack([pos_x.reshape(-1), pos_y.reshape(-1)], axis=1)
+    got = value.double().numpy()
+    if got.shape != grid.shape or not np.allclose(got, grid, atol=1e-6):
+        raise ImportRefused(
+            f"{WEIGHTS_FILE}: {key}: not the {height}x{width} keypoint grid our encoder uses"
+        )
