@@ -134,6 +134,15 @@ def test_scripted_teleop_records_push_t_episodes_that_train_and_replay(tmp_path:
         stop = watcher.node.create_client(Trigger, "/recorder/stop")
         quit_ = watcher.node.create_client(Trigger, "/recorder/quit")
         bridge_params = watcher.node.create_client(SetParameters, "/sim_bridge/set_parameters")
+        # The recorder opens its store on a timer tick once the cameras are known (none here);
+        # its ~/start says "not ready" before that (a fresh-clone run called it too early).
+        wait_for(
+            lambda: any(
+                not m.data.startswith("waiting") for m in watcher.received("/recorder/status")
+            ),
+            60.0,
+            "the recorder to open its store",
+        )
         for i, seed in enumerate(SEEDS):
             wait_for(
                 lambda s=seed: (
