@@ -200,14 +200,7 @@ def convert(
         step_embed_dim=int(model["diffusion_step_embed_dim"]),
         n_groups=int(model["n_groups"]),
         cond_predict_scale=bool(model["cond_predict_scale"]),
-        num_train_timesteps=int(scheduler["num_train_timesteps"]),
-        beta_schedule=str(scheduler["beta_schedule"]),
-        prediction_type=scheduler["prediction_type"],
-        clip_sample=bool(scheduler["clip_sample"]),
-        sampler=sampler,
-        num_inference_steps=int(
-            policy.get("num_inference_steps") or scheduler["num_train_timesteps"]
-        ),
+        **sampler_fields(policy, scheduler, sampler),
     )
     ema_state = states.get("ema_model", states.get("model"))
     assert ema_state is not None
@@ -246,6 +239,23 @@ def _check_scheduler(
             raise ImportRefused(
                 f"policy.noise_scheduler.{name}: {value!r}, where ours is {ours.get(name)!r}"
             )
+
+
+def sampler_fields(
+    policy: dict[str, Any], scheduler: dict[str, Any], sampler: Sampler
+) -> dict[str, Any]:
+    """Our PolicyConfig's sampler settings from DP's policy and noise scheduler configs
+    (``num_inference_steps`` unset: as many as the training steps, as DP does)."""
+    return {
+        "num_train_timesteps": int(scheduler["num_train_timesteps"]),
+        "beta_schedule": str(scheduler["beta_schedule"]),
+        "prediction_type": scheduler["prediction_type"],
+        "clip_sample": bool(scheduler["clip_sample"]),
+        "sampler": sampler,
+        "num_inference_steps": int(
+            policy.get("num_inference_steps") or scheduler["num_train_timesteps"]
+        ),
+    }
 
 
 def _unpickle_in_child(

@@ -46,6 +46,7 @@ from policy_runtime.importers.diffusion_policy import (
     _check_scheduler,
     _scheduler,
     _section,
+    sampler_fields,
 )
 from policy_runtime.normalization import AffineMap, Normalizer
 from policy_runtime.policies import PolicyConfig, make_policy
@@ -149,14 +150,7 @@ def convert_hybrid(
         image_feature_dim=features,
         crop_shape=crop_shape,
         image_feature_relu=bool(image_keys),
-        num_train_timesteps=int(scheduler["num_train_timesteps"]),
-        beta_schedule=str(scheduler["beta_schedule"]),
-        prediction_type=scheduler["prediction_type"],
-        clip_sample=bool(scheduler["clip_sample"]),
-        sampler=sampler,
-        num_inference_steps=int(
-            policy.get("num_inference_steps") or scheduler["num_train_timesteps"]
-        ),
+        **sampler_fields(policy, scheduler, sampler),
     )
     normalizer = _normalizer(ema_state, names, image_keys)
     _check_scheduler(config, normalizer, scheduler)
