@@ -56,13 +56,7 @@ def import_dp(
     """Import a Diffusion Policy checkpoint (EMA weights) as one of our checkpoints."""
     from policy_runtime.importers.diffusion_policy import import_checkpoint
 
-    names = {}
-    for item in key_map or []:
-        theirs, sep, ours = item.partition("=")
-        if not sep or not theirs or not ours:
-            typer.echo(f"prt import dp: --key-map {item!r}: expected DP=OURS", err=True)
-            raise typer.Exit(1)
-        names[theirs] = ours
+    names = _renames(key_map, "dp", "--key-map", "DP=OURS")
     try:
         policy = import_checkpoint(
             checkpoint, out, trust=trust, obs_key=obs_key, control_hz=control_hz, key_map=names
@@ -124,13 +118,7 @@ def import_lerobot(
     """Import a LeRobot diffusion policy as one of our checkpoints."""
     from policy_runtime.importers.lerobot import import_pretrained
 
-    names = {}
-    for item in image_key or []:
-        theirs, sep, ours = item.partition("=")
-        if not sep or not theirs or not ours:
-            typer.echo(f"prt import lerobot: --image-key {item!r}: expected LEROBOT=OURS", err=True)
-            raise typer.Exit(1)
-        names[theirs] = ours
+    names = _renames(image_key, "lerobot", "--image-key", "LEROBOT=OURS")
     try:
         policy = import_pretrained(
             directory,
@@ -148,3 +136,15 @@ def import_lerobot(
         f"{out}: diffusion policy, obs {config.obs_shapes}, action {config.action_dim}, horizon "
         f"{config.horizon}, {config.sampler} {config.num_inference_steps} steps"
     )
+
+
+def _renames(items: list[str] | None, command: str, option: str, form: str) -> dict[str, str]:
+    """``THEIRS=OURS`` options as a mapping; exits 1 naming the option for a malformed one."""
+    names = {}
+    for item in items or []:
+        theirs, sep, ours = item.partition("=")
+        if not sep or not theirs or not ours:
+            typer.echo(f"prt import {command}: {option} {item!r}: expected {form}", err=True)
+            raise typer.Exit(1)
+        names[theirs] = ours
+    return names

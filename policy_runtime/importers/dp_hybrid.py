@@ -50,7 +50,7 @@ from policy_runtime.importers.diffusion_policy import (
 )
 from policy_runtime.normalization import AffineMap, Normalizer
 from policy_runtime.policies import PolicyConfig, make_policy
-from policy_runtime.policies.vision import ResNet18Trunk
+from policy_runtime.policies.vision import NUM_KP, RESNET18_CHILDREN, ResNet18Trunk
 
 __all__ = ["convert_hybrid"]
 
@@ -75,16 +75,6 @@ KNOWN_SETTINGS = frozenset(
         "eval_fixed_crop",
     }
 )
-#: ResNet18Conv's ``nets`` indices (torchvision's children) -> our trunk's module names.
-TRUNK_MODULES = {
-    "0": "conv1",
-    "1": "bn1",
-    "4": "layer1",
-    "5": "layer2",
-    "6": "layer3",
-    "7": "layer4",
-}
-NUM_KP = 32
 
 
 def convert_hybrid(
@@ -306,8 +296,8 @@ def _policy_state(
                 )
             parts = rest.split(".")
             target = None
-            if parts[:2] == ["backbone", "nets"] and parts[2] in TRUNK_MODULES:
-                target = dst + ".".join(["backbone", TRUNK_MODULES[parts[2]], *parts[3:]])
+            if parts[:2] == ["backbone", "nets"] and parts[2] in RESNET18_CHILDREN:
+                target = dst + ".".join(["backbone", RESNET18_CHILDREN[parts[2]], *parts[3:]])
             elif rest == "nets.3.weight" or rest == "nets.3.bias":
                 target = dst + "linear." + parts[-1]
             elif rest in ("pool.nets.weight", "pool.nets.bias"):

@@ -81,7 +81,7 @@ from policy_runtime.importers.diffusion_policy import ImportRefused
 from policy_runtime.normalization import AffineMap, Normalizer
 from policy_runtime.policies import PolicyConfig, make_policy
 from policy_runtime.policies.diffusion import DiffusionPolicy, Sampler
-from policy_runtime.policies.vision import ResNet18Trunk
+from policy_runtime.policies.vision import NUM_KP, RESNET18_CHILDREN, ResNet18Trunk
 from policy_runtime.training.checkpoint import save_imported_checkpoint
 
 __all__ = [
@@ -106,17 +106,6 @@ ACTION = "action"
 OBS_IMAGES = "observation.images."
 UNET_PREFIX = "diffusion.unet."
 RGB_PREFIX = "diffusion.rgb_encoder."
-#: Our image encoder's spatial softmax keypoints (its feature dimension is twice that in LeRobot).
-NUM_KP = 32
-#: ``DiffusionRgbEncoder.backbone`` indices (torchvision ResNet children) -> our trunk's names.
-TRUNK_MODULES = {
-    "0": "conv1",
-    "1": "bn1",
-    "4": "layer1",
-    "5": "layer2",
-    "6": "layer3",
-    "7": "layer4",
-}
 #: model.safetensors buffers of the layout before v0.4.0 (statistics, read separately).
 LEGACY_BUFFERS = ("normalize_inputs.", "normalize_targets.", "unnormalize_outputs.")
 LEGACY_EPS = 1e-8
@@ -785,8 +774,8 @@ def _rgb_targets(key: str, rest: str, value: torch.Tensor, layout: _Layout) -> l
         raise ImportRefused(
             f"{WEIGHTS_FILE}: {key}: BatchNorm in the image encoder; ours is GroupNorm"
         )
-    if parts[0] == "backbone" and len(parts) > 2 and parts[1] in TRUNK_MODULES:
-        mapped = ".".join(["backbone", TRUNK_MODULES[parts[1]], *parts[2:]])
+    if parts[0] == "backbone" and len(parts) > 2 and parts[1] in RESNET18_CHILDREN:
+        mapped = ".".join(["backbone", RESNET18_CHILDREN[parts[1]], *parts[2:]])
     elif rest in ("pool.nets.weight", "pool.nets.bias"):
         mapped = rest
     elif rest in ("out.weight", "out.bias"):

@@ -23,6 +23,18 @@ from policy_runtime.normalization import Normalizer
 #: ResNet-18 halves the resolution five times (conv1, max-pool, layer2-4), rounding up.
 TRUNK_DOWNSAMPLING = 5
 TRUNK_CHANNELS = 512
+#: torchvision's ResNet-18 children by index (what ``nn.Sequential(*resnet.children())``
+#: numbers them, as robomimic's and LeRobot's encoders store them) -> our trunk's names.
+RESNET18_CHILDREN = {
+    "0": "conv1",
+    "1": "bn1",
+    "4": "layer1",
+    "5": "layer2",
+    "6": "layer3",
+    "7": "layer4",
+}
+#: Spatial-softmax keypoints per camera (Diffusion Policy's, robomimic's and LeRobot's default).
+NUM_KP = 32
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -93,7 +105,7 @@ class SpatialSoftmax(nn.Module):
     pos_x: torch.Tensor
     pos_y: torch.Tensor
 
-    def __init__(self, in_channels: int, height: int, width: int, num_kp: int = 32) -> None:
+    def __init__(self, in_channels: int, height: int, width: int, num_kp: int = NUM_KP) -> None:
         super().__init__()
         self.nets = nn.Conv2d(in_channels, num_kp, kernel_size=1)
         self.num_kp = num_kp
@@ -155,7 +167,7 @@ class ImageEncoder(nn.Module):
         image_shape: tuple[int, ...],
         feature_dim: int = 64,
         crop_shape: tuple[int, int] | None = None,
-        num_kp: int = 32,
+        num_kp: int = NUM_KP,
         feature_relu: bool = False,
     ) -> None:
         super().__init__()

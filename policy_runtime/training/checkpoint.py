@@ -50,22 +50,14 @@ def save_checkpoint(
     state: TrainState,
     metrics: dict[str, float],
 ) -> None:
-    staging = directory.with_name(f".{directory.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    header = {
-        "format": FORMAT,
-        "version": VERSION,
-        "kind": policy.config.kind,
-        "step": state.step,
-        "metrics": metrics,
-        "policy": policy.config.model_dump(mode="json"),
-        "train": train_config.model_dump(mode="json"),
-    }
-    (staging / CONFIG_FILE).write_text(json.dumps(header, indent=2))
-    save_file(_contiguous(policy.state_dict()), staging / "model.safetensors")
-    save_file(_contiguous(ema_policy.state_dict()), staging / "ema.safetensors")
-    _save_normalizer(policy.normalizer, staging)
+    staging = _write_policy(
+        directory,
+        policy,
+        ema_policy,
+        step=state.step,
+        metrics=metrics,
+        train=train_config.model_dump(mode="json"),
+    )
     tensors, optimizer_rest = _split_tensors(state.optimizer, "optimizer")
     tensors["torch_rng"] = state.torch_rng
     save_file(tensors, staging / "train_state.safetensors")
@@ -90,23 +82,9 @@ def save_imported_checkpoint(
     """A checkpoint of a policy trained elsewhere (``prt import``): the same files as
     :func:`save_checkpoint` except the training state (it cannot be resumed), ``source``
     (where it came from) in the header, written beside its name and renamed into place."""
-    staging = directory.with_name(f".{directory.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    header = {
-        "format": FORMAT,
-        "version": VERSION,
-        "kind": policy.config.kind,
-        "step": None,
-        "metrics": {},
-        "policy": policy.config.model_dump(mode="json"),
-        "train": None,
-        "imported_from": source,
-    }
-    (staging / CONFIG_FILE).write_text(json.dumps(header, indent=2))
-    save_file(_contiguous(policy.state_dict()), staging / "model.safetensors")
-    save_file(_contiguous(ema_policy.state_dict()), staging / "ema.safetensors")
-    _save_normalizer(policy.normalizer, staging)
+    staging = _write_policy(
+        directory, policy, ema_policy, step=None, metrics={}, train=None, imported_from=source
+    )
     shutil.rmtree(directory, ignore_errors=True)
     staging.rename(directory)
 
@@ -181,9 +159,28 @@ def load_train_state(directory: Path) -> tuple[dict[str, Any], TrainState]:
     return header, state
 
 
-def _save_normalizer(normalizer: Normalizer, directory: Path) -> None:
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in normalizer.state().items()}
-    save_file(tensors, directory / "normalizer.safetensors")
+def _write_policy(directory: Path, policy: Policy, ema_policy: Policy, **header: Any) -> Path:
+    """A fresh staging folder beside ``directory`` holding the header (``config.json``: the
+    format, the policy's config and ``header``), both weight files and the normaliser; the
+    caller adds what else it writes and renames it into place."""
+    staging = directory.with_name(f".{directory.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    full = {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": policy.config.kind,
+        "policy": policy.config.model_dump(mode="json"),
+        **header,
+    }
+    (staging / CONFIG_FILE).write_text(json.dumps(full, indent=2))
+    save_file(_contiguous(policy.state_dict()), staging / "model.safetensors")
+    save_file(_contiguous(ema_policy.state_dict()), staging / "ema.safetensors")
+    tensors = {
+        k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in policy.normalizer.state().items()
+    }
+    save_file(tensors, staging / "normalizer.safetensors")
+    return staging
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
