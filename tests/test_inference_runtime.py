@@ -6,6 +6,7 @@ onnxruntime sessions; the runtime side runs in a subprocess that must never impo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -45,10 +46,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     data = root / "pp.zarr"
     generate(DatagenConfig(task="pick_place", episodes=3, out=data, obs=OBS))
     out = {}
-    for kind in ("diffusion", "drifting"):
+    for kind in ("diffusion", "drifting", "bet"):
         overrides = [
             "model.down_dims=[16,32,64]",
             "model.step_embed_dim=16",
+            "model.bet_bins=6",
+            "model.bet_embed_dim=16",
             "batch_size=8",
             "steps=3",
             "checkpoint_every=3",
@@ -65,7 +68,8 @@ def bundles(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> 
     root = tmp_path_factory.mktemp("bundles")
     export_bundle(runs["diffusion"], root / "diffusion", ExportOptions(fuse_steps=(4,)))
     export_bundle(runs["drifting"], root / "drifting")
-    return {"diffusion": root / "diffusion", "drifting": root / "drifting"}
+    export_bundle(runs["bet"], root / "bet")
+    return {kind: root / kind for kind in ("diffusion", "drifting", "bet")}
 
 
 def _obs(batch: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
@@ -94,13 +98,24 @@ print("providers", policy.providers)
 
 @pytest.mark.parametrize(
     ("kind", "steps", "graph"),
-    [("diffusion", 6, "numpy loop"), ("diffusion", 4, "fused"), ("drifting", 0, "generator")],
+    [
+        ("diffusion", 6, "numpy loop"),
+        ("diffusion", 4, "fused"),
+        ("drifting", 0, "generator"),
+        ("bet", 0, "transformer"),
+    ],
 )
 def test_bundle_runs_without_torch_and_matches_the_torch_policy(
     runs, bundles, tmp_path, kind, steps, graph
 ):
+    """Same observations and noise (a BeT policy's: the uniforms choosing its bins), same
+    actions: the bundle on onnxruntime + numpy in a process without torch, and the checkpoint."""
     obs = _obs(batch=2)
-    noise = np.random.default_rng(1).standard_normal((2, 16, 10)).astype(np.float32)
+    rng = np.random.default_rng(1)
+    if kind == "bet":
+        noise = rng.random((2, 16), dtype=np.float32)
+    else:
+        noise = rng.standard_normal((2, 16, 10)).astype(np.float32)
     np.savez(tmp_path / "obs.npz", **obs)
     np.save(tmp_path / "noise.npy", noise)
     out = subprocess.run(
@@ -147,6 +162,37 @@ def test_manifest_records_parity_hashes_and_what_the_runtime_needs(bundles):
     assert len(parity) == 5  # three graphs, the runtime's loop and its fused graph
     assert all(p["max_abs_error"] <= p["tolerance"] == TOLERANCE for p in parity)
     assert manifest["parity"][-1]["compared"].startswith("runtime DDIM 4 steps (fused graph)")
+
+
+def test_a_bet_bundle_records_its_sampler_and_samples_the_bins_in_numpy(bundles):
+    manifest = json.loads((bundles["bet"] / "manifest.json").read_text())
+    assert manifest["kind"] == "bet" and sorted(manifest["files"]) == ["transformer.onnx"]
+    (graph,) = manifest["graphs"]
+    assert graph["role"] == "transformer"
+    assert [(o["name"], o["shape"]) for o in graph["outputs"]] == [
+        ("logits", [-1, 16, 6]),
+        ("bin_actions", [-1, 16, 6, 10]),
+    ]
+    assert manifest["sampler"] == {**manifest["sampler"], "kind": "categorical", "temperature": 1.0}
+    assert all(p["max_abs_error"] <= p["tolerance"] == TOLERANCE for p in manifest["parity"])
+    # The same rng state, the same chunk; the chunk is one of each step's bin actions.
+    policy = load_policy(bundles["bet"])
+    obs = _obs()
+    first = policy.predict(obs, np.random.default_rng(5)).actions
+    np.testing.assert_array_equal(first, policy.predict(obs, np.random.default_rng(5)).actions)
+    assert not np.array_equal(first, policy.predict(obs, np.random.default_rng(6)).actions)
+    runner_ = policy._runners["transformer.onnx"]
+    logits, bin_actions = runner_.run_all({f"obs.{k}": v[None] for k, v in obs.items()})
+    scale, offset = (np.asarray(a, np.float32) for a in policy.specs.action.normalization.arrays())
+    normalized = first * scale + offset
+    distance = np.abs(bin_actions[0, 1:] - normalized[:, None]).max(axis=-1).min(axis=-1)
+    assert distance.max() < 1e-5
+    # Temperature 0.01 is (almost) argmax: each step takes its most likely bin.
+    cold = policy.specs.sampler.model_copy(update={"temperature": 1e-6})
+    policy.specs = dataclasses.replace(policy.specs, sampler=cold)
+    greedy = policy.predict(obs, np.random.default_rng(0)).actions * scale + offset
+    best = np.take_along_axis(bin_actions[0], logits[0].argmax(-1)[:, None, None], axis=1)[:, 0]
+    np.testing.assert_allclose(greedy, best[1:], atol=1e-6)
 
 
 def test_one_d_convolutions_are_exported_as_two_d_with_the_same_result(bundles):
@@ -418,8 +464,9 @@ def test_rtc_guidance_inpaints_the_committed_prefix_in_both_backends(runs, bundl
     np.testing.assert_allclose(fused.actions[:4], committed[:4], atol=1e-5)
 
 
-def test_one_step_policy_picks_the_candidate_that_best_continues_the_prefix(bundles):
-    policy = load_policy(bundles["drifting"])
+@pytest.mark.parametrize("kind", ["drifting", "bet"])
+def test_one_step_policy_picks_the_candidate_that_best_continues_the_prefix(bundles, kind):
+    policy = load_policy(bundles[kind])
     obs = _obs()
     committed = policy.predict(obs, np.random.default_rng(9)).actions
     weights = np.r_[np.ones(5), np.zeros(10)].astype(np.float32)
@@ -427,7 +474,7 @@ def test_one_step_policy_picks_the_candidate_that_best_continues_the_prefix(bund
         obs, np.random.default_rng(4), prefix=_Prefix(committed, weights), candidates=6
     )
     # The same six candidates, drawn by hand: the chosen one has the smallest weighted cost.
-    noise = np.random.default_rng(4).standard_normal((6, 16, 10), dtype=np.float32)
+    noise = policy.draw_noise(np.random.default_rng(4), policy.noise_shape(6))
     options = [policy.predict(obs, noise=n).actions for n in noise]
     scale = np.asarray(policy.manifest.action.normalization.scale, np.float32)
     costs = [float((weights[:, None] * ((o - committed) * scale) ** 2).sum()) for o in options]

@@ -35,6 +35,7 @@ from rich.table import Table
 from policy_runtime.inference.manifest import (
     MANIFEST_FILE,
     BundleFiles,
+    GraphRole,
     read_manifest,
     verified_file,
 )
@@ -114,6 +115,10 @@ def _observation(policy: OnnxPolicy, batch: int, rng: np.random.Generator) -> di
     return obs
 
 
+#: The policy kinds whose chunk is one pass of one graph (no denoising loop), and that graph.
+ONE_PASS: dict[str, GraphRole] = {"drifting": "generator", "bet": "transformer"}
+
+
 class BareSessions:
     """The bundle's graphs as plain sessions: exactly the ``session.run`` calls the runtime
     makes for a chunk, with inputs prepared in advance and nothing in between."""
@@ -131,11 +136,11 @@ class BareSessions:
         feeds = {f"obs.{k}": v for k, v in obs.items()}
         batch = next(iter(obs.values())).shape[0]
         noise = np.zeros((batch, m.action.horizon, m.action.dim), np.float32)
-        if m.kind == "drifting" or fused:
-            graph = m.graph("generator") if m.kind == "drifting" else m.graph("fused", steps)
+        if m.kind in ONE_PASS or fused:
+            graph = m.graph(ONE_PASS[m.kind]) if m.kind in ONE_PASS else m.graph("fused", steps)
             assert graph is not None
             session = self.sessions[graph.file]
-            full = {**feeds, "noise": noise}
+            full = feeds if m.kind == "bet" else {**feeds, "noise": noise}
             return lambda: session.run(None, full)
         encoder, denoiser = m.graph("obs_encoder"), m.graph("denoiser")
         assert encoder is not None and denoiser is not None
@@ -169,11 +174,12 @@ def bench_bundle(
     rng = np.random.default_rng(0)
     obs = _observation(loop, 1, rng)
     manifest = loop.manifest
-    has_loop = manifest.kind == "drifting" or manifest.graph("denoiser") is not None
+    one_pass = manifest.kind in ONE_PASS
+    has_loop = one_pass or manifest.graph("denoiser") is not None
     rows = []
-    for n in [1] if manifest.kind == "drifting" else steps:
+    for n in [1] if one_pass else steps:
         count = max(3, repeats // 4) if n >= 100 else repeats
-        sampler: SamplerKind | None = None if manifest.kind == "drifting" else "ddim"
+        sampler: SamplerKind | None = None if one_pass else "ddim"
 
         def chunk(
             policy: PolicyRuntime, n: int = n, sampler: SamplerKind | None = sampler
@@ -295,7 +301,7 @@ def run(
     for row in rows:
         table.add_row(
             row.policy,
-            "1 (one step)" if row.policy == "drifting" else f"DDIM {row.steps}",
+            "1 (one pass)" if row.policy in ONE_PASS else f"DDIM {row.steps}",
             _cell(row.torch),
             _cell(row.runtime),
             "-" if row.speedup is None else f"{row.speedup:.2f}x",

@@ -1,4 +1,4 @@
-"""``prt train``: train a diffusion or drifting policy on a dataset store."""
+"""``prt train``: train a diffusion, drifting or BeT policy on a dataset store."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def train(
     out: Annotated[
         Path | None, typer.Option(help="Run directory (checkpoints, TensorBoard).")
     ] = None,
-    policy: Annotated[str | None, typer.Option(help="diffusion or drifting.")] = None,
+    policy: Annotated[str | None, typer.Option(help="diffusion, drifting or bet.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML training config.")] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue from a checkpoint or run directory.")

@@ -2,7 +2,8 @@
 
 Parity is measured, not assumed: every graph is run on onnxruntime (CPU) against the torch
 module it came from on random observations, and the whole runtime (numpy sampler included) is
-run against the torch policy's ``predict_action`` with the same initial noise. An export whose
+run against the torch policy's ``predict_action`` with the same initial noise (a BeT policy:
+the same uniforms choosing its bins). An export whose
 largest difference exceeds the tolerance fails and writes nothing; the figures go into the
 manifest.
 """
@@ -28,6 +29,7 @@ from policy_runtime.export.graphs import (
     GeneratorGraph,
     HalfPrecision,
     ObsEncoderGraph,
+    TransformerGraph,
     obs_input_keys,
     obs_input_name,
     to_onnx,
@@ -45,6 +47,7 @@ from policy_runtime.inference.manifest import (
 from policy_runtime.inference.providers import RuntimeOptions
 from policy_runtime.inference.runtime import load_policy as load_bundle
 from policy_runtime.inference.specs import PolicySpecs, specs_from_config
+from policy_runtime.policies.bet import BeTPolicy
 from policy_runtime.policies.diffusion import DiffusionPolicy
 from policy_runtime.policies.drifting import DriftingPolicy
 from policy_runtime.training.checkpoint import load_policy, read_header, resolve
@@ -131,19 +134,22 @@ def _build_graphs(
         module: torch.nn.Module,
         args: list[torch.Tensor],
         inputs: list[TensorSpec],
-        output: TensorSpec,
+        output: TensorSpec | list[TensorSpec],
         file: str,
         role: GraphRole,
         fused: int | None = None,
     ) -> None:
+        outputs = output if isinstance(output, list) else [output]
         traced = HalfPrecision(module) if options.fp16 else module
-        data = to_onnx(traced, args, [t.name for t in inputs], output.name, options.opset)
+        data = to_onnx(
+            traced, args, [t.name for t in inputs], [t.name for t in outputs], options.opset
+        )
         onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
         spec = GraphSpec(
             file=file,
             role=role,
             inputs=inputs,
-            outputs=[output],
+            outputs=outputs,
             fused_steps=fused,
             precision=precision,
         )
@@ -185,6 +191,16 @@ def _build_graphs(
                 "fused",
                 steps,
             )
+    elif isinstance(policy, BeTPolicy):
+        k = policy.config.bet_bins
+        add(
+            TransformerGraph(policy),
+            obs_args,
+            obs_tensors,
+            [_tensor("logits", (h, k), "float32"), _tensor("bin_actions", (h, k, da), "float32")],
+            "transformer.onnx",
+            "transformer",
+        )
     else:
         add(
             GeneratorGraph(policy),
@@ -211,7 +227,7 @@ def _graph_parity(
             feeds[t.name] = rng.integers(0, timesteps, PARITY_BATCH).astype(np.int64)
         else:
             feeds[t.name] = rng.standard_normal((PARITY_BATCH, *t.shape[1:])).astype(np.float32)
-    got = session.run(None, feeds)[0]
+    got = session.run(None, feeds)
     inputs = [torch.from_numpy(feeds[t.name]) for t in graph.spec.inputs]
     half = graph.spec.precision == "fp16"
     checks = [
@@ -235,9 +251,12 @@ def _graph_parity(
     return checks
 
 
-def _max_error(got: np.ndarray, module: torch.nn.Module, inputs: list[torch.Tensor]) -> float:
+def _max_error(got: list[np.ndarray], module: torch.nn.Module, inputs: list[torch.Tensor]) -> float:
+    """The largest difference over every output of the graph."""
     with torch.no_grad():
-        return float(np.max(np.abs(got - module(*inputs).numpy())))
+        expected = module(*inputs)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    return max(float(np.max(np.abs(g - e.numpy()))) for g, e in zip(got, expected, strict=True))
 
 
 def export_bundle(checkpoint: Path, out: Path, options: ExportOptions | None = None) -> Manifest:
@@ -245,7 +264,7 @@ def export_bundle(checkpoint: Path, out: Path, options: ExportOptions | None = N
     directory = resolve(Path(checkpoint))
     header = read_header(directory)
     policy = load_policy(directory)
-    if not isinstance(policy, DiffusionPolicy | DriftingPolicy):
+    if not isinstance(policy, DiffusionPolicy | DriftingPolicy | BeTPolicy):
         raise ExportError(f"{directory}: no exporter for a {policy.kind!r} policy")
     provenance = {
         "checkpoint": str(directory.resolve()),
@@ -333,11 +352,9 @@ def _runtime_parity(
         write_bundle(bundle, manifest, files)
         runtime = load_bundle(bundle, options=RuntimeOptions(providers=("cpu",), warmup=False))
         reference = TorchPolicy(policy)
-        noise = rng.standard_normal(
-            (PARITY_BATCH, manifest.action.horizon, manifest.action.dim)
-        ).astype(np.float32)
+        noise = runtime.draw_noise(rng, runtime.noise_shape(PARITY_BATCH))
         requests: list[int | None] = []
-        if manifest.kind == "drifting":
+        if manifest.kind in ("drifting", "bet"):
             requests.append(None)
         else:
             if manifest.graph("denoiser") is not None:
@@ -354,7 +371,7 @@ def _runtime_parity(
             scale = np.asarray(manifest.action.normalization.scale, np.float32)
             error = float(np.max(np.abs((ours.actions - theirs.actions) * scale)))
             what = (
-                "one step"
+                ("one pass, bins sampled in numpy" if manifest.kind == "bet" else "one step")
                 if steps is None
                 else f"DDIM {steps} steps"
                 + (" (fused graph)" if runtime.graph_for(steps, None) else " (numpy loop)")

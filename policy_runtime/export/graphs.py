@@ -20,13 +20,14 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from policy_runtime.policies.bet import BeTPolicy
 from policy_runtime.policies.diffusion import DiffusionPolicy
 from policy_runtime.policies.drifting import DriftingPolicy
 
 #: The batch axis every graph leaves dynamic.
 BATCH = "batch"
 #: The policies export knows.
-ExportablePolicy = DiffusionPolicy | DriftingPolicy
+ExportablePolicy = DiffusionPolicy | DriftingPolicy | BeTPolicy
 
 
 def obs_input_keys(policy: ExportablePolicy) -> list[str]:
@@ -47,9 +48,12 @@ class HalfPrecision(nn.Module):
         self.inner = copy.deepcopy(inner).half()  # the policy itself stays float32
         self.dtype = torch.float16
 
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+    def forward(self, *args: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         cast = [a.to(self.dtype) if a.is_floating_point() else a for a in args]
-        return self.inner(*cast).to(torch.float32)
+        out = self.inner(*cast)
+        if isinstance(out, tuple):
+            return tuple(o.to(torch.float32) for o in out)
+        return out.to(torch.float32)
 
 
 class ObsEncoderGraph(nn.Module):
@@ -108,6 +112,20 @@ class GeneratorGraph(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         *obs, noise = inputs
         return self.policy.generate(noise, self.encoder(*obs))
+
+
+class TransformerGraph(nn.Module):
+    """A BeT policy: observations -> bin logits ``(B, H, k)`` and each bin's action (centre +
+    offset) ``(B, H, k, Da)`` over the predicted horizon, normalised; sampling stays outside."""
+
+    def __init__(self, policy: BeTPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+        self.keys = obs_input_keys(policy)
+
+    def forward(self, *obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, bin_actions = self.policy.heads(dict(zip(self.keys, obs, strict=True)))
+        return self.policy.on_horizon(logits), self.policy.on_horizon(bin_actions)
 
 
 class Conv1dAs2d(nn.Module):
@@ -185,7 +203,7 @@ def to_onnx(
     module: nn.Module,
     args: Sequence[torch.Tensor],
     input_names: Sequence[str],
-    output_name: str,
+    output_names: Sequence[str],
     opset: int,
 ) -> bytes:
     """Trace ``module`` on example ``args`` into serialised ONNX with a dynamic batch axis (its
@@ -199,7 +217,7 @@ def to_onnx(
             module,
             tuple(args),
             input_names=list(input_names),
-            output_names=[output_name],
+            output_names=list(output_names),
             dynamic_shapes=dynamic_shapes,
             opset_version=opset,
             dynamo=True,

@@ -17,6 +17,9 @@ Graph roles:
 * ``fused``: observations and ``noise`` ``(B, H, Da)`` -> ``action`` ``(B, H, Da)`` normalised: the
   whole ``fused_steps``-step DDIM loop in one graph.
 * ``generator``: observations and ``noise`` -> ``action``: a drifting policy's one step.
+* ``transformer``: observations -> ``logits`` ``(B, H, k)`` and ``bin_actions`` ``(B, H, k, Da)``
+  normalised: a BeT policy's bin scores and each bin's action (k-means centre + predicted
+  offset) per step of the horizon; the runtime samples the bins in numpy (``categorical``).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ FORMAT: Literal["policy_runtime.bundle"] = "policy_runtime.bundle"
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 
-GraphRole = Literal["obs_encoder", "denoiser", "fused", "generator"]
+GraphRole = Literal["obs_encoder", "denoiser", "fused", "generator", "transformer"]
 TensorDtype = Literal["float32", "float16", "uint8", "int64"]
 
 
@@ -129,9 +132,11 @@ class ActionSpec(_Strict):
 
 
 class SamplerSpec(_Strict):
-    """How to turn noise into a chunk. ``one_step``: a drifting generator (no schedule)."""
+    """How to turn noise into a chunk. ``one_step``: a drifting generator (no schedule);
+    ``categorical``: a BeT policy's bins drawn from ``softmax(logits / temperature)`` by uniform
+    noise ``(B, H)``."""
 
-    kind: Literal["ddpm", "ddim", "one_step"]
+    kind: Literal["ddpm", "ddim", "one_step", "categorical"]
     num_inference_steps: int = Field(gt=0)
     num_train_timesteps: int = Field(default=100, gt=0)
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
@@ -142,6 +147,15 @@ class SamplerSpec(_Strict):
     clip_sample_range: float = 1.0
     set_alpha_to_one: bool = True
     steps_offset: int = 0
+    #: ``categorical`` only (written only there, so other bundles read in older runtimes).
+    temperature: float = Field(default=1.0, gt=0)
+
+    @model_serializer(mode="wrap")
+    def _omit_temperature(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.kind != "categorical":
+            data.pop("temperature", None)
+        return data
 
 
 class TensorSpec(_Strict):
@@ -175,7 +189,7 @@ class ParitySpec(_Strict):
 class Manifest(_Strict):
     format: Literal["policy_runtime.bundle"] = FORMAT
     version: int
-    kind: Literal["diffusion", "drifting"]
+    kind: Literal["diffusion", "drifting", "bet"]
     control_hz: float = Field(gt=0)
     obs: ObsSpec
     action: ActionSpec
@@ -195,6 +209,12 @@ class Manifest(_Strict):
             raise ValueError("graphs: a diffusion bundle needs obs_encoder + denoiser or fused")
         if self.kind == "drifting" and "generator" not in roles:
             raise ValueError("graphs: a drifting bundle needs a generator graph")
+        if self.kind == "bet" and "transformer" not in roles:
+            raise ValueError("graphs: a bet bundle needs a transformer graph")
+        if (self.kind == "bet") != (self.sampler.kind == "categorical"):
+            raise ValueError(
+                f"sampler.kind: {self.sampler.kind!r} does not sample a {self.kind} policy"
+            )
         for graph in self.graphs:
             if graph.file not in self.files:
                 raise ValueError(f"files: graph file {graph.file!r} has no sha256 entry")

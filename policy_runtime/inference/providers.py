@@ -125,12 +125,17 @@ class GraphRunner:
         self._bind = io_binding and self._device != "cpu"
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """The graph's (single) output."""
+        """The graph's first (for most graphs, only) output."""
+        return self.run_all(feeds)[0]
+
+    def run_all(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Every output of the graph, in the graph's order."""
         if not self._bind:
-            return np.asarray(self.session.run(self.output_names, feeds)[0])
+            return [np.asarray(v) for v in self.session.run(self.output_names, feeds)]
         binding = self.session.io_binding()
         for name, value in feeds.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(value))
-        binding.bind_output(self.output_names[0], self._device)
+        for name in self.output_names:
+            binding.bind_output(name, self._device)
         self.session.run_with_iobinding(binding)
-        return np.asarray(binding.copy_outputs_to_cpu()[0])
+        return [np.asarray(v) for v in binding.copy_outputs_to_cpu()]

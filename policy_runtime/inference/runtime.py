@@ -7,7 +7,7 @@ start from the same noise), and cuts the predicted horizon at the newest observa
 the manifest's ``action.start`` says).
 :class:`OnnxPolicy` runs a bundle's graphs on onnxruntime: the observation encoder once and the
 denoiser once per step with the numpy DDIM/DDPM step in between, or one fused graph, or a
-drifting generator.
+drifting generator, or a BeT transformer with its bins sampled in numpy.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from policy_runtime.chunk import ActionChunk, ChunkPrefix
+from policy_runtime.inference.categorical import sample_actions
 from policy_runtime.inference.manifest import (
     BundleError,
     BundleFiles,
@@ -100,36 +101,38 @@ class PolicyRuntime(abc.ABC):
 
         ``obs[key]`` is ``(n_obs_steps, *shape)`` (oldest first) or ``(B, n_obs_steps, *shape)``
         for a batch; keys beyond the policy's are ignored. Low-dim keys may be any float dtype
-        (computed in float32), images must be uint8. ``noise`` ``([B,] H, Da)`` fixes the
-        sampler's start; otherwise it is drawn from ``rng`` (a fresh default generator if None),
-        as is DDPM's per-step noise. Returns unnormalised actions from :attr:`chunk_start`
+        (computed in float32), images must be uint8. ``noise`` fixes the sampler's random input
+        (:meth:`noise_shape`: Gaussian ``([B,] H, Da)``, a BeT policy's uniforms ``([B,] H)``);
+        otherwise it is drawn from ``rng`` (a fresh default generator if None), as is DDPM's
+        per-step noise. Returns unnormalised actions from :attr:`chunk_start`
         (the newest observation's step, unless the manifest says otherwise) to the end of the
         horizon, action ``i`` stamped ``(i + offset_steps) / control_hz`` after the newest
         observation (the manifest's ``action.offset_steps``).
 
         ``prefix`` (real-time chunking, e.g. the engine's ``rtc_prefix``): a diffusion sampler
         is guided toward the committed actions at every step (x0-space inpainting with the
-        prefix's soft mask; the step loop, never a fused graph); a one-step policy draws
-        ``candidates`` chunks and returns the one closest to the prefix (mask-weighted).
+        prefix's soft mask; the step loop, never a fused graph); a one-step policy (drifting,
+        BeT) draws ``candidates`` chunks and returns the one closest to the prefix
+        (mask-weighted).
         """
         batch, unbatched = self._check_obs(obs)
         guide = None if prefix is None else self._normalized_prefix(prefix)
         rng = rng if rng is not None else np.random.default_rng()
         spec = self.specs.action
-        shape = (next(iter(batch.values())).shape[0], spec.horizon, spec.dim)
+        shape = self.noise_shape(next(iter(batch.values())).shape[0])
         steps = num_inference_steps or self.specs.sampler.num_inference_steps
         if steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {steps}")
-        if guide is not None and self.specs.sampler.kind == "one_step":
+        if guide is not None and self.specs.sampler.kind in ("one_step", "categorical"):
             if noise is not None:
                 raise ValueError("a one-step policy with a prefix draws its candidates' noise")
             normalized = self._best_continuation(batch, guide, candidates, rng)
         else:
             if noise is None:
-                start = rng.standard_normal(shape, dtype=np.float32)
+                start = self.draw_noise(rng, shape)
             else:
                 start = np.asarray(noise, dtype=np.float32)
-                start = start[None] if unbatched and start.ndim == 2 else start
+                start = start[None] if unbatched and start.ndim == len(shape) - 1 else start
                 if start.shape != shape:
                     expected = shape[1:] if unbatched else shape
                     raise ValueError(f"noise must be {expected}, got {noise.shape}")
@@ -142,6 +145,20 @@ class PolicyRuntime(abc.ABC):
             1.0 / self.specs.control_hz,
             spec.offset_steps,
         )
+
+    def noise_shape(self, batch: int) -> tuple[int, ...]:
+        """The sampler's random input for ``batch`` observations: a BeT policy's uniforms
+        ``(B, H)`` choosing its bins, else Gaussian noise ``(B, H, Da)``."""
+        spec = self.specs.action
+        if self.specs.sampler.kind == "categorical":
+            return (batch, spec.horizon)
+        return (batch, spec.horizon, spec.dim)
+
+    def draw_noise(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        """Noise of :meth:`noise_shape` drawn from ``rng`` (uniform [0, 1) or Gaussian)."""
+        if self.specs.sampler.kind == "categorical":
+            return rng.random(shape, dtype=np.float32)
+        return rng.standard_normal(shape, dtype=np.float32)
 
     @abc.abstractmethod
     def _predict_normalized(
@@ -187,7 +204,7 @@ class PolicyRuntime(abc.ABC):
         spec = self.specs.action
         b = next(iter(obs.values())).shape[0]
         repeated = {k: np.repeat(v, candidates, axis=0) for k, v in obs.items()}
-        noise = rng.standard_normal((b * candidates, spec.horizon, spec.dim), dtype=np.float32)
+        noise = self.draw_noise(rng, self.noise_shape(b * candidates))
         chunks = self._predict_normalized(repeated, noise, 1, None, rng).reshape(
             b, candidates, spec.horizon, spec.dim
         )
@@ -315,6 +332,11 @@ class OnnxPolicy(PolicyRuntime):
         guide: Guide | None = None,
     ) -> np.ndarray:
         feeds = self._obs_feeds(obs)
+        if self.manifest.kind == "bet":
+            graph = self.manifest.graph("transformer")
+            assert graph is not None
+            logits, bin_actions = self._runners[graph.file].run_all(feeds)
+            return sample_actions(logits, bin_actions, noise, self.specs.sampler.temperature)
         if self.manifest.kind == "drifting":
             graph = self.manifest.graph("generator")
             assert graph is not None

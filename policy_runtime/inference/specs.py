@@ -69,6 +69,10 @@ def specs_from_config(config: PolicyConfig, normalizer: Normalizer) -> PolicySpe
     )
     if config.kind == "drifting":
         sampler = SamplerSpec(kind="one_step", num_inference_steps=1)
+    elif config.kind == "bet":
+        sampler = SamplerSpec(
+            kind="categorical", num_inference_steps=1, temperature=config.bet_temperature
+        )
     else:
         sampler = SamplerSpec(
             kind=config.sampler,

@@ -1,4 +1,4 @@
-"""Visuomotor policies (torch): diffusion (DDPM/DDIM) and one-step drifting.
+"""Visuomotor policies (torch): diffusion (DDPM/DDIM), one-step drifting and BeT.
 
 Importing this package does not import torch: :class:`PolicyConfig` is what checkpoints, bundles
 and the deploy runtime read. :func:`make_policy` imports the torch implementations.
@@ -21,6 +21,10 @@ def make_policy(config: PolicyConfig, normalizer: Normalizer) -> Policy:
         from policy_runtime.policies.diffusion import DiffusionPolicy
 
         return DiffusionPolicy(config, normalizer)
+    if config.kind == "bet":
+        from policy_runtime.policies.bet import BeTPolicy
+
+        return BeTPolicy(config, normalizer)
     from policy_runtime.policies.drifting import DriftingPolicy
 
     return DriftingPolicy(config, normalizer)

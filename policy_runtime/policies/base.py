@@ -8,8 +8,9 @@ with its own :class:`~policy_runtime.normalization.Normalizer` and returns unnor
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -28,6 +29,15 @@ class Policy(nn.Module, abc.ABC):
         self.normalizer = normalizer
         #: Detached diagnostics of the last ``compute_loss`` (name -> scalar), logged in training.
         self.last_info: dict[str, torch.Tensor] = {}
+
+    def fit_data(self, actions: np.ndarray, seed: int) -> None:
+        """Fit what the policy takes from its training actions (raw, ``(N, action_dim)``)
+        before training starts: BeT's k-means bins; nothing for the others."""
+
+    def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups: every parameter weight-decayed, unless the policy
+        says otherwise (BeT follows minGPT)."""
+        return [{"params": list(self.parameters()), "weight_decay": weight_decay}]
 
     @abc.abstractmethod
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -49,7 +59,8 @@ class Policy(nn.Module, abc.ABC):
         otherwise (an imported layout). ``noise`` (B, horizon, Da) fixes the sampler's initial
         noise, so a prediction is reproducible (export parity, golden tests); ``generator``
         seeds any other randomness (DDPM's per-step noise). ``num_inference_steps`` overrides
-        the config's.
+        the config's. A BeT policy's ``noise`` is the uniforms ``(B, horizon)`` that sample its
+        bins.
         """
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -4,7 +4,9 @@ Torch-free (pydantic only), so checkpoints, bundles and the deploy runtime read 
 description. Defaults are Diffusion Policy's (H 16, To 2, Ta 8, kernel 5, 100 DDPM training steps
 with squaredcos_cap_v2 betas, epsilon prediction, clipping, DDIM at inference) with a smaller
 U-Net than the paper's (256, 512, 1024) so CPU training is practical; set ``down_dims`` for the
-full size.
+full size. A BeT policy's ``bet_*`` defaults are the minGPT, bins and losses of Diffusion
+Policy's BeT baseline (4 layers, 4 heads, 72 wide, dropout 0.1, 24 bins, focal gamma 2, offset
+loss x1000 on normalised actions).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-PolicyKind = Literal["diffusion", "drifting"]
+PolicyKind = Literal["diffusion", "drifting", "bet"]
 #: Drifting kernel temperatures, relative to the batch's mean distance: the paper's (0.02, 0.05,
 #: 0.2) plus a long-range 4.0. With one positive per observation (its demo chunk), a row whose
 #: generated chunks all sit several mean distances from the demo sees only its own siblings
@@ -42,7 +44,24 @@ KIND_ONLY_FIELDS: dict[PolicyKind, frozenset[str]] = {
         }
     ),
     "drifting": frozenset({"drift_samples", "drift_temperatures", "drift_per_timestep"}),
+    "bet": frozenset(
+        {
+            "bet_bins",
+            "bet_layers",
+            "bet_heads",
+            "bet_embed_dim",
+            "bet_dropout",
+            "bet_offsets",
+            "bet_focal_gamma",
+            "bet_offset_weight",
+            "bet_temperature",
+        }
+    ),
 }
+#: The U-Net's fields, which a BeT policy (a transformer) does not read either.
+UNET_FIELDS = frozenset(
+    {"down_dims", "kernel_size", "step_embed_dim", "n_groups", "cond_predict_scale"}
+)
 #: Diffusion Policy's betas for the linear schedules (squaredcos_cap_v2 ignores them).
 BETA_START, BETA_END = 1e-4, 2e-2
 
@@ -115,6 +134,22 @@ class PolicyConfig(BaseModel):
     drift_temperatures: tuple[float, ...] = DRIFT_TEMPERATURES
     drift_per_timestep: bool = False
 
+    #: BeT: k-means bins over the normalised actions (k); the causal minGPT's depth, heads,
+    #: width and dropout (its context is the ``n_obs_steps`` observations); whether it predicts
+    #: a residual offset per bin (else an action is its bin's centre); the focal loss's gamma on
+    #: the bin and the weight of the true bin's offset MSE; the softmax temperature sampling
+    #: the bin. Each observation step predicts the ``horizon - n_obs_steps + 1`` actions from
+    #: its own on (1: the paper's one action per step).
+    bet_bins: int = Field(default=24, gt=1)
+    bet_layers: int = Field(default=4, gt=0)
+    bet_heads: int = Field(default=4, gt=0)
+    bet_embed_dim: int = Field(default=72, gt=0)
+    bet_dropout: float = Field(default=0.1, ge=0, lt=1)
+    bet_offsets: bool = True
+    bet_focal_gamma: float = Field(default=2.0, ge=0)
+    bet_offset_weight: float = Field(default=1000.0, ge=0)
+    bet_temperature: float = Field(default=1.0, gt=0)
+
     @model_validator(mode="after")
     def _consistent(self) -> PolicyConfig:
         if not self.obs_keys and not self.image_keys:
@@ -134,6 +169,13 @@ class PolicyConfig(BaseModel):
                 f"{start} + n_action_steps ({self.chunk_start + self.n_action_steps})"
                 f" must fit in horizon ({self.horizon})"
             )
+        if self.kind == "bet":
+            if self.bet_embed_dim % self.bet_heads:
+                raise ValueError(
+                    f"bet_embed_dim {self.bet_embed_dim} must be divisible by bet_heads "
+                    f"{self.bet_heads}"
+                )
+            return self
         levels = len(self.down_dims)
         if self.horizon % 2 ** (levels - 1):
             raise ValueError(f"horizon {self.horizon} must be divisible by 2^{levels - 1}")
@@ -142,6 +184,10 @@ class PolicyConfig(BaseModel):
     @model_serializer(mode="wrap")
     def _omit_default_start(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data: dict[str, Any] = handler(self)
+        # A BeT config holds only what BeT reads; the others leave the BeT fields out, so their
+        # ``config.json`` is what it was before BeT.
+        for field in self._unused_fields() if self.kind == "bet" else KIND_ONLY_FIELDS["bet"]:
+            data.pop(field, None)
         if self.action_start is None:
             data.pop("action_start", None)
         if not self.image_feature_relu:
@@ -157,8 +203,17 @@ class PolicyConfig(BaseModel):
     def fields_in_use(self) -> dict[str, Any]:
         """The settings this policy's kind reads: two configs describe the same policy when
         these agree, whatever the other kind's fields (or their defaults) hold."""
+        return self.model_dump(exclude=self._unused_fields())
+
+    def _unused_fields(self) -> set[str]:
         unused = set().union(*(f for kind, f in KIND_ONLY_FIELDS.items() if kind != self.kind))
-        return self.model_dump(exclude=unused)
+        return unused | UNET_FIELDS if self.kind == "bet" else unused
+
+    @property
+    def bet_predicted_steps(self) -> int:
+        """Actions each observation step predicts (BeT): its own and the ones after it, up to
+        the window's end."""
+        return self.horizon - self.n_obs_steps + 1
 
     @property
     def low_dim_size(self) -> int:

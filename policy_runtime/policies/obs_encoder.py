@@ -4,7 +4,8 @@ Diffusion Policy conditions globally (FiLM) on the features of the last ``n_obs_
 observations, flattened step-major: ``(B, To, F) -> (B, To * F)``. Per step, features are laid out
 like DP's multi-image encoder: every camera's encoder output (in ``image_keys`` order), then the
 normalised low-dim keys (in ``obs_keys`` order, each flattened). For low-dim-only policies this is
-exactly DP's ``nobs[:, :To].reshape(B, -1)``.
+exactly DP's ``nobs[:, :To].reshape(B, -1)``. A BeT policy reads the same features per step
+(:meth:`ObservationEncoder.steps`), one transformer token each.
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ class ObservationEncoder(nn.Module):
         return batch
 
     def forward(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        features = self.steps(obs)
+        return features.reshape(features.shape[0], -1)
+
+    def steps(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The features of each observation step, ``(B, To, per_step_dim)``."""
         b = self.check(obs)
         to = self.config.n_obs_steps
         # Low-dim features take the encoders' precision (float32 for a low-dim-only policy).
@@ -78,4 +84,4 @@ class ObservationEncoder(nn.Module):
         for key in self.config.obs_keys:
             x = self.normalizer.normalize(key, obs[key].to(dtype))
             features.append(x.reshape(b, to, -1))
-        return torch.cat(features, dim=-1).reshape(b, to * self.per_step_dim)
+        return torch.cat(features, dim=-1)

@@ -35,6 +35,15 @@ class ModelOverrides(BaseModel):
     drift_samples: int | None = None
     drift_temperatures: tuple[float, ...] | None = None
     drift_per_timestep: bool | None = None
+    bet_bins: int | None = None
+    bet_layers: int | None = None
+    bet_heads: int | None = None
+    bet_embed_dim: int | None = None
+    bet_dropout: float | None = None
+    bet_offsets: bool | None = None
+    bet_focal_gamma: float | None = None
+    bet_offset_weight: float | None = None
+    bet_temperature: float | None = None
 
     def as_policy_fields(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}
@@ -67,6 +76,9 @@ class TrainConfig(BaseModel):
     lr: float = Field(1e-4, gt=0)
     betas: tuple[float, float] = (0.95, 0.999)
     weight_decay: float = 1e-6
+    #: Gradients rescaled to at most this global norm before each step (None: not clipped;
+    #: the BeT reference code clips at 1.0).
+    grad_clip_norm: float | None = Field(None, gt=0)
     warmup_steps: int = 500
     ema_power: float = 0.75
     ema_max_decay: float = 0.9999

@@ -23,6 +23,8 @@ class TrainingData:
     normalizer: Normalizer
     train: SequenceSampler
     val: SequenceSampler | None
+    #: Every action of the training episodes, raw ``(N, action_dim)`` (BeT fits its bins).
+    train_actions: np.ndarray
 
 
 def _is_image(shape: tuple[int, ...], dtype: np.dtype) -> bool:
@@ -100,7 +102,11 @@ def prepare(config: TrainConfig) -> TrainingData:
             f"{config.data}: no training window of horizon {config.horizon} fits the episodes"
         )
     val = sampler(val_mask) if val_mask.any() else None
-    return TrainingData(policy_config, normalizer, train, val if val and len(val) else None)
+    rows = np.repeat(~val_mask, np.diff(ds.episode_ends, prepend=0))
+    train_actions = arrays[config.action_key][rows].reshape(int(rows.sum()), -1)
+    return TrainingData(
+        policy_config, normalizer, train, val if val and len(val) else None, train_actions
+    )
 
 
 def to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:

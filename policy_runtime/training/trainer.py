@@ -70,11 +70,15 @@ class Trainer:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         self.data: TrainingData = prepare(config)
         torch.manual_seed(config.seed + self.rank)
-        self.policy = make_policy(self.data.policy_config, self.data.normalizer).to(self.device)
+        self.policy = make_policy(self.data.policy_config, self.data.normalizer)
+        if resume is None:  # a resumed run's fitted state comes with its weights
+            self.policy.fit_data(self.data.train_actions, config.seed)
+        self.policy.to(self.device)
         self.ema_policy = make_policy(self.data.policy_config, self.data.normalizer).to(self.device)
         self.ema_policy.load_state_dict(self.policy.state_dict())
+        self.ema_policy.eval()  # validation losses without dropout
         self.optimizer = torch.optim.AdamW(
-            self.policy.parameters(),
+            self.policy.parameter_groups(config.weight_decay),
             lr=config.lr,
             betas=config.betas,
             weight_decay=config.weight_decay,
@@ -152,6 +156,8 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.config.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.grad_clip_norm)
         self.optimizer.step()
         self.lr_scheduler.step()
         self.ema.step(self.policy.parameters())

@@ -1,0 +1,247 @@
+"""Behavior Transformers: bins, focal loss, multimodal sampling, the numpy sampler, training.
+
+Values come from hand computation (the focal loss), from the data's construction (the toy modes
+and their proportions), and from torch's own cross-entropy; the bundle side (export, a
+torch-free runtime) is in ``tests/test_inference_runtime.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+from policy_runtime.data import EpisodeDataset, split_episodes  # noqa: E402
+from policy_runtime.inference import categorical  # noqa: E402
+from policy_runtime.normalization import AffineMap, Normalizer  # noqa: E402
+from policy_runtime.policies import PolicyConfig, make_policy  # noqa: E402
+from policy_runtime.policies.action_bins import fit_bin_centers, nearest_bins  # noqa: E402
+from policy_runtime.policies.bet import BeTPolicy, sample_bins  # noqa: E402
+from policy_runtime.policies.focal_loss import focal_loss  # noqa: E402
+from policy_runtime.training.checkpoint import load_policy  # noqa: E402
+from policy_runtime.training.config import load_config  # noqa: E402
+from policy_runtime.training.trainer import Trainer  # noqa: E402
+from sim_bridge.datagen import DatagenConfig, generate  # noqa: E402
+
+#: Four separated modes of a 2-D action, and how often the toy data chooses each.
+MODES = np.array([[0.7, 0.7], [-0.7, 0.7], [-0.7, -0.7], [0.7, -0.7]], np.float32)
+WEIGHTS = np.array([0.4, 0.3, 0.2, 0.1])
+
+
+def _draw_modes(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
+    """``(n, length, 2)`` actions, each step an independent draw of a mode plus 0.03 noise."""
+    mode = rng.choice(len(MODES), size=(n, length), p=WEIGHTS)
+    return (MODES[mode] + rng.normal(0, 0.03, (n, length, 2))).astype(np.float32)
+
+
+def _toy_policy(bins: int) -> BeTPolicy:
+    config = PolicyConfig(
+        kind="bet",
+        obs_keys=["obs"],
+        obs_shapes={"obs": (1,)},
+        action_dim=2,
+        horizon=3,
+        n_obs_steps=3,
+        n_action_steps=1,
+        bet_bins=bins,
+        bet_dropout=0.0,
+    )
+    unit = AffineMap.min_max(np.full(2, -1.0), np.full(2, 1.0))  # actions already in [-1, 1]
+    normalizer = Normalizer(
+        {"obs": AffineMap.min_max(np.array([-1.0]), np.array([1.0])), "action": unit}
+    )
+    policy = make_policy(config, normalizer)
+    assert isinstance(policy, BeTPolicy)
+    return policy
+
+
+def test_bins_reconstruct_every_training_action_exactly():
+    rng = np.random.default_rng(0)
+    actions = _draw_modes(rng, 500, 1).reshape(-1, 2)
+    centers = fit_bin_centers(actions, 4, seed=0)
+    # Four well-separated clusters: one centre on each mode (k-means finds the means).
+    nearest_mode = np.linalg.norm(centers[:, None] - MODES[None], axis=-1).min(axis=1)
+    assert nearest_mode.max() < 0.01
+    bins, offsets = nearest_bins(torch.from_numpy(actions), torch.from_numpy(centers))
+    decoded = torch.from_numpy(centers)[bins] + offsets
+    np.testing.assert_allclose(decoded.numpy(), actions, atol=1e-7, rtol=0)
+    # Each action's bin is its nearest centre.
+    distances = np.linalg.norm(actions[:, None] - centers[None], axis=-1)
+    assert np.array_equal(bins.numpy(), distances.argmin(axis=1))
+    assert np.array_equal(fit_bin_centers(actions, 4, seed=0), centers)  # deterministic
+    with pytest.raises(ValueError, match="8 bins need at least 8 distinct actions, the data has 3"):
+        fit_bin_centers(np.repeat(MODES[:3], 10, axis=0), 8)
+
+
+def test_focal_loss_matches_hand_computed_values():
+    # softmax([0, ln 3]) = [1/4, 3/4].
+    logits = torch.tensor([[0.0, math.log(3.0)], [0.0, math.log(3.0)]])
+    target = torch.tensor([1, 0])
+    # -(1 - 3/4)^2 ln(3/4) = 0.0179801, -(1 - 1/4)^2 ln(1/4) = 0.7797905; their mean:
+    assert float(focal_loss(logits, target, 2.0)) == pytest.approx(
+        (0.0625 * math.log(4 / 3) + 0.5625 * math.log(4)) / 2, rel=1e-6
+    )
+    assert float(focal_loss(logits[:1], target[:1], 2.0)) == pytest.approx(0.0179801, rel=1e-5)
+    # gamma 0 is cross-entropy (torch's own).
+    rng = torch.Generator().manual_seed(0)
+    many = torch.randn(64, 7, generator=rng)
+    classes = torch.randint(0, 7, (64,), generator=rng)
+    assert float(focal_loss(many, classes, 0.0)) == pytest.approx(
+        float(F.cross_entropy(many, classes)), rel=1e-6
+    )
+
+
+def test_numpy_sampler_chooses_the_torch_samplers_bins_and_follows_the_softmax():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 2, (5, 4, 9)).astype(np.float32)
+    uniforms = rng.random((5, 4), dtype=np.float32)
+    for temperature in (1.0, 0.5, 2.0):
+        ours = categorical.sample_bins(logits, uniforms, temperature)
+        theirs = sample_bins(torch.from_numpy(logits), torch.from_numpy(uniforms), temperature)
+        assert np.array_equal(ours, theirs.numpy())
+    # Frequencies of many draws are the tempered softmax's probabilities.
+    row = np.array([0.0, 1.0, 2.0], np.float32)
+    draws = categorical.sample_bins(np.tile(row, (200_000, 1)), rng.random(200_000), 0.5)
+    expected = np.exp(row / 0.5) / np.exp(row / 0.5).sum()
+    np.testing.assert_allclose(np.bincount(draws, minlength=3) / 200_000, expected, atol=0.005)
+
+
+def test_bet_samples_all_four_modes_in_proportion_where_an_mse_regressor_collapses():
+    """Same data, same observation (a constant): BeT reproduces the modes' frequencies within
+    0.04 and lands on a mode every time; a regressor trained with MSE answers the mean of the
+    modes, which is none of them."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    policy = _toy_policy(bins=8)
+    policy.fit_data(_draw_modes(rng, 2000, 1).reshape(-1, 2), seed=0)
+    regressor = nn.Sequential(nn.Linear(1, 64), nn.ReLU(), nn.Linear(64, 2))
+    bet_opt = torch.optim.AdamW(policy.parameter_groups(0.1), lr=1e-3, betas=(0.9, 0.95))
+    mse_opt = torch.optim.AdamW(regressor.parameters(), lr=1e-3)
+    obs = torch.zeros(256, 3, 1)
+    for _ in range(200):
+        actions = torch.from_numpy(_draw_modes(rng, 256, 3))
+        for optimizer, loss in (
+            (bet_opt, policy.compute_loss({"obs": obs, "action": actions})),
+            (mse_opt, F.mse_loss(regressor(obs[:, -1]), actions[:, -1])),
+        ):
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    policy.eval()
+    generator = torch.Generator().manual_seed(1)
+    sampled = policy.predict_action({"obs": torch.zeros(4000, 3, 1)}, generator=generator)
+    actions = sampled["action"][:, 0].numpy()
+    distance = np.linalg.norm(actions[:, None] - MODES[None], axis=-1)
+    assert distance.min(axis=1).max() < 0.2  # every sample on a mode
+    share = np.bincount(distance.argmin(axis=1), minlength=4) / len(actions)
+    np.testing.assert_allclose(share, WEIGHTS, atol=0.04)
+
+    with torch.no_grad():
+        regressed = regressor(torch.zeros(1, 1)).numpy()[0]
+    np.testing.assert_allclose(regressed, WEIGHTS @ MODES, atol=0.08)
+    assert np.linalg.norm(MODES - regressed, axis=-1).min() > 0.5  # on no mode
+
+
+def test_each_step_predicts_its_own_and_later_actions_laid_out_on_the_horizon():
+    """horizon 5, To 3: each step predicts 3 actions (its own, two after); the sequence is step
+    0's own, step 1's own, then the newest step's 3, and the chunk starts at the newest."""
+    config = PolicyConfig(
+        kind="bet",
+        obs_keys=["obs"],
+        obs_shapes={"obs": (1,)},
+        action_dim=2,
+        horizon=5,
+        n_obs_steps=3,
+        n_action_steps=2,
+        bet_bins=4,
+    )
+    assert config.bet_predicted_steps == 3
+    policy = make_policy(config, _toy_policy(4).normalizer)
+    assert isinstance(policy, BeTPolicy)
+    per_step = torch.arange(3 * 3).reshape(1, 3, 3)  # value = 3 * step + predicted index
+    assert policy.on_horizon(per_step).tolist() == [[0, 3, 6, 7, 8]]
+    policy.eval()
+    out = policy.predict_action({"obs": torch.zeros(2, 3, 1)}, torch.full((2, 5), 0.5))
+    assert out["action_pred"].shape == (2, 5, 2)
+    assert torch.equal(out["action"], out["action_pred"][:, 2:4])
+    with pytest.raises(ValueError, match=r"must be \(2, 5\)"):
+        policy.predict_action({"obs": torch.zeros(2, 3, 1)}, torch.zeros(2, 5, 2))
+
+
+def test_without_the_offset_head_an_action_is_its_bins_centre():
+    policy = _toy_policy(bins=4)
+    policy.config = policy.config.model_copy(update={"bet_offsets": False})
+    no_offsets = make_policy(policy.config, policy.normalizer)
+    assert isinstance(no_offsets, BeTPolicy)
+    no_offsets.fit_data(_draw_modes(np.random.default_rng(0), 400, 1).reshape(-1, 2), seed=0)
+    no_offsets.eval()
+    actions = no_offsets.predict_action({"obs": torch.zeros(50, 3, 1)})["action"][:, 0]
+    on_centre = (actions[:, None] - no_offsets.bin_centers[None]).abs().amax(-1).amin(-1)
+    assert float(on_centre.max()) < 1e-6
+    assert no_offsets.head.out_features == 4  # logits only
+
+
+def test_training_fits_bins_on_the_training_episodes_saves_them_and_resumes(tmp_path: Path):
+    data = tmp_path / "pp.zarr"
+    generate(
+        DatagenConfig(
+            task="pick_place", episodes=4, out=data, obs=("joint_pos", "cube_pose", "bin_pos")
+        )
+    )
+
+    def config(out: str, steps: int):
+        overrides = [
+            "horizon=3",
+            "n_obs_steps=3",
+            "n_action_steps=1",
+            "model.bet_bins=8",
+            "model.bet_embed_dim=32",
+            "batch_size=16",
+            f"steps={steps}",
+            "checkpoint_every=3",
+            "val_ratio=0.25",
+            "grad_clip_norm=1.0",
+            "weight_decay=0.1",
+        ]
+        return load_config(None, overrides, data=data, out=tmp_path / out, policy="bet")
+
+    trainer = Trainer(config("a", 6))
+    policy = trainer.policy
+    assert isinstance(policy, BeTPolicy)
+    # Every step of the training episodes (one of the four is held out for validation).
+    dataset = EpisodeDataset.open(data)
+    held_out = split_episodes(dataset.n_episodes, 0.25, trainer.config.seed)
+    rows = np.repeat(~held_out, np.diff(dataset.episode_ends, prepend=0))
+    assert held_out.sum() == 1
+    np.testing.assert_array_equal(
+        trainer.data.train_actions, dataset.load(["action"])["action"][rows]
+    )
+    normalized = policy.normalizer.normalize("action", trainer.data.train_actions)
+    expected = fit_bin_centers(normalized, 8, seed=trainer.config.seed)
+    np.testing.assert_array_equal(policy.bin_centers.numpy(), expected)
+    decay = {id(p): g["weight_decay"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert decay[id(policy.gpt.pos_emb)] == 0.0 and decay[id(policy.head.weight)] == 0.1
+    straight = trainer.train().losses
+    assert len(straight) == 6 and np.isfinite(straight).all()
+
+    loaded = load_policy(tmp_path / "a")
+    assert isinstance(loaded, BeTPolicy)
+    np.testing.assert_array_equal(loaded.bin_centers.numpy(), expected)
+    header = json.loads(
+        (tmp_path / "a" / "checkpoints" / "step_00000006" / "config.json").read_text()
+    )
+    saved = header["policy"]
+    assert saved["bet_bins"] == 8 and "down_dims" not in saved and "drift_samples" not in saved
+
+    # Stopped at 3 and resumed: the same losses (bins, weights and data draws restored).
+    first = Trainer(config("b", 3)).train().losses
+    resumed = Trainer(config("b", 6), resume=tmp_path / "b").train().losses
+    assert first + resumed == straight
