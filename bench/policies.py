@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from rich.table import Table  # noqa: E402
 
 from policy_runtime.evaluation.evaluate import LOG_FILE, EvalConfig, evaluate  # noqa: E402
 from policy_runtime.evaluation.sweep import parse_sweep, run_sweep  # noqa: E402
+from policy_runtime.inference.manifest import MANIFEST_FILE  # noqa: E402
 from policy_runtime.training.checkpoint import CONFIG_FILE, resolve  # noqa: E402
 from policy_runtime.training.config import load_config  # noqa: E402
 from policy_runtime.training.trainer import Trainer  # noqa: E402
@@ -68,10 +70,14 @@ def overrides(steps: int, batch_size: int) -> list[str]:
     ]
 
 
-def train(data: Path, out: Path, policy: str, steps: int, batch_size: int) -> float:
-    """Train (or finish training) a run; returns the optimiser steps per second of the call
-    that last trained it (kept in the run directory: a rerun that only evaluates reports it)."""
-    config = load_config(None, overrides(steps, batch_size), data=data, out=out, policy=policy)
+def train(
+    data: Path, out: Path, policy: str, steps: int, batch_size: int, extra: Sequence[str] = ()
+) -> float:
+    """Train (or finish training) a run (``extra``: more ``key=value`` settings, e.g. BeT's);
+    returns the optimiser steps per second of the call that last trained it (kept in the run
+    directory: a rerun that only evaluates reports it)."""
+    settings = [*overrides(steps, batch_size), *extra]
+    config = load_config(None, settings, data=data, out=out, policy=policy)
     resume = out if (out / "checkpoints" / "latest.txt").is_file() else None
     trainer = Trainer(config, resume=resume)
     first = trainer.step
@@ -92,6 +98,8 @@ def evaluated(config: EvalConfig) -> dict[str, Any]:
     assert config.out is not None
     log_path = config.out / LOG_FILE
     checkpoint = config.policy / CONFIG_FILE
+    if not checkpoint.is_file():  # a bundle
+        checkpoint = config.policy / MANIFEST_FILE
     if log_path.is_file() and log_path.stat().st_mtime > checkpoint.stat().st_mtime:
         log = json.loads(log_path.read_text())
         if log.get("config") == config.summary():
