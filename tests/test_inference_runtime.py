@@ -181,8 +181,8 @@ def test_a_bet_bundle_records_its_sampler_and_samples_the_bins_in_numpy(bundles)
     first = policy.predict(obs, np.random.default_rng(5)).actions
     np.testing.assert_array_equal(first, policy.predict(obs, np.random.default_rng(5)).actions)
     assert not np.array_equal(first, policy.predict(obs, np.random.default_rng(6)).actions)
-    runner_ = policy._runners["transformer.onnx"]
-    logits, bin_actions = runner_.run_all({f"obs.{k}": v[None] for k, v in obs.items()})
+    out = policy._runners["transformer.onnx"].run_all({f"obs.{k}": v[None] for k, v in obs.items()})
+    logits, bin_actions = out["logits"], out["bin_actions"]
     scale, offset = (np.asarray(a, np.float32) for a in policy.specs.action.normalization.arrays())
     normalized = first * scale + offset
     distance = np.abs(bin_actions[0, 1:] - normalized[:, None]).max(axis=-1).min(axis=-1)

@@ -126,16 +126,18 @@ class GraphRunner:
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """The graph's first (for most graphs, only) output."""
-        return self.run_all(feeds)[0]
+        return next(iter(self.run_all(feeds).values()))
 
-    def run_all(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Every output of the graph, in the graph's order."""
+    def run_all(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output of the graph by name, in the graph's order."""
         if not self._bind:
-            return [np.asarray(v) for v in self.session.run(self.output_names, feeds)]
-        binding = self.session.io_binding()
-        for name, value in feeds.items():
-            binding.bind_cpu_input(name, np.ascontiguousarray(value))
-        for name in self.output_names:
-            binding.bind_output(name, self._device)
-        self.session.run_with_iobinding(binding)
-        return [np.asarray(v) for v in binding.copy_outputs_to_cpu()]
+            values = self.session.run(self.output_names, feeds)
+        else:
+            binding = self.session.io_binding()
+            for name, value in feeds.items():
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+            for name in self.output_names:
+                binding.bind_output(name, self._device)
+            self.session.run_with_iobinding(binding)
+            values = binding.copy_outputs_to_cpu()
+        return {name: np.asarray(v) for name, v in zip(self.output_names, values, strict=True)}

@@ -335,8 +335,10 @@ class OnnxPolicy(PolicyRuntime):
         if self.manifest.kind == "bet":
             graph = self.manifest.graph("transformer")
             assert graph is not None
-            logits, bin_actions = self._runners[graph.file].run_all(feeds)
-            return sample_actions(logits, bin_actions, noise, self.specs.sampler.temperature)
+            out = self._runners[graph.file].run_all(feeds)
+            return sample_actions(
+                out["logits"], out["bin_actions"], noise, self.specs.sampler.temperature
+            )
         if self.manifest.kind == "drifting":
             graph = self.manifest.graph("generator")
             assert graph is not None

@@ -79,12 +79,20 @@ class BeTPolicy(Policy):
         self.bin_centers.copy_(torch.from_numpy(centers))
 
     def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        """minGPT's rule: its biases, LayerNorms and position embedding are not decayed."""
-        keep = self.gpt.no_decay_parameters()
-        decayed = [p for p in self.parameters() if p not in keep]
+        """minGPT's rule over the whole policy (image encoders included): biases, normalisation
+        layers' weights and the position embedding are not decayed, every other weight is."""
+        keep = {id(self.gpt.pos_emb)}
+        for module in self.modules():
+            norm = isinstance(module, nn.LayerNorm | nn.GroupNorm)
+            for name, param in module.named_parameters(recurse=False):
+                if norm or name == "bias":
+                    keep.add(id(param))
         return [
-            {"params": decayed, "weight_decay": weight_decay},
-            {"params": [p for p in self.parameters() if p in keep], "weight_decay": 0.0},
+            {
+                "params": [p for p in self.parameters() if id(p) not in keep],
+                "weight_decay": weight_decay,
+            },
+            {"params": [p for p in self.parameters() if id(p) in keep], "weight_decay": 0.0},
         ]
 
     def heads(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

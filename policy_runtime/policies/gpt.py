@@ -94,16 +94,6 @@ class MinGPT(nn.Module):
         h = self.drop(self.tok_emb(x) + self.pos_emb[:, :t])
         return self.ln_f(self.blocks(h))
 
-    def no_decay_parameters(self) -> set[nn.Parameter]:
-        """minGPT's optimiser rule: biases, LayerNorm weights and the position embedding are
-        not weight-decayed (only linear weights are)."""
-        keep: set[nn.Parameter] = {self.pos_emb}
-        for module in self.modules():
-            for name, param in module.named_parameters(recurse=False):
-                if name == "bias" or isinstance(module, nn.LayerNorm):
-                    keep.add(param)
-        return keep
-
 
 def _init_weights(module: nn.Module) -> None:
     if isinstance(module, nn.Linear):

@@ -103,7 +103,8 @@ def prepare(config: TrainConfig) -> TrainingData:
         )
     val = sampler(val_mask) if val_mask.any() else None
     rows = np.repeat(~val_mask, np.diff(ds.episode_ends, prepend=0))
-    train_actions = arrays[config.action_key][rows].reshape(int(rows.sum()), -1)
+    actions = arrays[config.action_key][: len(rows)]  # rows after the last episode end: none
+    train_actions = actions[rows].reshape(int(rows.sum()), -1)
     return TrainingData(
         policy_config, normalizer, train, val if val and len(val) else None, train_actions
     )
