@@ -42,19 +42,20 @@ def _draw_modes(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
     return (MODES[mode] + rng.normal(0, 0.03, (n, length, 2))).astype(np.float32)
 
 
-def _toy_policy(bins: int) -> BeTPolicy:
+def _toy_policy(bins: int, **fields: object) -> BeTPolicy:
+    """A BeT policy on a 1-D observation and 2-D actions already in [-1, 1] (To 3, one action
+    per step unless ``fields`` say otherwise)."""
+    settings: dict[str, object] = {"horizon": 3, "n_obs_steps": 3, "n_action_steps": 1}
     config = PolicyConfig(
         kind="bet",
         obs_keys=["obs"],
         obs_shapes={"obs": (1,)},
         action_dim=2,
-        horizon=3,
-        n_obs_steps=3,
-        n_action_steps=1,
         bet_bins=bins,
         bet_dropout=0.0,
+        **{**settings, **fields},  # type: ignore[arg-type]
     )
-    unit = AffineMap.min_max(np.full(2, -1.0), np.full(2, 1.0))  # actions already in [-1, 1]
+    unit = AffineMap.min_max(np.full(2, -1.0), np.full(2, 1.0))
     normalizer = Normalizer(
         {"obs": AffineMap.min_max(np.array([-1.0]), np.array([1.0])), "action": unit}
     )
@@ -153,19 +154,8 @@ def test_bet_samples_all_four_modes_in_proportion_where_an_mse_regressor_collaps
 def test_each_step_predicts_its_own_and_later_actions_laid_out_on_the_horizon():
     """horizon 5, To 3: each step predicts 3 actions (its own, two after); the sequence is step
     0's own, step 1's own, then the newest step's 3, and the chunk starts at the newest."""
-    config = PolicyConfig(
-        kind="bet",
-        obs_keys=["obs"],
-        obs_shapes={"obs": (1,)},
-        action_dim=2,
-        horizon=5,
-        n_obs_steps=3,
-        n_action_steps=2,
-        bet_bins=4,
-    )
-    assert config.bet_predicted_steps == 3
-    policy = make_policy(config, _toy_policy(4).normalizer)
-    assert isinstance(policy, BeTPolicy)
+    policy = _toy_policy(4, horizon=5, n_action_steps=2)
+    assert policy.config.bet_predicted_steps == 3
     per_step = torch.arange(3 * 3).reshape(1, 3, 3)  # value = 3 * step + predicted index
     assert policy.on_horizon(per_step).tolist() == [[0, 3, 6, 7, 8]]
     policy.eval()
@@ -177,10 +167,7 @@ def test_each_step_predicts_its_own_and_later_actions_laid_out_on_the_horizon():
 
 
 def test_without_the_offset_head_an_action_is_its_bins_centre():
-    policy = _toy_policy(bins=4)
-    policy.config = policy.config.model_copy(update={"bet_offsets": False})
-    no_offsets = make_policy(policy.config, policy.normalizer)
-    assert isinstance(no_offsets, BeTPolicy)
+    no_offsets = _toy_policy(bins=4, bet_offsets=False)
     no_offsets.fit_data(_draw_modes(np.random.default_rng(0), 400, 1).reshape(-1, 2), seed=0)
     no_offsets.eval()
     actions = no_offsets.predict_action({"obs": torch.zeros(50, 3, 1)})["action"][:, 0]
