@@ -232,3 +232,36 @@ def test_training_fits_bins_on_the_training_episodes_saves_them_and_resumes(tmp_
     first = Trainer(config("b", 3)).train().losses
     resumed = Trainer(config("b", 6), resume=tmp_path / "b").train().losses
     assert first + resumed == straight
+
+
+def test_a_camera_policy_reads_each_steps_image_features():
+    """Images go through the same ResNet-18 encoders as the other kinds, one token per step:
+    changing only the newest image changes the newest step's prediction and no older one's."""
+    config = PolicyConfig(
+        kind="bet",
+        obs_keys=["obs"],
+        image_keys=["front_rgb"],
+        obs_shapes={"obs": (1,), "front_rgb": (64, 64, 3)},
+        action_dim=2,
+        horizon=3,
+        n_obs_steps=3,
+        n_action_steps=1,
+        bet_bins=4,
+        image_feature_dim=8,
+    )
+    policy = make_policy(config, _toy_policy(4).normalizer)
+    assert isinstance(policy, BeTPolicy)
+    policy.normalizer.maps["front_rgb"] = AffineMap.image()
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (2, 3, 64, 64, 3), dtype=np.uint8))
+    batch = {"obs": torch.zeros(2, 3, 1), "front_rgb": images, "action": torch.zeros(2, 3, 2)}
+    policy.compute_loss(batch).backward()
+    encoder = policy.obs_encoder.image_encoders["front_rgb"]
+    assert all(p.grad is not None for p in encoder.parameters())  # trained through the loss
+    policy.eval()
+    logits, _ = policy.heads(batch)
+    changed = images.clone()
+    changed[:, -1] = 255 - changed[:, -1]
+    logits_changed, _ = policy.heads({**batch, "front_rgb": changed})
+    assert torch.allclose(logits[:, :2], logits_changed[:, :2], atol=1e-6)  # causal
+    assert not torch.allclose(logits[:, 2], logits_changed[:, 2], atol=1e-6)
