@@ -511,7 +511,16 @@ def test_an_execution_horizon_sweep_runs_each_horizon_on_the_same_seeds(tmp_path
 def test_parse_sweep():
     assert parse_sweep("inference_steps=1,2,4").values == (1, 2, 4)
     assert parse_sweep("execution_horizon=4,8").name == "execution_horizon"
-    for bad in ("inference_steps", "inference_steps=0,1", "inference_steps=2,2", "lr=1,2"):
+    assert parse_sweep("temperature=0.1,0.3,1").values == (0.1, 0.3, 1.0)
+    for bad in (
+        "inference_steps",
+        "inference_steps=0,1",
+        "inference_steps=2,2",
+        "inference_steps=0.5",
+        "lr=1,2",
+        "temperature=0,1",
+        "temperature=a",
+    ):
         with pytest.raises(ValueError, match="--sweep"):
             parse_sweep(bad)
 

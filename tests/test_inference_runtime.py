@@ -6,7 +6,6 @@ onnxruntime sessions; the runtime side runs in a subprocess that must never impo
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import subprocess
@@ -164,7 +163,7 @@ def test_manifest_records_parity_hashes_and_what_the_runtime_needs(bundles):
     assert manifest["parity"][-1]["compared"].startswith("runtime DDIM 4 steps (fused graph)")
 
 
-def test_a_bet_bundle_records_its_sampler_and_samples_the_bins_in_numpy(bundles):
+def test_a_bet_bundle_records_its_sampler_and_samples_the_bins_in_numpy(runs, bundles):
     manifest = json.loads((bundles["bet"] / "manifest.json").read_text())
     assert manifest["kind"] == "bet" and sorted(manifest["files"]) == ["transformer.onnx"]
     (graph,) = manifest["graphs"]
@@ -187,12 +186,19 @@ def test_a_bet_bundle_records_its_sampler_and_samples_the_bins_in_numpy(bundles)
     normalized = first * scale + offset
     distance = np.abs(bin_actions[0, 1:] - normalized[:, None]).max(axis=-1).min(axis=-1)
     assert distance.max() < 1e-5
-    # Temperature 0.01 is (almost) argmax: each step takes its most likely bin.
-    cold = policy.specs.sampler.model_copy(update={"temperature": 1e-6})
-    policy.specs = dataclasses.replace(policy.specs, sampler=cold)
+    # A temperature near 0 is argmax: each step takes its most likely bin, in both backends.
+    policy.set_temperature(1e-6)
     greedy = policy.predict(obs, np.random.default_rng(0)).actions * scale + offset
     best = np.take_along_axis(bin_actions[0], logits[0].argmax(-1)[:, None, None], axis=1)[:, 0]
     np.testing.assert_allclose(greedy, best[1:], atol=1e-6)
+    reference = load_torch_policy(runs["bet"])
+    reference.set_temperature(1e-6)
+    torch_greedy = reference.predict(obs, np.random.default_rng(1)).actions * scale + offset
+    np.testing.assert_allclose(torch_greedy, best[1:], atol=1e-5)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        policy.set_temperature(0.0)
+    with pytest.raises(ValueError, match="a diffusion policy has no bins to sample"):
+        load_policy(bundles["diffusion"]).set_temperature(0.5)
 
 
 def test_one_d_convolutions_are_exported_as_two_d_with_the_same_result(bundles):
@@ -429,6 +435,33 @@ def test_prt_eval_runs_a_bundle_through_the_deployed_stack_and_reports_it(bundle
     off_log = json.loads((tmp_path / "off" / "eval_log.json").read_text())
     assert off_log["config"]["safety"] is False
     assert off_log["episodes"][0]["holds"] == {} and off_log["summary"]["interventions"] == {}
+
+
+def test_prt_eval_samples_a_bet_policy_at_the_temperature_asked_and_refuses_it_elsewhere(
+    bundles, tmp_path
+):
+    args = ["eval", "--task", "pick_place", "--episodes", "1", "--max-steps", "4"]
+    result = runner.invoke(
+        app,
+        [*args, "--policy", str(bundles["bet"]), "--temperature", "0.3", "--out", str(tmp_path)],
+    )
+    assert result.exit_code == 0, result.output
+    log = json.loads((tmp_path / "eval_log.json").read_text())
+    assert log["policy"]["kind"] == "bet" and log["config"]["temperature"] == 0.3
+    refused = runner.invoke(
+        app,
+        [
+            *args,
+            "--policy",
+            str(bundles["diffusion"]),
+            "--temperature",
+            "0.3",
+            "--out",
+            str(tmp_path / "d"),
+        ],
+    )
+    assert refused.exit_code == 1
+    assert "a diffusion policy has no bins to sample" in refused.output
 
 
 class _Prefix:

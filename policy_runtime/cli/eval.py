@@ -71,6 +71,10 @@ def eval_policy(
     inference_steps: Annotated[
         int | None, typer.Option(min=1, help="Override the sampler's denoising steps.")
     ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(help="A BeT policy's sampling temperature, > 0 (lower: greedier)."),
+    ] = None,
     execution_horizon: Annotated[
         int | None,
         typer.Option(
@@ -82,8 +86,8 @@ def eval_policy(
     sweep: Annotated[
         str | None,
         typer.Option(
-            help="Evaluate once per value on the same seeds: inference_steps=1,2,4,... or "
-            "execution_horizon=2,4,8,..."
+            help="Evaluate once per value on the same seeds: inference_steps=1,2,4,..., "
+            "execution_horizon=2,4,8,... or (BeT) temperature=0.1,0.3,1"
         ),
     ] = None,
     max_steps: Annotated[
@@ -145,7 +149,11 @@ def eval_policy(
 
     try:
         sweep_spec = parse_sweep(sweep) if sweep is not None else None
-        fixed = {"inference_steps": inference_steps, "execution_horizon": execution_horizon}
+        fixed = {
+            "inference_steps": inference_steps,
+            "execution_horizon": execution_horizon,
+            "temperature": temperature,
+        }
         if sweep_spec is not None and fixed[sweep_spec.name] is not None:
             option = "--" + sweep_spec.name.replace("_", "-")
             raise ValueError(f"--sweep {sweep_spec.name}=... and {option} exclude each other")
@@ -163,6 +171,7 @@ def eval_policy(
             video_camera=video_camera,
             video_size=size,
             inference_steps=inference_steps,
+            temperature=temperature,
             domain_rand=parse_factors(domain_rand),
             max_steps=max_steps,
             torch_threads=torch_threads,

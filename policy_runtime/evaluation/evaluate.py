@@ -164,6 +164,8 @@ class EvalConfig:
     video_camera: str = "front"
     video_size: tuple[int, int] = (240, 320)
     inference_steps: int | None = None
+    #: A BeT policy's sampling temperature (None: its bundle's or checkpoint's).
+    temperature: float | None = None
     domain_rand: frozenset[str] = frozenset()
     #: End episodes after this many steps (None: the task's own limit).
     max_steps: int | None = None
@@ -240,6 +242,8 @@ class EvalConfig:
         for name, (value, least) in checks.items():
             if value is not None and value < least:
                 raise ValueError(f"{name} must be >= {least}, got {value}")
+        if self.temperature is not None and not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
         height, width = self.video_size
         if height < 16 or width < 16 or height % 16 or width % 16:
             raise ValueError(
@@ -256,6 +260,8 @@ class EvalConfig:
     def summary(self) -> dict[str, Any]:
         """What the run measures (the log's ``config``): no worker count, no output path."""
         loader = self.loader
+        # A temperature only when set: logs of runs without one read as before it existed.
+        temperature = {} if self.temperature is None else {"temperature": self.temperature}
         return {
             "policy": str(self.policy),
             "loader": None if loader is None else f"{loader.__module__}.{loader.__qualname__}",
@@ -264,6 +270,7 @@ class EvalConfig:
             "episodes": self.episodes,
             "start_seed": self.start_seed,
             "inference_steps": self.inference_steps,
+            **temperature,
             "domain_rand": sorted(self.domain_rand),
             "max_steps": self.max_steps,
             "execution": self.execution,
@@ -460,6 +467,8 @@ class EvalWorker:
         self.config = config
         loader = config.loader or load_runtime
         self.runtime = loader(config.policy)
+        if config.temperature is not None:
+            self.runtime.set_temperature(config.temperature)
         self.policy_fn = RuntimePolicyFn(self.runtime, config.inference_steps)
         executor = config.executor()
         self.options = env_options(self.runtime.specs)

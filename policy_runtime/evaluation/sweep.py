@@ -1,5 +1,5 @@
-"""One evaluation per value of a setting, on the same seeds: ``inference_steps=1,2,4,8,16,100``
-or ``execution_horizon=1,2,4,8,15``.
+"""One evaluation per value of a setting, on the same seeds: ``inference_steps=1,2,4,8,16,100``,
+``execution_horizon=1,2,4,8,15`` or a BeT policy's ``temperature=0.1,0.3,1``.
 
 Like the studies of Diffusion Policy's rollout experiments (denoising steps; action horizon, the
 actions executed per chunk): success rate (with its Wilson interval) and mean score against the
@@ -20,19 +20,24 @@ from typing import Any
 
 from policy_runtime.evaluation.evaluate import EpisodeRecord, EvalConfig, EvalReport, evaluate
 
-#: Settings a sweep can vary (EvalConfig fields).
-SWEEPABLE = ("inference_steps", "execution_horizon")
+#: Settings a sweep can vary (EvalConfig fields), and their value type.
+SWEEPABLE: dict[str, type] = {
+    "inference_steps": int,
+    "execution_horizon": int,
+    "temperature": float,
+}
 CSV_FILE, JSON_FILE, PLOT_FILE = "sweep.csv", "sweep.json", "sweep.png"
 
 
 @dataclass(frozen=True)
 class Sweep:
     name: str
-    values: tuple[int, ...]
+    values: tuple[int, ...] | tuple[float, ...]
 
 
 def parse_sweep(text: str) -> Sweep:
-    """``"inference_steps=1,2,4"`` -> ``Sweep("inference_steps", (1, 2, 4))``."""
+    """``"inference_steps=1,2,4"`` -> ``Sweep("inference_steps", (1, 2, 4))``; integers >= 1,
+    except a temperature's positive numbers."""
     name, sep, values_text = text.partition("=")
     name = name.strip()
     if not sep or name not in SWEEPABLE:
@@ -40,11 +45,18 @@ def parse_sweep(text: str) -> Sweep:
             f"--sweep {text!r}: expected NAME=V1,V2,... with NAME one of {sorted(SWEEPABLE)}, "
             "e.g. inference_steps=1,2,4,8,16,100"
         )
+    kind = SWEEPABLE[name]
     try:
-        values = tuple(int(v) for v in values_text.split(","))
+        values = tuple(kind(v) for v in values_text.split(","))
     except ValueError:
-        raise ValueError(f"--sweep {text!r}: values must be integers, e.g. {name}=1,2,4") from None
-    if not values or min(values) < 1:
+        example = "0.1,0.3,1" if kind is float else "1,2,4"
+        what = "numbers" if kind is float else "integers"
+        raise ValueError(
+            f"--sweep {text!r}: values must be {what}, e.g. {name}={example}"
+        ) from None
+    if kind is float and not min(values) > 0:
+        raise ValueError(f"--sweep {text!r}: values must be > 0")
+    if kind is int and min(values) < 1:
         raise ValueError(f"--sweep {text!r}: values must be >= 1")
     if len(set(values)) != len(values):
         raise ValueError(f"--sweep {text!r}: a value is repeated")
@@ -89,7 +101,7 @@ def check_plotting() -> None:
 def run_sweep(
     config: EvalConfig,
     sweep: Sweep,
-    on_episode: Callable[[int, EpisodeRecord, int], None] | None = None,
+    on_episode: Callable[[float, EpisodeRecord, int], None] | None = None,
 ) -> SweepReport:
     """Evaluate ``config`` once per value of ``sweep`` (same seeds); write the sweep's files.
 
@@ -104,7 +116,7 @@ def run_sweep(
         setting: dict[str, Any] = {sweep.name: value}
         run = dataclasses.replace(config, out=out / f"{sweep.name}_{value}", **setting)
 
-        def progress(record: EpisodeRecord, done: int, value: int = value) -> None:
+        def progress(record: EpisodeRecord, done: int, value: float = value) -> None:
             if on_episode is not None:
                 on_episode(value, record, done)
 

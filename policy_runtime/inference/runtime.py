@@ -13,6 +13,7 @@ drifting generator, or a BeT transformer with its bins sampled in numpy.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -145,6 +146,19 @@ class PolicyRuntime(abc.ABC):
             1.0 / self.specs.control_hz,
             spec.offset_steps,
         )
+
+    def set_temperature(self, temperature: float) -> None:
+        """Sample a BeT policy's bins at ``temperature`` from now on (the manifest's is the
+        default; lower is greedier, 1 is the trained softmax). Other kinds have no bins: refused,
+        as is a temperature that is not positive."""
+        if self.specs.sampler.kind != "categorical":
+            raise ValueError(
+                f"temperature: a {self.specs.kind} policy has no bins to sample (BeT only)"
+            )
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        sampler = self.specs.sampler.model_copy(update={"temperature": float(temperature)})
+        self.specs = dataclasses.replace(self.specs, sampler=sampler)
 
     def noise_shape(self, batch: int) -> tuple[int, ...]:
         """The sampler's random input for ``batch`` observations: a BeT policy's uniforms

@@ -57,6 +57,11 @@ class TorchPolicy(PolicyRuntime):
             self.policy.normalizer.normalize(key, out["action_pred"]).cpu().numpy(), np.float32
         )
 
+    def set_temperature(self, temperature: float) -> None:
+        super().set_temperature(temperature)
+        config = self.policy.config.model_copy(update={"bet_temperature": float(temperature)})
+        self.policy.config = config
+
     def _guidance(self, guide: Guide) -> OutputHook:
         """The runtime's own x0-space inpainting (numpy), applied between torch steps."""
         prediction_type = self.specs.sampler.prediction_type
