@@ -35,6 +35,7 @@ from bench.policies import demos, evaluated, per_episode, train  # noqa: E402
 from policy_runtime.benchmarks.inference import bench_bundle  # noqa: E402
 from policy_runtime.evaluation.evaluate import EvalConfig  # noqa: E402
 from policy_runtime.export.bundle import ExportOptions, export_bundle  # noqa: E402
+from policy_runtime.inference import load_policy  # noqa: E402
 from policy_runtime.inference.manifest import MANIFEST_FILE  # noqa: E402
 from policy_runtime.inference.providers import RuntimeOptions  # noqa: E402
 from policy_runtime.training.checkpoint import CONFIG_FILE, resolve  # noqa: E402
@@ -173,8 +174,9 @@ def main() -> None:
         bundle = bundle_of(c.policy, args.workdir, c.name)
         (row,) = bench_bundle(bundle, [10], options, repeats=60)
         rate, (low, high) = summary["success_rate"], summary["success_interval_95"]
+        precisions = {g.precision for g in load_policy(bundle).manifest.graphs}
         results.add_row(
-            c.name,
+            f"{c.name} ({'/'.join(sorted(precisions))} bundle)",
             f"{rate:.1%} [{low:.1%}, {high:.1%}]",
             f"{summary['mean_score']:.3f}",
             per_episode(summary["holds"], args.episodes),
