@@ -124,10 +124,23 @@ def _random(shape: tuple[int, ...], name: str, gen: Any) -> Any:
     return 0.1 * torch.randn(shape, generator=gen)
 
 
-def dp_state(cfg: dict[str, Any], temperature: float = 1.0, seed: int = 0) -> dict[str, Any]:
-    """A DP-format state dict for ``cfg`` (random values, DP's key names, aliases included)."""
+def dp_unet(policy: dict[str, Any]) -> Any:
+    """The U-Net DP's policy config describes (what the checkpoint's ``model.`` keys load into)."""
     from policy_runtime.policies.unet1d import ConditionalUnet1D
 
+    return ConditionalUnet1D(
+        input_dim=DA,
+        global_cond_dim=(FEATURES + 2) * TO,
+        diffusion_step_embed_dim=policy["diffusion_step_embed_dim"],
+        down_dims=policy["down_dims"],
+        kernel_size=policy["kernel_size"],
+        n_groups=policy["n_groups"],
+        cond_predict_scale=policy["cond_predict_scale"],
+    )
+
+
+def dp_state(cfg: dict[str, Any], temperature: float = 1.0, seed: int = 0) -> dict[str, Any]:
+    """A DP-format state dict for ``cfg`` (random values, DP's key names, aliases included)."""
     gen = torch.Generator().manual_seed(seed)
     policy = cfg["policy"]
     state: dict[str, Any] = {}
@@ -155,15 +168,7 @@ def dp_state(cfg: dict[str, Any], temperature: float = 1.0, seed: int = 0) -> di
     state.update({enc + k: v for k, v in linear.items()})
     with torch.random.fork_rng():  # the U-Net's own initialisation, reproducibly
         torch.manual_seed(seed)
-        unet = ConditionalUnet1D(
-            input_dim=DA,
-            global_cond_dim=(FEATURES + 2) * TO,
-            diffusion_step_embed_dim=policy["diffusion_step_embed_dim"],
-            down_dims=policy["down_dims"],
-            kernel_size=policy["kernel_size"],
-            n_groups=policy["n_groups"],
-            cond_predict_scale=policy["cond_predict_scale"],
-        )
+        unet = dp_unet(policy)
     for k, v in unet.state_dict().items():
         state[f"model.{k}"] = v + 0.05 * torch.randn(v.shape, generator=gen)
     norm = "normalizer.params_dict"
@@ -252,18 +257,8 @@ def ref_predict_action(
 ) -> dict[str, Any]:
     import diffusers
 
-    from policy_runtime.policies.unet1d import ConditionalUnet1D
-
     policy = cfg["policy"]
-    model = ConditionalUnet1D(
-        input_dim=DA,
-        global_cond_dim=(FEATURES + 2) * TO,
-        diffusion_step_embed_dim=policy["diffusion_step_embed_dim"],
-        down_dims=policy["down_dims"],
-        kernel_size=policy["kernel_size"],
-        n_groups=policy["n_groups"],
-        cond_predict_scale=policy["cond_predict_scale"],
-    )
+    model = dp_unet(policy)
     model.load_state_dict(
         {k.removeprefix("model."): v for k, v in sd.items() if k.startswith("model.")}
     )
