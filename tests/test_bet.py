@@ -122,7 +122,7 @@ def test_bet_samples_all_four_modes_in_proportion_where_an_mse_regressor_collaps
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     policy = _toy_policy(bins=8)
-    policy.fit_data(_draw_modes(rng, 2000, 1).reshape(-1, 2), seed=0)
+    policy.fit_data({"action": _draw_modes(rng, 2000, 1).reshape(-1, 2)}, seed=0)
     regressor = nn.Sequential(nn.Linear(1, 64), nn.ReLU(), nn.Linear(64, 2))
     bet_opt = torch.optim.AdamW(policy.parameter_groups(0.1), lr=1e-3, betas=(0.9, 0.95))
     mse_opt = torch.optim.AdamW(regressor.parameters(), lr=1e-3)
@@ -168,7 +168,9 @@ def test_each_step_predicts_its_own_and_later_actions_laid_out_on_the_horizon():
 
 def test_without_the_offset_head_an_action_is_its_bins_centre():
     no_offsets = _toy_policy(bins=4, bet_offsets=False)
-    no_offsets.fit_data(_draw_modes(np.random.default_rng(0), 400, 1).reshape(-1, 2), seed=0)
+    no_offsets.fit_data(
+        {"action": _draw_modes(np.random.default_rng(0), 400, 1).reshape(-1, 2)}, seed=0
+    )
     no_offsets.eval()
     actions = no_offsets.predict_action({"obs": torch.zeros(50, 3, 1)})["action"][:, 0]
     on_centre = (actions[:, None] - no_offsets.bin_centers[None]).abs().amax(-1).amin(-1)
@@ -208,10 +210,9 @@ def test_training_fits_bins_on_the_training_episodes_saves_them_and_resumes(tmp_
     held_out = split_episodes(dataset.n_episodes, 0.25, trainer.config.seed)
     rows = np.repeat(~held_out, np.diff(dataset.episode_ends, prepend=0))
     assert held_out.sum() == 1
-    np.testing.assert_array_equal(
-        trainer.data.train_actions, dataset.load(["action"])["action"][rows]
-    )
-    normalized = policy.normalizer.normalize("action", trainer.data.train_actions)
+    train_actions = trainer.data.train_steps["action"]
+    np.testing.assert_array_equal(train_actions, dataset.load(["action"])["action"][rows])
+    normalized = policy.normalizer.normalize("action", train_actions)
     expected = fit_bin_centers(normalized, 8, seed=trainer.config.seed)
     np.testing.assert_array_equal(policy.bin_centers.numpy(), expected)
     decay = {id(p): g["weight_decay"] for g in trainer.optimizer.param_groups for p in g["params"]}
@@ -265,3 +266,49 @@ def test_a_camera_policy_reads_each_steps_image_features():
     logits_changed, _ = policy.heads({**batch, "front_rgb": changed})
     assert torch.allclose(logits[:, :2], logits_changed[:, :2], atol=1e-6)  # causal
     assert not torch.allclose(logits[:, 2], logits_changed[:, 2], atol=1e-6)
+
+
+def test_relative_actions_are_binned_from_the_observation_and_decoded_back_onto_it():
+    """``bet_relative_to``: the bins are k-means of (action - observation), normalised; a sampled
+    action is the observation plus a bin's motion, in raw units (no offsets here, so exactly a
+    centre). The action's third dim, past the observation's two, stays absolute."""
+    config = PolicyConfig(
+        kind="bet",
+        obs_keys=["pos"],
+        obs_shapes={"pos": (2,)},
+        action_dim=3,
+        horizon=3,
+        n_obs_steps=3,
+        n_action_steps=1,
+        bet_bins=4,
+        bet_offsets=False,
+        bet_relative_to="pos",
+    )
+    # Actions span [-2, 2] (normalised x 0.5), positions [-1, 1] (unchanged).
+    normalizer = Normalizer(
+        {
+            "pos": AffineMap.min_max(np.full(2, -1.0), np.full(2, 1.0)),
+            "action": AffineMap.min_max(np.full(3, -2.0), np.full(3, 2.0)),
+        }
+    )
+    policy = make_policy(config, normalizer)
+    assert isinstance(policy, BeTPolicy)
+    rng = np.random.default_rng(0)
+    pos = rng.uniform(-1, 1, (2000, 2)).astype(np.float32)
+    motion = 0.1 * MODES[rng.choice(4, 2000)] / 0.7  # (+-0.1, +-0.1)
+    actions = np.concatenate([pos + motion, np.full((2000, 1), 0.3, np.float32)], axis=1)
+    policy.fit_data({"pos": pos, "action": actions}, seed=0)
+    # One centre per motion, normalised: (+-0.05, +-0.05, 0.15).
+    expected = np.concatenate([0.5 * 0.1 * MODES / 0.7, np.full((4, 1), 0.15)], axis=1)
+    distance = np.abs(policy.bin_centers.numpy()[:, None] - expected[None]).max(-1)
+    assert distance.min(axis=1).max() < 1e-5 and len(set(distance.argmin(axis=1))) == 4
+
+    obs = torch.from_numpy(rng.uniform(-1, 1, (64, 3, 2)).astype(np.float32))
+    sampled = policy.predict_action({"pos": obs})["action"][:, 0]
+    moved = (sampled[:, :2] - obs[:, -1]).numpy()
+    off_mode = np.abs(moved[:, None] - 0.1 * MODES[None] / 0.7).max(-1).min(-1)
+    assert off_mode.max() < 1e-5
+    np.testing.assert_allclose(sampled[:, 2].numpy(), 0.3, atol=1e-5)
+
+    with pytest.raises(ValueError, match="bet_relative_to 'ee' must be one of obs_keys"):
+        PolicyConfig(**{**config.model_dump(), "bet_relative_to": "ee"})

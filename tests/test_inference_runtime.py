@@ -56,6 +56,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "checkpoint_every=3",
             "model.num_inference_steps=6",
         ]
+        if kind == "bet":  # actions relative to the cube: the graph adds the observation back
+            overrides.append("model.bet_relative_to=cube_pose")
         config = load_config(None, overrides, data=data, out=root / f"run_{kind}", policy=kind)
         Trainer(config).train()
         out[kind] = root / f"run_{kind}"

@@ -8,6 +8,7 @@ with its own :class:`~policy_runtime.normalization.Normalizer` and returns unnor
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -30,9 +31,10 @@ class Policy(nn.Module, abc.ABC):
         #: Detached diagnostics of the last ``compute_loss`` (name -> scalar), logged in training.
         self.last_info: dict[str, torch.Tensor] = {}
 
-    def fit_data(self, actions: np.ndarray, seed: int) -> None:
-        """Fit what the policy takes from its training actions (raw, ``(N, action_dim)``)
-        before training starts: BeT's k-means bins; nothing for the others."""
+    def fit_data(self, steps: Mapping[str, np.ndarray], seed: int) -> None:
+        """Fit what the policy takes from its training data before training starts (``steps``:
+        every training step, raw, ``(N, dim)`` per low-dim key): BeT's k-means bins; nothing
+        for the others."""
 
     def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """The optimiser's parameter groups: every parameter weight-decayed, unless the policy

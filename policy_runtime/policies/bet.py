@@ -8,6 +8,8 @@ for that step's action and the ``bet_predicted_steps - 1`` after it: ``k`` bin l
 offsets (one per bin). Training: focal loss on the true bin plus ``bet_offset_weight`` times the
 MSE of the true bin's predicted offset (the offsets of the other bins get no gradient).
 Sampling: a bin from ``softmax(logits / bet_temperature)``, the action its centre plus its offset.
+With ``bet_relative_to`` the actions are binned relative to an observation of the step that
+predicts them (the end-effector pose for pose actions), which the graph adds back.
 
 With ``horizon == n_obs_steps`` each step predicts its own action (the paper's form, and Diffusion
 Policy's BeT baseline: To 3, one action executed per step); a longer horizon lets the newest step
@@ -21,6 +23,7 @@ bundle, whose runtime samples in numpy from the caller's ``rng``, reproduces thi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -70,13 +73,35 @@ class BeTPolicy(Policy):
         #: k-means centres of the normalised training actions, set by :meth:`fit_data`.
         self.register_buffer("bin_centers", torch.zeros(k, da))
 
-    def fit_data(self, actions: np.ndarray, seed: int) -> None:
-        """Fit the bins: k-means over the normalised training actions ``(N, action_dim)``."""
-        normalized = self.normalizer.normalize(
-            self.config.action_key, torch.as_tensor(actions, dtype=torch.float32)
+    def fit_data(self, steps: Mapping[str, np.ndarray], seed: int) -> None:
+        """Fit the bins: k-means over the training steps' normalised actions (relative to the
+        ``bet_relative_to`` observation of the same step when set)."""
+        as_tensor = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in steps.items()}
+        actions = self.normalizer.normalize(
+            self.config.action_key, as_tensor[self.config.action_key]
         )
-        centers = fit_bin_centers(normalized.numpy(), self.config.bet_bins, seed)
+        anchor = self.anchor(as_tensor)
+        if anchor is not None:
+            actions = actions - anchor
+        centers = fit_bin_centers(actions.numpy(), self.config.bet_bins, seed)
         self.bin_centers.copy_(torch.from_numpy(centers))
+
+    def anchor(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """What the actions are relative to, per step, normalised like them ``(..., Da)``: the
+        ``bet_relative_to`` observation ``(..., *shape)`` on the action's first dims (zero on
+        the rest); None for absolute actions.
+
+        The action map is affine per dim, so ``normalize(a) - anchor`` is ``a - obs`` scaled:
+        the bins see the motion, and ``bin + offset + anchor`` is the normalised action."""
+        key = self.config.bet_relative_to
+        if key is None:
+            return None
+        value = obs[key].to(self.bin_centers.device, torch.float32)
+        value = value.reshape(*value.shape[: value.ndim - len(self.config.obs_shapes[key])], -1)
+        rest = self.config.action_dim - value.shape[-1]
+        padded = F.pad(value, (0, rest))
+        normalized = self.normalizer.normalize(self.config.action_key, padded)
+        return F.pad(normalized[..., : value.shape[-1]], (0, rest))
 
     def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """minGPT's rule over the whole policy (image encoders included): biases, normalisation
@@ -109,6 +134,9 @@ class BeTPolicy(Policy):
         bin_actions = self.bin_centers.to(out.dtype).expand(b, to, m, k, da)
         if self.config.bet_offsets:
             bin_actions = bin_actions + out[..., 1:]
+        anchor = self.anchor(obs)
+        if anchor is not None:  # (B, To, Da): step t's actions are relative to its observation
+            bin_actions = bin_actions + anchor[:, :, None, None].to(out.dtype)
         return logits, bin_actions
 
     def on_horizon(self, per_step: torch.Tensor) -> torch.Tensor:
@@ -126,7 +154,9 @@ class BeTPolicy(Policy):
             m, device=chunk.device
         )
         target = chunk[:, index]  # (B, To, m, Da)
-        bins, _ = nearest_bins(target, self.bin_centers)
+        anchor = self.anchor(batch)
+        relative = target if anchor is None else target - anchor[:, :, None]
+        bins, _ = nearest_bins(relative, self.bin_centers)
         k = self.config.bet_bins
         bin_loss = focal_loss(logits.reshape(-1, k), bins.reshape(-1), self.config.bet_focal_gamma)
         chosen = bin_actions.gather(

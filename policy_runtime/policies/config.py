@@ -11,6 +11,7 @@ loss x1000 on normalised actions).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import (
@@ -55,6 +56,7 @@ KIND_ONLY_FIELDS: dict[PolicyKind, frozenset[str]] = {
             "bet_focal_gamma",
             "bet_offset_weight",
             "bet_temperature",
+            "bet_relative_to",
         }
     ),
 }
@@ -139,7 +141,11 @@ class PolicyConfig(BaseModel):
     #: a residual offset per bin (else an action is its bin's centre); the focal loss's gamma on
     #: the bin and the weight of the true bin's offset MSE; the softmax temperature sampling
     #: the bin. Each observation step predicts the ``horizon - n_obs_steps + 1`` actions from
-    #: its own on (1: the paper's one action per step).
+    #: its own on (1: the paper's one action per step). ``bet_relative_to``: a low-dim
+    #: observation key whose value at each step the first dims of that step's actions are
+    #: predicted relative to (its dims, in order, are the action's first ones, e.g. ``ee_pose``
+    #: for an end-effector pose action): the bins then cover the motion from where the arm is,
+    #: not the whole workspace (None: absolute actions, the paper's form).
     bet_bins: int = Field(default=24, gt=1)
     bet_layers: int = Field(default=4, gt=0)
     bet_heads: int = Field(default=4, gt=0)
@@ -149,6 +155,7 @@ class PolicyConfig(BaseModel):
     bet_focal_gamma: float = Field(default=2.0, ge=0)
     bet_offset_weight: float = Field(default=1000.0, ge=0)
     bet_temperature: float = Field(default=1.0, gt=0)
+    bet_relative_to: str | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> PolicyConfig:
@@ -175,6 +182,17 @@ class PolicyConfig(BaseModel):
                     f"bet_embed_dim {self.bet_embed_dim} must be divisible by bet_heads "
                     f"{self.bet_heads}"
                 )
+            anchor = self.bet_relative_to
+            if anchor is not None:
+                if anchor not in self.obs_keys:
+                    raise ValueError(
+                        f"bet_relative_to {anchor!r} must be one of obs_keys {self.obs_keys}"
+                    )
+                if math.prod(self.obs_shapes[anchor]) > self.action_dim:
+                    raise ValueError(
+                        f"bet_relative_to {anchor!r} has {math.prod(self.obs_shapes[anchor])} "
+                        f"dims, more than the action's {self.action_dim}"
+                    )
             return self
         levels = len(self.down_dims)
         if self.horizon % 2 ** (levels - 1):

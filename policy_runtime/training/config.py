@@ -44,6 +44,7 @@ class ModelOverrides(BaseModel):
     bet_focal_gamma: float | None = None
     bet_offset_weight: float | None = None
     bet_temperature: float | None = None
+    bet_relative_to: str | None = None
 
     def as_policy_fields(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}

@@ -23,8 +23,9 @@ class TrainingData:
     normalizer: Normalizer
     train: SequenceSampler
     val: SequenceSampler | None
-    #: Every action of the training episodes, raw ``(N, action_dim)`` (BeT fits its bins).
-    train_actions: np.ndarray
+    #: Every step of the training episodes, raw, per low-dim key (observations and the action,
+    #: ``(N, dim)`` each): what a policy fits before training (BeT's bins).
+    train_steps: dict[str, np.ndarray]
 
 
 def _is_image(shape: tuple[int, ...], dtype: np.dtype) -> bool:
@@ -103,10 +104,10 @@ def prepare(config: TrainConfig) -> TrainingData:
         )
     val = sampler(val_mask) if val_mask.any() else None
     rows = np.repeat(~val_mask, np.diff(ds.episode_ends, prepend=0))
-    actions = arrays[config.action_key][: len(rows)]  # rows after the last episode end: none
-    train_actions = actions[rows].reshape(int(rows.sum()), -1)
+    # Rows after the last episode end: none.
+    train_steps = {k: arrays[k][: len(rows)][rows].reshape(int(rows.sum()), -1) for k in low_dim}
     return TrainingData(
-        policy_config, normalizer, train, val if val and len(val) else None, train_actions
+        policy_config, normalizer, train, val if val and len(val) else None, train_steps
     )
 
 

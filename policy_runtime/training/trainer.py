@@ -72,7 +72,7 @@ class Trainer:
         torch.manual_seed(config.seed + self.rank)
         self.policy = make_policy(self.data.policy_config, self.data.normalizer)
         if resume is None:  # a resumed run's fitted state comes with its weights
-            self.policy.fit_data(self.data.train_actions, config.seed)
+            self.policy.fit_data(self.data.train_steps, config.seed)
         self.policy.to(self.device)
         self.ema_policy = make_policy(self.data.policy_config, self.data.normalizer).to(self.device)
         self.ema_policy.load_state_dict(self.policy.state_dict())
