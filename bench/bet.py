@@ -66,6 +66,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "no_offsets": ("k = 24, no offset head", ["model.bet_offsets=false"]),
     "history1": ("history 1", ["horizon=2", "n_obs_steps=1"]),
     "history10": ("history 10", ["horizon=11", "n_obs_steps=10"]),
+    # Not in the study: the bins over the motion from the measured pose, not the workspace.
+    "relative": ("k = 24, actions relative to ee_pose", ["model.bet_relative_to=ee_pose"]),
 }
 #: bench.policies's budgets for the other two (steps, batch).
 OTHERS = {"diffusion": (84_000, 128), "drifting": (22_000, 32)}
