@@ -86,9 +86,9 @@ def _obs(batch: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
 # A deploy machine's view: only the runtime, and torch must stay out of the process.
 RUNTIME_PROBE = """
 import sys, numpy as np
-from policy_runtime.inference import load_policy
-bundle, obs_file, noise_file, steps, out_file = sys.argv[1:6]
-policy = load_policy(bundle)
+from policy_runtime.inference import RuntimeOptions, load_policy
+bundle, obs_file, noise_file, steps, out_file, backend = sys.argv[1:7]
+policy = load_policy(bundle, options=RuntimeOptions(backend=backend))
 obs = dict(np.load(obs_file))
 chunk = policy.predict(obs, noise=np.load(noise_file), num_inference_steps=int(steps) or None)
 np.save(out_file, chunk.actions)
@@ -106,11 +106,15 @@ print("providers", policy.providers)
         ("bet", 0, "transformer"),
     ],
 )
+@pytest.mark.parametrize(
+    ("backend", "provider"), [("onnxruntime", "CPUExecutionProvider"), ("openvino", "OpenVINO:CPU")]
+)
 def test_bundle_runs_without_torch_and_matches_the_torch_policy(
-    runs, bundles, tmp_path, kind, steps, graph
+    runs, bundles, tmp_path, kind, steps, graph, backend, provider
 ):
     """Same observations and noise (a BeT policy's: the uniforms choosing its bins), same
-    actions: the bundle on onnxruntime + numpy in a process without torch, and the checkpoint."""
+    actions: the bundle on onnxruntime or OpenVINO (fp32) + numpy in a process without torch,
+    and the checkpoint."""
     obs = _obs(batch=2)
     rng = np.random.default_rng(1)
     if kind == "bet":
@@ -129,12 +133,13 @@ def test_bundle_runs_without_torch_and_matches_the_torch_policy(
             str(tmp_path / "noise.npy"),
             str(steps),
             str(tmp_path / "out.npy"),
+            backend,
         ],
         capture_output=True,
         text=True,
     )
     assert out.returncode == 0, out.stderr
-    assert "CPUExecutionProvider" in out.stdout
+    assert provider in out.stdout
     ours = np.load(tmp_path / "out.npy")
     reference = load_torch_policy(runs[kind]).predict(
         obs, noise=noise, num_inference_steps=steps or None, sampler="ddim" if steps else None

@@ -267,12 +267,17 @@ def run(
 ) -> list[Row]:
     """Measure and print the table; returns its rows."""
     threads = threads or os.cpu_count() or 1
+    # The runtime against bare onnxruntime sessions: both on onnxruntime.
     options = RuntimeOptions(
-        providers=None if providers is None else tuple(providers), intra_op_threads=threads
+        providers=None if providers is None else tuple(providers),
+        intra_op_threads=threads,
+        backend="onnxruntime",
     )
     rows: list[Row] = []
+    backend_rows: list[BackendRow] = []
     if bundle is not None:
         rows += bench_bundle(bundle, steps, options, repeats)
+        backend_rows += bench_backends(bundle, steps, threads, repeats)
         title = f"{bundle}"
     else:
         import torch
@@ -284,6 +289,7 @@ def run(
                 built = build_dp_sized_bundles(root)
             for path, torch_policy in built.values():
                 rows += bench_bundle(path, steps, options, repeats, torch_policy)
+                backend_rows += bench_backends(path, steps, threads, repeats, torch_policy)
         title = f"DP-sized U-Net (down_dims {DP_DOWN_DIMS}, horizon 16, batch 1)"
     provider = choose_providers(options.providers)[0][0]
     table = Table(
@@ -315,4 +321,113 @@ def run(
         "goals (CPU): runtime >= 3x faster than torch eager; overhead <= 5% over bare "
         "onnxruntime; fused graph no slower than the step loop (fused / loop <= 1)"
     )
+    print_backends(console, backend_rows, threads)
     return rows
+
+
+@dataclass
+class BackendRow:
+    policy: str
+    steps: int
+    #: "torch eager" or "<backend> <precision>".
+    setting: str
+    timing: Timing
+
+
+def runtime_settings() -> list[tuple[str, str]]:
+    """Every (backend, precision) this machine can run: onnxruntime fp32, and OpenVINO at each
+    precision its CPU plugin computes natively, where OpenVINO is installed."""
+    from policy_runtime.inference.backends import openvino_installed
+
+    settings = [("onnxruntime", "fp32")]
+    if openvino_installed():
+        from policy_runtime.inference.openvino_runner import device_precisions
+
+        available = device_precisions()
+        settings += [("openvino", p) for p in ("fp32", "bf16", "fp16") if p in available]
+    return settings
+
+
+def bench_backends(
+    bundle: Path,
+    steps: Sequence[int],
+    threads: int,
+    repeats: int,
+    torch_policy: PolicyRuntime | None = None,
+) -> list[BackendRow]:
+    """The runtime's chunk latency on every backend x precision of :func:`runtime_settings`
+    (precisions forced: a timing, not a deployment), beside torch eager, timed interleaved."""
+    policies: dict[str, PolicyRuntime] = {}
+    for backend, precision in runtime_settings():
+        options = RuntimeOptions(
+            intra_op_threads=threads,
+            backend=backend,
+            precision=precision,
+            force_precision=precision != "fp32",
+        )
+        policies[f"{backend} {precision}"] = load_policy(bundle, options=options)
+    if torch_policy is not None:
+        policies["torch eager"] = torch_policy
+    reference = next(iter(policies.values()))
+    assert isinstance(reference, OnnxPolicy)
+    rng = np.random.default_rng(0)
+    obs = _observation(reference, 1, rng)
+    one_pass = reference.manifest.kind in ONE_PASS
+    rows = []
+    for n in [1] if one_pass else [s for s in steps if s < 100]:
+        sampler: SamplerKind | None = None if one_pass else "ddim"
+        fns = {name: _chunk_call(policy, obs, rng, n, sampler) for name, policy in policies.items()}
+        for name, timing in Timing.interleaved(fns, repeats).items():
+            rows.append(BackendRow(reference.manifest.kind, n, name, timing))
+    return rows
+
+
+def _chunk_call(
+    policy: PolicyRuntime,
+    obs: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    steps: int,
+    sampler: SamplerKind | None,
+) -> Callable[[], object]:
+    return lambda: policy.predict(obs, rng, num_inference_steps=steps, sampler=sampler)
+
+
+def print_backends(console: Console, rows: list[BackendRow], threads: int) -> None:
+    """The backend x precision table, and the fastest setting per row with its ratio to torch."""
+    from policy_runtime.inference.backends import cpu_info
+
+    if not rows:
+        return
+    cpu = cpu_info()
+    table = Table(
+        "policy",
+        "steps",
+        "setting",
+        "p50 / p99 (ms)",
+        "vs torch eager",
+        title=f"backends x precisions: {cpu.describe()}, {threads} thread(s)",
+    )
+    torch_p50 = {(r.policy, r.steps): r.timing.p50_ms for r in rows if r.setting == "torch eager"}
+    for row in rows:
+        ref = torch_p50.get((row.policy, row.steps))
+        table.add_row(
+            row.policy,
+            "1 (one pass)" if row.policy in ONE_PASS else f"DDIM {row.steps}",
+            row.setting,
+            _cell(row.timing),
+            "-"
+            if ref is None or row.setting == "torch eager"
+            else f"{ref / row.timing.p50_ms:.2f}x",
+        )
+    console.print(table)
+    runtime_rows = [r for r in rows if r.setting != "torch eager"]
+    totals: dict[str, float] = {}
+    for row in runtime_rows:
+        totals[row.setting] = totals.get(row.setting, 0.0) + row.timing.p50_ms
+    best = min(totals, key=totals.__getitem__)
+    backend, precision = best.split()
+    console.print(
+        f"recommended here: --backend {backend} --precision {precision} (fastest over these "
+        "rows); a precision other than fp32 runs by default only after "
+        "prt calibrate-precision accepts it for the bundle"
+    )

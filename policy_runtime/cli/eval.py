@@ -75,6 +75,20 @@ def eval_policy(
         float | None,
         typer.Option(help="A BeT policy's sampling temperature, > 0 (lower: greedier)."),
     ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(help="A bundle's backend: onnxruntime or openvino (default: automatic)."),
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="A bundle's precision: fp32, bf16, fp16 (default: the fastest it was checked at)."
+        ),
+    ] = None,
+    force_precision: Annotated[
+        bool,
+        typer.Option(help="Run a precision the bundle has no passed closed-loop check for."),
+    ] = False,
     execution_horizon: Annotated[
         int | None,
         typer.Option(
@@ -172,6 +186,9 @@ def eval_policy(
             video_size=size,
             inference_steps=inference_steps,
             temperature=temperature,
+            backend=backend,
+            precision=precision,
+            force_precision=force_precision,
             domain_rand=parse_factors(domain_rand),
             max_steps=max_steps,
             torch_threads=torch_threads,

@@ -94,6 +94,21 @@ def load_runtime(path: Path) -> PolicyRuntime:
     return LOADERS[policy_format(path)](Path(path))
 
 
+def load_bundle_at(path: Path, backend: str, precision: str, force: bool) -> PolicyRuntime:
+    """A bundle on the given backend and precision (one thread, as :func:`load_bundle_runtime`);
+    an unchecked precision is refused unless ``force``."""
+    from policy_runtime.inference import RuntimeOptions, load_policy
+
+    options = RuntimeOptions(
+        intra_op_threads=1,
+        inter_op_threads=1,
+        backend=backend,
+        precision=precision,
+        force_precision=force,
+    )
+    return load_policy(path, options=options)
+
+
 def load_checkpoint_runtime(path: Path) -> PolicyRuntime:
     """A training checkpoint (torch, EMA weights) through the torch backend."""
     from policy_runtime.inference.torch_backend import load_torch_policy
@@ -167,6 +182,12 @@ class EvalConfig:
     #: A BeT policy's sampling temperature (None: its bundle's or checkpoint's).
     temperature: float | None = None
     domain_rand: frozenset[str] = frozenset()
+    #: A bundle's backend and precision (None: automatic,
+    #: :mod:`policy_runtime.inference.backends`); ``force_precision`` runs one the bundle has no
+    #: passed closed-loop check for (what ``prt calibrate-precision`` does to check it).
+    backend: str | None = None
+    precision: str | None = None
+    force_precision: bool = False
     #: End episodes after this many steps (None: the task's own limit).
     max_steps: int | None = None
     #: How chunks are executed: an :class:`~policy_runtime.execution.ExecutionEngine` mode
@@ -262,6 +283,15 @@ class EvalConfig:
         loader = self.loader
         # A temperature only when set: logs of runs without one read as before it existed.
         temperature = {} if self.temperature is None else {"temperature": self.temperature}
+        runtime = {
+            name: value
+            for name, value in (
+                ("backend", self.backend),
+                ("precision", self.precision),
+                ("force_precision", self.force_precision or None),
+            )
+            if value is not None
+        }
         return {
             "policy": str(self.policy),
             "loader": None if loader is None else f"{loader.__module__}.{loader.__qualname__}",
@@ -271,6 +301,7 @@ class EvalConfig:
             "start_seed": self.start_seed,
             "inference_steps": self.inference_steps,
             **temperature,
+            **runtime,
             "domain_rand": sorted(self.domain_rand),
             "max_steps": self.max_steps,
             "execution": self.execution,
@@ -465,8 +496,15 @@ class EvalWorker:
             os.environ.setdefault("LP_NUM_THREADS", "1")
         configure_headless_rendering()
         self.config = config
-        loader = config.loader or load_runtime
-        self.runtime = loader(config.policy)
+        if config.backend is not None or config.precision is not None:
+            self.runtime = load_bundle_at(
+                config.policy,
+                config.backend or "auto",
+                config.precision or "auto",
+                config.force_precision,
+            )
+        else:
+            self.runtime = (config.loader or load_runtime)(config.policy)
         if config.temperature is not None:
             self.runtime.set_temperature(config.temperature)
         self.policy_fn = RuntimePolicyFn(self.runtime, config.inference_steps)
@@ -588,7 +626,23 @@ def check_config(config: EvalConfig) -> None:
     from sim_bridge.tasks import make_task
 
     if config.loader is None:
-        policy_format(config.policy)
+        kind = policy_format(config.policy)
+        if kind != "bundle" and (config.backend or config.precision):
+            raise ValueError(
+                f"--backend/--precision: {config.policy} is a {kind}; they choose how a bundle runs"
+            )
+        if kind == "bundle" and (config.backend or config.precision):
+            from policy_runtime.inference import RuntimeOptions
+            from policy_runtime.inference.backends import choose_backend
+            from policy_runtime.inference.manifest import BundleFiles, read_manifest
+
+            options = RuntimeOptions(
+                backend=config.backend or "auto",
+                precision=config.precision or "auto",
+                force_precision=config.force_precision,
+            )
+            # An unknown backend or an unchecked precision fails here, before any worker.
+            choose_backend(options, read_manifest(BundleFiles(config.policy)))
     elif not config.policy.exists():
         raise ValueError(f"--policy {config.policy}: no such file or directory")
     make_task(config.task, None if config.variant == "all" else config.variant)

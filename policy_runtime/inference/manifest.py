@@ -186,6 +186,27 @@ class ParitySpec(_Strict):
     batch: int
 
 
+class PrecisionCheck(_Strict):
+    """A low precision judged in closed loop (``prt calibrate-precision``): the policy's task in
+    simulation over the same seeds at fp32 and at ``precision`` on ``backend``; accepted when
+    the success rate fell by at most ``tolerance_points``."""
+
+    backend: str
+    precision: str
+    accepted: bool
+    task: str
+    episodes: int
+    start_seed: int
+    success_rate: float
+    fp32_success_rate: float
+    tolerance_points: float
+    #: max and mean |action - fp32 action| (normalised) on the same observations and noise.
+    open_loop_max_abs_error: float
+    open_loop_mean_abs_error: float
+    #: The processor it ran on.
+    device: str
+
+
 class Manifest(_Strict):
     format: Literal["policy_runtime.bundle"] = FORMAT
     version: int
@@ -197,6 +218,7 @@ class Manifest(_Strict):
     graphs: list[GraphSpec] = Field(min_length=1)
     parity: list[ParitySpec] = Field(default_factory=list)
     provenance: dict[str, Any] = Field(default_factory=dict)
+    precision_checks: list[PrecisionCheck] = Field(default_factory=list)
     #: sha256 (hex) of every file of the bundle except the manifest itself.
     files: dict[str, str]
 

@@ -28,9 +28,18 @@ SHORT_NAMES = {"tensorrt": TENSORRT, "trt": TENSORRT, "cuda": CUDA, "cpu": CPU}
 @dataclass(frozen=True)
 class RuntimeOptions:
     """How sessions are made. ``providers`` None picks automatically (TensorRT -> CUDA -> CPU);
-    names may be onnxruntime's or short (``tensorrt``, ``cuda``, ``cpu``)."""
+    names may be onnxruntime's or short (``tensorrt``, ``cuda``, ``cpu``); naming providers
+    chooses onnxruntime."""
 
     providers: tuple[str, ...] | None = None
+    #: ``auto``, ``onnxruntime`` or ``openvino`` (:mod:`~policy_runtime.inference.backends`).
+    backend: str = "auto"
+    #: ``auto`` (the fastest precision the bundle passed a closed-loop check at, else fp32),
+    #: ``fp32``, ``bf16`` or ``fp16``.
+    precision: str = "auto"
+    #: Run a precision the bundle's manifest has no passed check for (a measurement, not a
+    #: deployment).
+    force_precision: bool = False
     #: Threads inside one operator (0: onnxruntime's default, one per physical core).
     intra_op_threads: int = 0
     #: Threads across independent operators (only used by the parallel execution mode).

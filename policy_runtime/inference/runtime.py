@@ -5,7 +5,8 @@
 spec, draws the sampler noise from a numpy ``Generator`` (so two backends given the same ``rng``
 start from the same noise), and cuts the predicted horizon at the newest observation (or where
 the manifest's ``action.start`` says).
-:class:`OnnxPolicy` runs a bundle's graphs on onnxruntime: the observation encoder once and the
+:class:`OnnxPolicy` runs a bundle's ONNX graphs on onnxruntime or OpenVINO (chosen by
+:mod:`~policy_runtime.inference.backends`): the observation encoder once and the
 denoiser once per step with the numpy DDIM/DDPM step in between, or one fused graph, or a
 drifting generator, or a BeT transformer with its bins sampled in numpy.
 """
@@ -16,7 +17,8 @@ import abc
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -24,6 +26,7 @@ import numpy as np
 import onnxruntime as ort
 
 from policy_runtime.chunk import ActionChunk, ChunkPrefix
+from policy_runtime.inference.backends import choose_backend, log_choice
 from policy_runtime.inference.categorical import sample_actions
 from policy_runtime.inference.manifest import (
     BundleError,
@@ -33,6 +36,7 @@ from policy_runtime.inference.manifest import (
     read_manifest,
     verified_file,
 )
+from policy_runtime.inference.openvino_runner import OpenVinoRunner
 from policy_runtime.inference.providers import GraphRunner, RuntimeOptions, make_session
 from policy_runtime.inference.schedulers import DDPMSampler, inpaint_model_output, make_sampler
 from policy_runtime.inference.specs import PolicySpecs
@@ -303,22 +307,40 @@ class OnnxPolicy(PolicyRuntime):
         self.path = path
         self.manifest = manifest
         self.options = options
-        self._runners: dict[str, GraphRunner] = {}
+        self.choice = choose_backend(options, manifest)
+        log_choice(path.name, self.choice)
+        self._runners: dict[str, GraphRunner | OpenVinoRunner] = {}
         for graph in manifest.graphs:
             data = verified_file(files, manifest, graph.file)
-            session = make_session(data, options, f"{path.name}/{graph.file}")
-            self._check_graph_io(session, graph)
-            self._runners[graph.file] = GraphRunner(session, options.io_binding)
-        self.providers = next(iter(self._runners.values())).session.get_providers()
+            runner: GraphRunner | OpenVinoRunner
+            if self.choice.backend == "openvino":
+                runner = OpenVinoRunner(data, self.choice.precision, options.intra_op_threads)
+                self._check_graph_io(runner.signature, graph)
+            else:
+                session = make_session(data, options, f"{path.name}/{graph.file}")
+                self._check_graph_io(partial(_session_signature, session), graph)
+                runner = GraphRunner(session, options.io_binding)
+            self._runners[graph.file] = runner
+        first = next(iter(self._runners.values()))
+        self.providers = (
+            first.session.get_providers() if isinstance(first, GraphRunner) else [first.provider]
+        )
         self._obs_names = {k.key: f"obs.{k.key}" for k in manifest.obs.keys}
 
-    def _check_graph_io(self, session: ort.InferenceSession, graph: GraphSpec) -> None:
+    @property
+    def backend(self) -> str:
+        return self.choice.backend
+
+    @property
+    def precision(self) -> str:
+        return self.choice.precision
+
+    def _check_graph_io(
+        self, signature: Callable[[str], list[tuple[str, int, str]]], graph: GraphSpec
+    ) -> None:
         """The graph's real inputs/outputs must be what the manifest says (name, rank, dtype)."""
-        for side, specs, actual in (
-            ("inputs", graph.inputs, session.get_inputs()),
-            ("outputs", graph.outputs, session.get_outputs()),
-        ):
-            got = [(a.name, len(a.shape), _ONNX_TYPES.get(a.type, a.type)) for a in actual]
+        for side, specs in (("inputs", graph.inputs), ("outputs", graph.outputs)):
+            got = signature(side)
             want = [(s.name, len(s.shape), s.dtype) for s in specs]
             if got != want:
                 raise BundleError(
@@ -396,6 +418,11 @@ class OnnxPolicy(PolicyRuntime):
         return [g.fused_steps for g in self.manifest.graphs if g.role == "fused" and g.fused_steps]
 
 
+def _session_signature(session: ort.InferenceSession, side: str) -> list[tuple[str, int, str]]:
+    ports = session.get_inputs() if side == "inputs" else session.get_outputs()
+    return [(a.name, len(a.shape), _ONNX_TYPES.get(a.type, a.type)) for a in ports]
+
+
 def load_policy(
     path: Path | str,
     providers: tuple[str, ...] | list[str] | None = None,
@@ -405,7 +432,10 @@ def load_policy(
     file's sha256, every graph's inputs and outputs; then warm up (unless disabled).
 
     ``providers`` overrides ``options.providers`` (e.g. ``["cuda"]``; None: TensorRT -> CUDA ->
-    CPU, whichever this onnxruntime has). A bad bundle raises
+    CPU, whichever this onnxruntime has). The backend (onnxruntime or OpenVINO) and precision
+    follow ``options`` (:func:`~policy_runtime.inference.backends.choose_backend`); a precision
+    the bundle has no passed closed-loop check for raises
+    :class:`~policy_runtime.inference.backends.PrecisionError` unless forced. A bad bundle raises
     :class:`~policy_runtime.inference.manifest.BundleError` naming the file or field.
     """
     path = Path(path)
@@ -419,10 +449,11 @@ def load_policy(
     if options.warmup:
         policy.warmup()
     log.info(
-        "%s: %s policy on %s, loaded in %.2f s",
+        "%s: %s policy on %s at %s, loaded in %.2f s",
         path,
         manifest.kind,
         policy.providers[0],
+        policy.precision,
         time.perf_counter() - start,
     )
     return policy

@@ -60,7 +60,9 @@ PARAMETERS = {
     "autostart": Param(True, "answer requests from the start (else after ~/start)"),
     "lockstep": Param(False, "simulation faster than real time: wait for the request's data"),
     "lockstep_timeout_s": Param(2.0, "lockstep: wall seconds to wait for the data", positive),
-    "intra_op_threads": Param(1, "onnxruntime intra-op threads", positive),
+    "intra_op_threads": Param(1, "inference threads inside one operator", positive),
+    "backend": Param("auto", "auto, onnxruntime or openvino (auto: GPU, else OpenVINO on Intel)"),
+    "precision": Param("auto", "auto (the fastest the bundle passed a check at), fp32, bf16, fp16"),
     "diagnostics_period_s": Param(1.0, "seconds between /diagnostics messages", positive),
 }
 
@@ -91,7 +93,12 @@ class PolicyServer(Node):
 
         runtime = load_policy(
             bundle,
-            options=RuntimeOptions(intra_op_threads=p["intra_op_threads"], inter_op_threads=1),
+            options=RuntimeOptions(
+                intra_op_threads=p["intra_op_threads"],
+                inter_op_threads=1,
+                backend=p["backend"],
+                precision=p["precision"],
+            ),
         )
         self.core = PolicyServerCore(
             runtime,
