@@ -162,6 +162,7 @@ def bench_bundle(
     options: RuntimeOptions,
     repeats: int,
     torch_policy: PolicyRuntime | None = None,
+    label: str | None = None,
 ) -> list[Row]:
     """Rows for one bundle (and, given the torch backend of the same policy, torch eager).
 
@@ -200,7 +201,7 @@ def bench_bundle(
         timings = Timing.interleaved(fns, count)
         rows.append(
             Row(
-                policy=manifest.kind,
+                policy=label or manifest.kind,
                 steps=n,
                 torch=timings.get("torch"),
                 runtime=timings["runtime"],
@@ -212,10 +213,13 @@ def bench_bundle(
 
 
 def build_dp_sized_bundles(
-    workdir: Path, fuse_steps: Sequence[int] = FUSED, seed: int = 0
+    workdir: Path, fuse_steps: Sequence[int] = FUSED, seed: int = 0, image: bool = False
 ) -> dict[str, tuple[Path, PolicyRuntime]]:
     """Random-weight DP-sized diffusion and drifting policies, exported (or reused from
-    ``workdir``); with their torch backends. Needs torch (the ``train`` extra)."""
+    ``workdir``); with their torch backends. ``image`` adds ``diffusion_image``: Diffusion
+    Policy's image policy, two 84x84 cameras (ResNet-18 encoders, 76x76 centre crop) and the
+    9-D pose, whose encoders run once per chunk (the ``obs_encoder`` graph, or inside the fused
+    one), not once per denoising step. Needs torch (the ``train`` extra)."""
     import torch
 
     from policy_runtime.export.bundle import ExportOptions, export_policy
@@ -231,24 +235,37 @@ def build_dp_sized_bundles(
             "action": AffineMap.min_max(-np.ones(ACTION_DIM), np.ones(ACTION_DIM)),
         }
     )
+    cameras = {"front": (84, 84, 3), "wrist": (84, 84, 3)}
+    image_normalizer = Normalizer(
+        {
+            "ee_pose": AffineMap.min_max(-np.ones(9), np.ones(9)),
+            "action": AffineMap.min_max(-np.ones(ACTION_DIM), np.ones(ACTION_DIM)),
+            **{camera: AffineMap.image() for camera in cameras},
+        }
+    )
     out: dict[str, tuple[Path, PolicyRuntime]] = {}
-    kinds: tuple[PolicyKind, ...] = ("diffusion", "drifting")
-    for kind in kinds:
+    kinds: list[tuple[str, PolicyKind]] = [("diffusion", "diffusion"), ("drifting", "drifting")]
+    if image:
+        kinds.append(("diffusion_image", "diffusion"))
+    for name, kind in kinds:
         torch.manual_seed(seed)
+        with_images = name == "diffusion_image"
         config = PolicyConfig(
             kind=kind,
-            obs_keys=["state"],
-            obs_shapes={"state": (OBS_DIM,)},
+            obs_keys=["ee_pose"] if with_images else ["state"],
+            image_keys=list(cameras) if with_images else [],
+            obs_shapes={"ee_pose": (9,), **cameras} if with_images else {"state": (OBS_DIM,)},
             action_dim=ACTION_DIM,
             down_dims=DP_DOWN_DIMS,
+            crop_shape=(76, 76) if with_images else None,
         )
-        policy = make_policy(config, normalizer).eval()
+        policy = make_policy(config, image_normalizer if with_images else normalizer).eval()
         assert isinstance(policy, DiffusionPolicy | DriftingPolicy)
         options = ExportOptions(fuse_steps=tuple(fuse_steps) if kind == "diffusion" else ())
-        bundle = workdir / kind
+        bundle = workdir / name
         if not (bundle / MANIFEST_FILE).is_file():  # the same seed gives the same weights
             export_policy(policy, bundle, options, {"source": "random weights (benchmark)"})
-        out[kind] = (bundle, TorchPolicy(policy))
+        out[name] = (bundle, TorchPolicy(policy))
     return out
 
 
@@ -264,6 +281,7 @@ def run(
     providers: Sequence[str] | None = None,
     threads: int | None = None,
     workdir: Path | None = None,
+    image: bool = False,
 ) -> list[Row]:
     """Measure and print the table; returns its rows."""
     threads = threads or os.cpu_count() or 1
@@ -286,10 +304,10 @@ def run(
         with tempfile.TemporaryDirectory() as tmp:
             root = workdir or Path(tmp)
             with console.status("exporting DP-sized diffusion and drifting policies"):
-                built = build_dp_sized_bundles(root)
-            for path, torch_policy in built.values():
-                rows += bench_bundle(path, steps, options, repeats, torch_policy)
-                backend_rows += bench_backends(path, steps, threads, repeats, torch_policy)
+                built = build_dp_sized_bundles(root, image=image)
+            for name, (path, torch_policy) in built.items():
+                rows += bench_bundle(path, steps, options, repeats, torch_policy, name)
+                backend_rows += bench_backends(path, steps, threads, repeats, torch_policy, name)
         title = f"DP-sized U-Net (down_dims {DP_DOWN_DIMS}, horizon 16, batch 1)"
     provider = choose_providers(options.providers)[0][0]
     table = Table(
@@ -354,6 +372,7 @@ def bench_backends(
     threads: int,
     repeats: int,
     torch_policy: PolicyRuntime | None = None,
+    label: str | None = None,
 ) -> list[BackendRow]:
     """The runtime's chunk latency on every backend x precision of :func:`runtime_settings`
     (precisions forced: a timing, not a deployment), beside torch eager, timed interleaved."""
@@ -378,7 +397,7 @@ def bench_backends(
         sampler: SamplerKind | None = None if one_pass else "ddim"
         fns = {name: _chunk_call(policy, obs, rng, n, sampler) for name, policy in policies.items()}
         for name, timing in Timing.interleaved(fns, repeats).items():
-            rows.append(BackendRow(reference.manifest.kind, n, name, timing))
+            rows.append(BackendRow(label or reference.manifest.kind, n, name, timing))
     return rows
 
 

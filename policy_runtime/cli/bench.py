@@ -43,6 +43,10 @@ def inference(
         Path | None,
         typer.Option(help="Keep the DP-sized bundles here and reuse them (export takes minutes)."),
     ] = None,
+    image: Annotated[
+        bool,
+        typer.Option(help="Also time DP's image policy (two 84x84 ResNet-18 cameras + U-Net)."),
+    ] = False,
 ) -> None:
     """Per-chunk latency p50/p99: torch eager, the bundle runtime, bare onnxruntime, fused graph."""
     from policy_runtime.benchmarks.inference import STEPS, run
@@ -67,6 +71,7 @@ def inference(
             providers=providers,
             threads=threads,
             workdir=workdir,
+            image=image,
         )
     except (BundleError, ValueError) as exc:
         typer.echo(f"prt bench inference: {exc}", err=True)
