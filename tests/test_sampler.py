@@ -114,3 +114,41 @@ def test_split_is_by_episode_reproducible_and_bounded():
     assert split_episodes(3, 0.9).sum() == 2  # at least one training episode stays
     assert split_episodes(10, 0.0).sum() == 0
     assert split_episodes(10, 0.01).sum() == 1
+
+
+def test_prefetched_batches_are_the_ones_drawn_in_order_and_resume_where_the_run_stopped():
+    """Gathering ahead on a thread changes neither the batches nor, after a stop, the
+    generator state a checkpoint saves: a new prefetcher from it continues the same sequence."""
+    import torch
+
+    from policy_runtime.training.prefetch import BatchPrefetcher
+
+    rng = np.random.default_rng(0)
+    data = {
+        "obs": rng.normal(size=(300, 3)).astype(np.float64),
+        "rgb": rng.integers(0, 256, (300, 8, 8, 3), dtype=np.uint8),
+    }
+    sampler = SequenceSampler.for_policy(data, np.array([100, 220, 300]), 6, 2, 3, ["obs", "rgb"])
+    cpu = torch.device("cpu")
+
+    def run(depth: int, steps: int, seed_state: dict | None = None) -> tuple[list, dict]:
+        generator = np.random.default_rng(7)
+        if seed_state is not None:
+            generator.bit_generator.state = seed_state
+        prefetcher = BatchPrefetcher(sampler, generator, 4, cpu, depth)
+        batches = [prefetcher.next() for _ in range(steps)]
+        state = prefetcher.rng_state()
+        prefetcher.close()
+        return batches, state
+
+    straight, _ = run(0, 10)
+    ahead, _ = run(3, 10)
+    first, state = run(3, 4)
+    rest, _ = run(0, 6, state)
+    for a, b, c in zip(straight, ahead, first + rest, strict=True):
+        for key in a:
+            assert torch.equal(a[key], b[key]) and torch.equal(a[key], c[key])
+    assert straight[0]["obs"].dtype == torch.float32 and straight[0]["rgb"].dtype == torch.uint8
+    # The same windows the sampler gives for the generator's draws.
+    ids = np.random.default_rng(7).integers(len(sampler), size=4)
+    np.testing.assert_array_equal(straight[0]["rgb"].numpy(), sampler.sample_batch(ids)["rgb"])

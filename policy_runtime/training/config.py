@@ -74,6 +74,9 @@ class TrainConfig(BaseModel):
 
     steps: int = Field(20_000, gt=0)
     batch_size: int = Field(256, gt=0)
+    #: Batches gathered ahead on a background thread (pinned memory on CUDA); the batches a
+    #: run sees do not depend on it (0: gathered when needed).
+    prefetch_batches: int = Field(2, ge=0)
     lr: float = Field(1e-4, gt=0)
     betas: tuple[float, float] = (0.95, 0.999)
     weight_decay: float = 1e-6

@@ -34,6 +34,7 @@ from policy_runtime.training.checkpoint import (
 )
 from policy_runtime.training.config import TrainConfig
 from policy_runtime.training.data import TrainingData, prepare, to_torch
+from policy_runtime.training.prefetch import BatchPrefetcher
 
 #: Called with (step, metrics) after every logged step; the CLI drives its progress bar with it.
 ProgressHook = Callable[[int, dict[str, float]], None]
@@ -94,6 +95,9 @@ class Trainer:
         self.step = 0
         if resume is not None:
             self._resume(resume)
+        self.batches = BatchPrefetcher(
+            self.data.train, self.rng, config.batch_size, self.device, config.prefetch_batches
+        )
         self.model: torch.nn.Module = self.policy
         if self.world > 1:
             self.model = torch.nn.parallel.DistributedDataParallel(
@@ -135,14 +139,14 @@ class Trainer:
                 if self.is_main and at_checkpoint:
                     result.checkpoints.append(self._checkpoint(metrics, evaluator, writer))
         finally:
+            self.batches.close()
             if writer is not None:
                 writer.close()
         result.steps = self.step
         return result
 
     def _train_step(self) -> float:
-        ids = self.rng.integers(len(self.data.train), size=self.config.batch_size)
-        batch = to_torch(self.data.train.sample_batch(ids), self.device)
+        batch = self.batches.next()
         module = self.model.module if self.world > 1 else self.model
         assert isinstance(module, Policy)
         # DDP synchronises gradients through forward of the wrapped module.
@@ -224,7 +228,7 @@ class Trainer:
             optimizer=self.optimizer.state_dict(),
             lr_scheduler=self.lr_scheduler.state_dict(),
             ema_step=self.ema.optimization_step,
-            numpy_rng=dict(self.rng.bit_generator.state),
+            numpy_rng=self.batches.rng_state(),
             torch_rng=torch.get_rng_state(),
         )
         save_checkpoint(
