@@ -94,6 +94,13 @@ def load_runtime(path: Path) -> PolicyRuntime:
     return LOADERS[policy_format(path)](Path(path))
 
 
+def load_checkpoint_runtime(path: Path) -> PolicyRuntime:
+    """A training checkpoint (torch, EMA weights) through the torch backend."""
+    from policy_runtime.inference.torch_backend import load_torch_policy
+
+    return load_torch_policy(path)
+
+
 def load_bundle_at(path: Path, backend: str, precision: str, force: bool) -> PolicyRuntime:
     """A bundle on the given backend and precision (one thread, as :func:`load_bundle_runtime`);
     an unchecked precision is refused unless ``force``."""
@@ -109,19 +116,11 @@ def load_bundle_at(path: Path, backend: str, precision: str, force: bool) -> Pol
     return load_policy(path, options=options)
 
 
-def load_checkpoint_runtime(path: Path) -> PolicyRuntime:
-    """A training checkpoint (torch, EMA weights) through the torch backend."""
-    from policy_runtime.inference.torch_backend import load_torch_policy
-
-    return load_torch_policy(path)
-
-
 def load_bundle_runtime(path: Path) -> PolicyRuntime:
-    """An exported bundle on onnxruntime: one intra-op thread, as the torch backend gets (one
-    worker per core; numbers that do not depend on the thread count)."""
-    from policy_runtime.inference import RuntimeOptions, load_policy
-
-    return load_policy(path, options=RuntimeOptions(intra_op_threads=1, inter_op_threads=1))
+    """An exported bundle as deployed (its backend and precision chosen automatically): one
+    intra-op thread, as the torch backend gets (one worker per core; numbers that do not depend
+    on the thread count)."""
+    return load_bundle_at(path, "auto", "auto", force=False)
 
 
 #: How each format is recognised, in the order they are tried.
