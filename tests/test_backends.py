@@ -143,6 +143,8 @@ def test_cpu_info_names_the_model_vendor_and_the_inference_flags(tmp_path: Path)
 
 def test_a_recorded_check_keeps_the_hashes_and_makes_its_precision_the_default(bundle: Path):
     before = json.loads((bundle / "manifest.json").read_text())
+    assert "precision_checks" not in before  # none: not written (older runtimes read it)
+    mode = (bundle / "manifest.json").stat().st_mode
     reference = load_policy(bundle, options=RuntimeOptions(backend="openvino", precision="fp32"))
     with pytest.raises(PrecisionError, match="precision_checks accept fp32"):
         load_policy(bundle, options=RuntimeOptions(backend="openvino", precision="bf16"))
@@ -160,6 +162,8 @@ def test_a_recorded_check_keeps_the_hashes_and_makes_its_precision_the_default(b
     )
     after = json.loads((bundle / "manifest.json").read_text())
     assert after["files"] == before["files"] and after["graphs"] == before["graphs"]
+    assert (bundle / "manifest.json").stat().st_mode == mode  # readable as before
+    assert sorted(p.name for p in bundle.iterdir()) == ["generator.onnx", "manifest.json"]
     assert [c["precision"] for c in after["precision_checks"]] == [low]
     default = load_policy(bundle, options=RuntimeOptions(backend="openvino"))
     assert default.precision == low

@@ -82,7 +82,7 @@ def eval_policy(
     precision: Annotated[
         str | None,
         typer.Option(
-            help="A bundle's precision: fp32, bf16, fp16 (default: the fastest it was checked at)."
+            help="A bundle's precision: fp32, bf16, fp16 (default: bf16 where it passed a check)."
         ),
     ] = None,
     force_precision: Annotated[

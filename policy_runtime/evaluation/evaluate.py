@@ -40,7 +40,7 @@ from policy_runtime.evaluation.rollout import run_policy_episode
 from policy_runtime.evaluation.stats import wilson_interval
 from policy_runtime.execution import ExecutorConfig
 from policy_runtime.inference.manifest import MANIFEST_FILE
-from policy_runtime.inference.runtime import PolicyRuntime
+from policy_runtime.inference.runtime import OnnxPolicy, PolicyRuntime
 from policy_runtime.inference.specs import PolicySpecs
 from policy_runtime.parallel import ordered_results
 
@@ -262,6 +262,8 @@ class EvalConfig:
         for name, (value, least) in checks.items():
             if value is not None and value < least:
                 raise ValueError(f"{name} must be >= {least}, got {value}")
+        if self.force_precision and self.precision is None:
+            raise ValueError("--force-precision needs --precision (the precision to force)")
         if self.temperature is not None and not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         height, width = self.video_size
@@ -347,6 +349,8 @@ class EvalReport:
     policy: PolicySpecs
     records: list[EpisodeRecord] = field(default_factory=list)
     wall_time_s: float = 0.0
+    #: The backend and precision a bundle ran at (None for a checkpoint on torch).
+    runtime: dict[str, str] | None = None
     log_path: Path | None = None
     video_paths: list[Path] = field(default_factory=list)
 
@@ -415,6 +419,7 @@ class EvalReport:
                 "sampler": policy.sampler.kind,
                 "num_inference_steps": self.config.inference_steps
                 or policy.sampler.num_inference_steps,
+                **({} if self.runtime is None else {"runtime": self.runtime}),
             },
             "summary": self.summary(),
             "episodes": [
@@ -679,6 +684,9 @@ def evaluate(
     try:
         local.check()
         report = EvalReport(config, local.runtime.specs)
+        ran = local.runtime
+        if isinstance(ran, OnnxPolicy):  # what a plain `prt eval` chose on this machine
+            report.runtime = {"backend": ran.backend, "precision": ran.precision}
         seeds = iter(range(config.start_seed, config.start_seed + config.episodes))
         fps = local.env(config.start_seed).options.policy_hz
         results = ordered_results(

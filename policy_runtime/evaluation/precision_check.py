@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,16 +83,31 @@ def record_check(bundle: Path, check: PrecisionCheck) -> None:
         if (c.backend, c.precision) != (check.backend, check.precision)
     ]
     updated = manifest.model_copy(update={"precision_checks": [*kept, check]})
+    target = bundle / MANIFEST_FILE
+    mode = stat.S_IMODE(target.stat().st_mode)
     fd, tmp = tempfile.mkstemp(dir=bundle, prefix=".manifest.", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        f.write(updated.model_dump_json(indent=2) + "\n")
-    os.replace(tmp, bundle / MANIFEST_FILE)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(updated.model_dump_json(indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # mkstemp's 0600 would hide the bundle from other users
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def check_precision(config: PrecisionCheckConfig) -> PrecisionCheck:
     """Evaluate fp32 and ``config.precision`` on the same seeds, record and return the check."""
     if config.precision == "fp32":
         raise ValueError("precision: fp32 is the reference, always accepted; check bf16 or fp16")
+    if config.backend not in ("onnxruntime", "openvino"):
+        raise ValueError(
+            f"backend: {config.backend!r}; a check is for one backend: onnxruntime or openvino"
+        )
+    if not config.bundle.is_dir():  # before the episodes, not after
+        raise BundleError(f"{config.bundle}: a zipped bundle cannot record a check; unzip it first")
     base = RuntimeOptions(intra_op_threads=1, inter_op_threads=1, backend=config.backend)
     reference = load_policy(config.bundle, options=dataclasses.replace(base, precision="fp32"))
     candidate = load_policy(
@@ -116,19 +132,21 @@ def check_precision(config: PrecisionCheckConfig) -> PrecisionCheck:
         ).summary()
         rates[precision] = float(summary["success_rate"])
     drop_points = 100.0 * (rates["fp32"] - rates[config.precision])
-    check = PrecisionCheck(
-        backend=config.backend,
-        precision=config.precision,
-        accepted=drop_points <= config.tolerance_points,
-        task=config.task,
-        episodes=config.episodes,
-        start_seed=config.start_seed,
-        success_rate=rates[config.precision],
-        fp32_success_rate=rates["fp32"],
-        tolerance_points=config.tolerance_points,
-        open_loop_max_abs_error=float(error.max()),
-        open_loop_mean_abs_error=float(error.mean()),
-        device=cpu_info().model,
+    check = PrecisionCheck.model_validate(
+        {
+            "backend": candidate.backend,
+            "precision": candidate.precision,
+            "accepted": drop_points <= config.tolerance_points,
+            "task": config.task,
+            "episodes": config.episodes,
+            "start_seed": config.start_seed,
+            "success_rate": rates[config.precision],
+            "fp32_success_rate": rates["fp32"],
+            "tolerance_points": config.tolerance_points,
+            "open_loop_max_abs_error": float(error.max()),
+            "open_loop_mean_abs_error": float(error.mean()),
+            "device": cpu_info().model,
+        }
     )
     record_check(config.bundle, check)
     return check

@@ -128,6 +128,8 @@ def choose_backend(
     requested = options.backend
     if requested not in ("auto", *BACKENDS):
         raise ValueError(f"backend: {requested!r} is not one of auto, {', '.join(BACKENDS)}")
+    if requested == "openvino" and options.providers is not None:
+        raise ValueError("backend: openvino takes no onnxruntime providers; leave providers unset")
     if requested == "openvino" and not has_openvino:
         raise ValueError(
             "backend: openvino is not installed (pip install 'policy_runtime[openvino]')"

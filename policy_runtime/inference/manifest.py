@@ -191,8 +191,8 @@ class PrecisionCheck(_Strict):
     simulation over the same seeds at fp32 and at ``precision`` on ``backend``; accepted when
     the success rate fell by at most ``tolerance_points``."""
 
-    backend: str
-    precision: str
+    backend: Literal["onnxruntime", "openvino"]
+    precision: Literal["bf16", "fp16"]
     accepted: bool
     task: str
     episodes: int
@@ -218,9 +218,17 @@ class Manifest(_Strict):
     graphs: list[GraphSpec] = Field(min_length=1)
     parity: list[ParitySpec] = Field(default_factory=list)
     provenance: dict[str, Any] = Field(default_factory=dict)
+    #: Written only when there is one, so bundles without read in older runtimes.
     precision_checks: list[PrecisionCheck] = Field(default_factory=list)
     #: sha256 (hex) of every file of the bundle except the manifest itself.
     files: dict[str, str]
+
+    @model_serializer(mode="wrap")
+    def _omit_no_checks(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if not self.precision_checks:
+            data.pop("precision_checks", None)
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:

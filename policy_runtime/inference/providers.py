@@ -34,8 +34,8 @@ class RuntimeOptions:
     providers: tuple[str, ...] | None = None
     #: ``auto``, ``onnxruntime`` or ``openvino`` (:mod:`~policy_runtime.inference.backends`).
     backend: str = "auto"
-    #: ``auto`` (the fastest precision the bundle passed a closed-loop check at, else fp32),
-    #: ``fp32``, ``bf16`` or ``fp16``.
+    #: ``auto`` (bf16 where the hardware has it and the bundle passed a closed-loop check at
+    #: it on this backend, else fp32; fp16 only when asked for), ``fp32``, ``bf16`` or ``fp16``.
     precision: str = "auto"
     #: Run a precision the bundle's manifest has no passed check for (a measurement, not a
     #: deployment).

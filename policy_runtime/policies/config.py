@@ -145,7 +145,9 @@ class PolicyConfig(BaseModel):
     #: observation key whose value at each step the first dims of that step's actions are
     #: predicted relative to (its dims, in order, are the action's first ones, e.g. ``ee_pose``
     #: for an end-effector pose action): the bins then cover the motion from where the arm is,
-    #: not the whole workspace (None: absolute actions, the paper's form).
+    #: not the whole workspace (None: absolute actions, the paper's form). The bins are fitted
+    #: on each step's own action; a step's later predictions (a chunk) are relative to it too and
+    #: lean more on their offsets.
     bet_bins: int = Field(default=24, gt=1)
     bet_layers: int = Field(default=4, gt=0)
     bet_heads: int = Field(default=4, gt=0)
@@ -187,6 +189,11 @@ class PolicyConfig(BaseModel):
                 if anchor not in self.obs_keys:
                     raise ValueError(
                         f"bet_relative_to {anchor!r} must be one of obs_keys {self.obs_keys}"
+                    )
+                if len(self.obs_shapes[anchor]) != 1:
+                    raise ValueError(
+                        f"bet_relative_to {anchor!r} must be a vector observation, its shape is "
+                        f"{self.obs_shapes[anchor]}"
                     )
                 if math.prod(self.obs_shapes[anchor]) > self.action_dim:
                     raise ValueError(

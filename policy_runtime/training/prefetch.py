@@ -45,7 +45,9 @@ class BatchPrefetcher:
     def next(self) -> dict[str, torch.Tensor]:
         """The next batch on the device: images uint8, everything else float32."""
         if self.depth > 0 and self._pool is None:
-            self._pool = ThreadPoolExecutor(1, "batch-prefetch")
+            # Pinning on a thread whose current device is GPU 0 would open a context there
+            # for every rank (torch's DataLoader sets the device on its pin thread too).
+            self._pool = ThreadPoolExecutor(1, "batch-prefetch", initializer=self._on_thread)
         while len(self._pending) < self.depth + 1:
             state = dict(self.rng.bit_generator.state)
             ids = self.rng.integers(len(self.sampler), size=self.batch_size)
@@ -73,6 +75,10 @@ class BatchPrefetcher:
             self._pool = None
         self._pending.clear()
         self.rng.bit_generator.state = state
+
+    def _on_thread(self) -> None:
+        if self._pin:
+            torch.cuda.set_device(self.device)
 
     def _gather(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
         batch = self.sampler.sample_batch(ids)
