@@ -31,7 +31,12 @@ configure_headless_rendering()
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from policy_runtime.evaluation.evaluate import LOG_FILE, EvalConfig, evaluate  # noqa: E402
+from policy_runtime.evaluation.evaluate import (  # noqa: E402
+    LOG_FILE,
+    EvalConfig,
+    evaluate,
+    runtime_choice,
+)
 from policy_runtime.evaluation.sweep import parse_sweep, run_sweep  # noqa: E402
 from policy_runtime.inference.manifest import MANIFEST_FILE  # noqa: E402
 from policy_runtime.training.checkpoint import CONFIG_FILE, resolve  # noqa: E402
@@ -102,7 +107,8 @@ def evaluated(config: EvalConfig) -> dict[str, Any]:
         checkpoint = config.policy / MANIFEST_FILE
     if log_path.is_file() and log_path.stat().st_mtime > checkpoint.stat().st_mtime:
         log = json.loads(log_path.read_text())
-        if log.get("config") == config.summary():
+        same_runtime = log.get("policy", {}).get("runtime") == runtime_choice(config)
+        if log.get("config") == config.summary() and same_runtime:
             return dict(log["summary"])
     return evaluate(config).summary()
 

@@ -536,3 +536,13 @@ def test_prt_bench_inference_times_a_bundle(bundles):
     cells = [c.strip() for c in row.split("│")[1:-1]]
     assert cells[0] == "diffusion" and cells[2] == "-"  # no torch column for a bundle
     assert float(cells[3].split("/")[0]) > 0 and cells[7] != "-"  # loop and fused graph timed
+    # Then every backend x precision here (OpenVINO is installed by scripts/setup).
+    settings = {
+        cell.strip()
+        for line in result.output.splitlines()
+        if "DDIM 4" in line
+        for cell in line.split("│")
+        if cell.strip().startswith(("onnxruntime ", "openvino "))
+    }
+    assert {"onnxruntime fp32", "openvino fp32"} <= settings
+    assert "recommended here: --backend" in result.output

@@ -295,7 +295,7 @@ def run(
     backend_rows: list[BackendRow] = []
     if bundle is not None:
         rows += bench_bundle(bundle, steps, options, repeats)
-        backend_rows += bench_backends(bundle, steps, threads, repeats)
+        backend_rows += bench_backends(bundle, steps, threads, repeats, providers=options.providers)
         title = f"{bundle}"
     else:
         import torch
@@ -307,7 +307,9 @@ def run(
                 built = build_dp_sized_bundles(root, image=image)
             for name, (path, torch_policy) in built.items():
                 rows += bench_bundle(path, steps, options, repeats, torch_policy, name)
-                backend_rows += bench_backends(path, steps, threads, repeats, torch_policy, name)
+                backend_rows += bench_backends(
+                    path, steps, threads, repeats, torch_policy, name, options.providers
+                )
         title = f"DP-sized U-Net (down_dims {DP_DOWN_DIMS}, horizon 16, batch 1)"
     provider = choose_providers(options.providers)[0][0]
     table = Table(
@@ -373,12 +375,14 @@ def bench_backends(
     repeats: int,
     torch_policy: PolicyRuntime | None = None,
     label: str | None = None,
+    providers: tuple[str, ...] | None = None,
 ) -> list[BackendRow]:
     """The runtime's chunk latency on every backend x precision of :func:`runtime_settings`
     (precisions forced: a timing, not a deployment), beside torch eager, timed interleaved."""
     policies: dict[str, PolicyRuntime] = {}
     for backend, precision in runtime_settings():
         options = RuntimeOptions(
+            providers=providers if backend == "onnxruntime" else None,
             intra_op_threads=threads,
             backend=backend,
             precision=precision,

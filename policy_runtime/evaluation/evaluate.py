@@ -116,6 +116,24 @@ def load_bundle_at(path: Path, backend: str, precision: str, force: bool) -> Pol
     return load_policy(path, options=options)
 
 
+def runtime_choice(config: EvalConfig) -> dict[str, str] | None:
+    """The backend and precision ``config``'s bundle will run at on this machine (what its log
+    records under ``policy.runtime``), without loading it; None for a checkpoint."""
+    if config.loader is not None or policy_format(config.policy) != "bundle":
+        return None
+    from policy_runtime.inference import RuntimeOptions
+    from policy_runtime.inference.backends import choose_backend
+    from policy_runtime.inference.manifest import BundleFiles, read_manifest
+
+    options = RuntimeOptions(
+        backend=config.backend or "auto",
+        precision=config.precision or "auto",
+        force_precision=config.force_precision,
+    )
+    choice = choose_backend(options, read_manifest(BundleFiles(config.policy)))
+    return {"backend": choice.backend, "precision": choice.precision}
+
+
 def load_bundle_runtime(path: Path) -> PolicyRuntime:
     """An exported bundle as deployed (its backend and precision chosen automatically): one
     intra-op thread, as the torch backend gets (one worker per core; numbers that do not depend
@@ -635,18 +653,10 @@ def check_config(config: EvalConfig) -> None:
             raise ValueError(
                 f"--backend/--precision: {config.policy} is a {kind}; they choose how a bundle runs"
             )
-        if kind == "bundle" and (config.backend or config.precision):
-            from policy_runtime.inference import RuntimeOptions
-            from policy_runtime.inference.backends import choose_backend
-            from policy_runtime.inference.manifest import BundleFiles, read_manifest
-
-            options = RuntimeOptions(
-                backend=config.backend or "auto",
-                precision=config.precision or "auto",
-                force_precision=config.force_precision,
-            )
-            # An unknown backend or an unchecked precision fails here, before any worker.
-            choose_backend(options, read_manifest(BundleFiles(config.policy)))
+        # An unknown backend or an unchecked precision fails here, before any worker.
+        runtime_choice(config)
+    elif config.backend or config.precision:
+        raise ValueError("--backend/--precision choose how a bundle loads; a custom loader decides")
     elif not config.policy.exists():
         raise ValueError(f"--policy {config.policy}: no such file or directory")
     make_task(config.task, None if config.variant == "all" else config.variant)
