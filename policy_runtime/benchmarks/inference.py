@@ -182,22 +182,17 @@ def bench_bundle(
         count = max(3, repeats // 4) if n >= 100 else repeats
         sampler: SamplerKind | None = None if one_pass else "ddim"
 
-        def chunk(
-            policy: PolicyRuntime, n: int = n, sampler: SamplerKind | None = sampler
-        ) -> Callable[[], object]:
-            return lambda: policy.predict(obs, rng, num_inference_steps=n, sampler=sampler)
-
         has_fused = fused.graph_for(n, sampler) is not None
         if not has_loop and not has_fused:
             continue  # a fused-only bundle runs only its own step counts
         fns = {
-            "runtime": chunk(loop if has_loop else fused),
+            "runtime": _chunk_call(loop if has_loop else fused, obs, rng, n, sampler),
             "bare": bare.chunk_fn(obs, n, fused=not has_loop),
         }
         if torch_policy is not None:
-            fns["torch"] = chunk(torch_policy)
+            fns["torch"] = _chunk_call(torch_policy, obs, rng, n, sampler)
         if has_fused and has_loop:
-            fns["fused"] = chunk(fused)
+            fns["fused"] = _chunk_call(fused, obs, rng, n, sampler)
         timings = Timing.interleaved(fns, count)
         rows.append(
             Row(

@@ -40,6 +40,7 @@ from policy_runtime.evaluation.rollout import run_policy_episode
 from policy_runtime.evaluation.stats import wilson_interval
 from policy_runtime.execution import ExecutorConfig
 from policy_runtime.inference.manifest import MANIFEST_FILE
+from policy_runtime.inference.providers import RuntimeOptions
 from policy_runtime.inference.runtime import OnnxPolicy, PolicyRuntime
 from policy_runtime.inference.specs import PolicySpecs
 from policy_runtime.parallel import ordered_results
@@ -104,16 +105,20 @@ def load_checkpoint_runtime(path: Path) -> PolicyRuntime:
 def load_bundle_at(path: Path, backend: str, precision: str, force: bool) -> PolicyRuntime:
     """A bundle on the given backend and precision (one thread, as :func:`load_bundle_runtime`);
     an unchecked precision is refused unless ``force``."""
-    from policy_runtime.inference import RuntimeOptions, load_policy
+    from policy_runtime.inference import load_policy
 
-    options = RuntimeOptions(
+    return load_policy(path, options=_bundle_options(backend, precision, force))
+
+
+def _bundle_options(backend: str, precision: str, force: bool) -> RuntimeOptions:
+    """How evaluation loads a bundle: one thread (see :func:`load_bundle_runtime`)."""
+    return RuntimeOptions(
         intra_op_threads=1,
         inter_op_threads=1,
         backend=backend,
         precision=precision,
         force_precision=force,
     )
-    return load_policy(path, options=options)
 
 
 def runtime_choice(config: EvalConfig) -> dict[str, str] | None:
@@ -121,14 +126,11 @@ def runtime_choice(config: EvalConfig) -> dict[str, str] | None:
     records under ``policy.runtime``), without loading it; None for a checkpoint."""
     if config.loader is not None or policy_format(config.policy) != "bundle":
         return None
-    from policy_runtime.inference import RuntimeOptions
     from policy_runtime.inference.backends import choose_backend
     from policy_runtime.inference.manifest import BundleFiles, read_manifest
 
-    options = RuntimeOptions(
-        backend=config.backend or "auto",
-        precision=config.precision or "auto",
-        force_precision=config.force_precision,
+    options = _bundle_options(
+        config.backend or "auto", config.precision or "auto", config.force_precision
     )
     choice = choose_backend(options, read_manifest(BundleFiles(config.policy)))
     return {"backend": choice.backend, "precision": choice.precision}

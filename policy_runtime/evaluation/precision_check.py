@@ -71,11 +71,15 @@ def open_loop_error(reference: OnnxPolicy, candidate: OnnxPolicy, seed: int = 0)
     return np.abs((ours - theirs) * scale)
 
 
+def _require_directory(bundle: Path) -> None:
+    if not bundle.is_dir():
+        raise BundleError(f"{bundle}: a zipped bundle cannot record a check; unzip it first")
+
+
 def record_check(bundle: Path, check: PrecisionCheck) -> None:
     """Write ``check`` into the bundle's manifest (replacing one for the same backend and
     precision), atomically: the graphs and their hashes are untouched."""
-    if not bundle.is_dir():
-        raise BundleError(f"{bundle}: a zipped bundle cannot record a check; unzip it first")
+    _require_directory(bundle)
     manifest = read_manifest(BundleFiles(bundle))
     kept = [
         c
@@ -106,8 +110,7 @@ def check_precision(config: PrecisionCheckConfig) -> PrecisionCheck:
         raise ValueError(
             f"backend: {config.backend!r}; a check is for one backend: onnxruntime or openvino"
         )
-    if not config.bundle.is_dir():  # before the episodes, not after
-        raise BundleError(f"{config.bundle}: a zipped bundle cannot record a check; unzip it first")
+    _require_directory(config.bundle)  # before the episodes, not after
     base = RuntimeOptions(intra_op_threads=1, inter_op_threads=1, backend=config.backend)
     reference = load_policy(config.bundle, options=dataclasses.replace(base, precision="fp32"))
     candidate = load_policy(

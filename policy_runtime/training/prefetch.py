@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from policy_runtime.data import SequenceSampler
+from policy_runtime.training.data import to_torch
 
 
 class BatchPrefetcher:
@@ -81,9 +82,5 @@ class BatchPrefetcher:
             torch.cuda.set_device(self.device)
 
     def _gather(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
-        batch = self.sampler.sample_batch(ids)
-        tensors = {
-            k: torch.from_numpy(v if v.dtype == np.uint8 else v.astype(np.float32))
-            for k, v in batch.items()
-        }
+        tensors = to_torch(self.sampler.sample_batch(ids), torch.device("cpu"))
         return {k: v.pin_memory() for k, v in tensors.items()} if self._pin else tensors
