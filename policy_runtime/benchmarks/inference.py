@@ -20,6 +20,7 @@ are noisy: read ratios).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import statistics
 import tempfile
@@ -46,8 +47,11 @@ from policy_runtime.inference.runtime import (
     SamplerKind,
     load_policy,
 )
+from policy_runtime.inference.specs import random_observations
 
 DP_DOWN_DIMS = (256, 512, 1024)
+#: Observations the benchmark's int8 twins are calibrated on (random: a timing only).
+CALIBRATION_OBSERVATIONS = 16
 STEPS = (1, 10, 16, 100)
 FUSED = (10, 16)
 #: A low-dim observation like push_t's (16 keypoints + a 9-D end-effector pose) and the 10-D
@@ -102,17 +106,6 @@ class Row:
     @property
     def overhead(self) -> float:
         return self.runtime.p50_ms / self.bare.p50_ms - 1.0
-
-
-def _observation(policy: OnnxPolicy, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    obs = {}
-    for key in policy.specs.obs.keys:
-        shape = (batch, policy.n_obs_steps, *key.shape)
-        if key.dtype == "uint8":
-            obs[key.key] = rng.integers(0, 256, shape, dtype=np.uint8)
-        else:
-            obs[key.key] = rng.uniform(-1, 1, shape).astype(np.float32)
-    return obs
 
 
 #: The policy kinds whose chunk is one pass of one graph (no denoising loop), and that graph.
@@ -173,7 +166,7 @@ def bench_bundle(
     fused = load_policy(bundle, options=options)
     bare = BareSessions(bundle, options)
     rng = np.random.default_rng(0)
-    obs = _observation(loop, 1, rng)
+    obs = random_observations(loop.specs.obs, 1, rng)
     manifest = loop.manifest
     one_pass = manifest.kind in ONE_PASS
     has_loop = one_pass or manifest.graph("denoiser") is not None
@@ -208,13 +201,18 @@ def bench_bundle(
 
 
 def build_dp_sized_bundles(
-    workdir: Path, fuse_steps: Sequence[int] = FUSED, seed: int = 0, image: bool = False
+    workdir: Path,
+    fuse_steps: Sequence[int] = FUSED,
+    seed: int = 0,
+    image: bool = False,
+    quantize: bool = False,
 ) -> dict[str, tuple[Path, PolicyRuntime]]:
     """Random-weight DP-sized diffusion and drifting policies, exported (or reused from
     ``workdir``); with their torch backends. ``image`` adds ``diffusion_image``: Diffusion
     Policy's image policy, two 84x84 cameras (ResNet-18 encoders, 76x76 centre crop) and the
     9-D pose, whose encoders run once per chunk (the ``obs_encoder`` graph, or inside the fused
-    one), not once per denoising step. Needs torch (the ``train`` extra)."""
+    one), not once per denoising step. ``quantize`` adds int8 twins (the ``quantize`` extra).
+    Needs torch (the ``train`` extra)."""
     import torch
 
     from policy_runtime.export.bundle import ExportOptions, export_policy
@@ -260,8 +258,24 @@ def build_dp_sized_bundles(
         bundle = workdir / name
         if not (bundle / MANIFEST_FILE).is_file():  # the same seed gives the same weights
             export_policy(policy, bundle, options, {"source": "random weights (benchmark)"})
+        if quantize and not read_manifest(BundleFiles(bundle)).quantized:
+            _quantize_on_random_observations(bundle, seed)
         out[name] = (bundle, TorchPolicy(policy))
     return out
+
+
+def quantize_installed() -> bool:
+    return importlib.util.find_spec("nncf") is not None
+
+
+def _quantize_on_random_observations(bundle: Path, seed: int) -> None:
+    """int8 twins calibrated on random observations: a timing, not a deployable policy (a real
+    bundle is calibrated on its dataset, ``prt quantize --dataset``)."""
+    from policy_runtime.export.quantize import quantize_bundle
+
+    specs = read_manifest(BundleFiles(bundle)).obs
+    obs = random_observations(specs, CALIBRATION_OBSERVATIONS, np.random.default_rng(seed))
+    quantize_bundle(bundle, obs, f"{CALIBRATION_OBSERVATIONS} random observations (benchmark)")
 
 
 def _cell(timing: Timing | None) -> str:
@@ -298,8 +312,8 @@ def run(
         torch.set_num_threads(threads)
         with tempfile.TemporaryDirectory() as tmp:
             root = workdir or Path(tmp)
-            with console.status("exporting DP-sized diffusion and drifting policies"):
-                built = build_dp_sized_bundles(root, image=image)
+            with console.status("exporting (and quantising) DP-sized diffusion and drifting"):
+                built = build_dp_sized_bundles(root, image=image, quantize=quantize_installed())
             for name, (path, torch_policy) in built.items():
                 rows += bench_bundle(path, steps, options, repeats, torch_policy, name)
                 backend_rows += bench_backends(
@@ -349,17 +363,19 @@ class BackendRow:
     timing: Timing
 
 
-def runtime_settings() -> list[tuple[str, str]]:
-    """Every (backend, precision) this machine can run: onnxruntime fp32, and OpenVINO at each
-    precision its CPU plugin computes natively, where OpenVINO is installed."""
-    from policy_runtime.inference.backends import openvino_installed
+def runtime_settings(quantized: bool) -> list[tuple[str, str]]:
+    """Every (backend, precision) this machine can run a bundle at: onnxruntime fp32 (and int8
+    for a ``quantized`` bundle), and OpenVINO at each precision its CPU plugin computes
+    natively, where OpenVINO is installed."""
+    from policy_runtime.inference.backends import PRECISIONS, openvino_installed
 
-    settings = [("onnxruntime", "fp32")]
+    usable: list[str] = [p for p in PRECISIONS if quantized or p != "int8"]
+    settings: list[tuple[str, str]] = [("onnxruntime", p) for p in ("fp32", "int8") if p in usable]
     if openvino_installed():
         from policy_runtime.inference.openvino_runner import device_precisions
 
         available = device_precisions()
-        settings += [("openvino", p) for p in ("fp32", "bf16", "fp16") if p in available]
+        settings += [("openvino", p) for p in usable if p in available]
     return settings
 
 
@@ -375,7 +391,8 @@ def bench_backends(
     """The runtime's chunk latency on every backend x precision of :func:`runtime_settings`
     (precisions forced: a timing, not a deployment), beside torch eager, timed interleaved."""
     policies: dict[str, PolicyRuntime] = {}
-    for backend, precision in runtime_settings():
+    quantized = read_manifest(BundleFiles(bundle)).quantized
+    for backend, precision in runtime_settings(quantized):
         options = RuntimeOptions(
             providers=providers if backend == "onnxruntime" else None,
             intra_op_threads=threads,
@@ -389,7 +406,7 @@ def bench_backends(
     reference = next(iter(policies.values()))
     assert isinstance(reference, OnnxPolicy)
     rng = np.random.default_rng(0)
-    obs = _observation(reference, 1, rng)
+    obs = random_observations(reference.specs.obs, 1, rng)
     one_pass = reference.manifest.kind in ONE_PASS
     rows = []
     for n in [1] if one_pass else [s for s in steps if s < 100]:

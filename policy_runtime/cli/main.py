@@ -18,7 +18,7 @@ from policy_runtime.cli.export import EPILOG as EXPORT_EPILOG
 from policy_runtime.cli.export import export
 from policy_runtime.cli.imports import import_app
 from policy_runtime.cli.precision import EPILOG as PRECISION_EPILOG
-from policy_runtime.cli.precision import calibrate_precision
+from policy_runtime.cli.precision import QUANTIZE_EPILOG, calibrate_precision, quantize
 from policy_runtime.cli.record import RECORD_EPILOG, TELEOP_EPILOG, record, teleop
 from policy_runtime.cli.shadow import EPILOG as SHADOW_EPILOG
 from policy_runtime.cli.shadow import shadow_report_command
@@ -69,6 +69,7 @@ app.command(
 )(train)
 app.command("eval", epilog=EVAL_EPILOG)(eval_policy)
 app.command("export", epilog=EXPORT_EPILOG)(export)
+app.command("quantize", epilog=QUANTIZE_EPILOG)(quantize)
 app.command("calibrate-precision", epilog=PRECISION_EPILOG)(calibrate_precision)
 app.command("launch", epilog=LAUNCH_EPILOG)(launch)
 app.command("record", epilog=RECORD_EPILOG)(record)

@@ -1,4 +1,5 @@
-"""``prt calibrate-precision``: accept a low precision for a bundle by its closed-loop success."""
+"""``prt quantize`` (int8 twins of a bundle's graphs) and ``prt calibrate-precision`` (accept a
+low precision for a bundle by its closed-loop success)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,60 @@ EPILOG = (
     "--episodes 200 --workers 2\n\n"
     "  prt eval --policy bundles/push_t_drifting --task push_t   (runs at bf16 once accepted)"
 )
+QUANTIZE_EPILOG = (
+    "Examples:\n\n"
+    "  prt quantize my_bundle --dataset data/push_t_200.zarr\n\n"
+    "  prt calibrate-precision my_bundle --task push_t --precision int8 --workers 2"
+)
+
+
+def quantize(
+    bundle: Annotated[Path, typer.Argument(help="Policy bundle directory (changed in place).")],
+    dataset: Annotated[
+        Path, typer.Option(help="The policy's training dataset: calibration observations.")
+    ],
+    observations: Annotated[
+        int, typer.Option(min=1, help="Observation histories to calibrate on.")
+    ] = 128,
+    seed: Annotated[int, typer.Option(help="Seed of the observations' choice and the noise.")] = 0,
+) -> None:
+    """Add int8 twins of the bundle's graphs, calibrated on what the float graphs see while the
+    policy predicts chunks for OBSERVATIONS of the dataset's observation histories. The runtime
+    runs them only at --precision int8, and by default only once prt calibrate-precision has
+    accepted them in closed loop."""
+    from policy_runtime.export.quantize import dataset_observations, quantize_bundle
+    from policy_runtime.inference.manifest import BundleError, BundleFiles, read_manifest
+
+    try:
+        manifest = read_manifest(BundleFiles(bundle))
+        obs, source = dataset_observations(
+            dataset,
+            [k.key for k in manifest.obs.keys],
+            manifest.obs.n_obs_steps,
+            observations,
+            seed,
+        )
+        report = quantize_bundle(bundle, obs, source, seed)
+    except (BundleError, ValueError, OSError) as exc:
+        typer.echo(f"prt quantize: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    for graph in report.manifest.graphs:
+        if graph.int8 is not None:
+            size = (bundle / graph.int8.file).stat().st_size / 1e6
+            typer.echo(
+                f"{graph.file} -> {graph.int8.file} ({size:.1f} MB, {graph.int8.samples} calls, "
+                f"{graph.int8.method})"
+            )
+    typer.echo(
+        f"next: prt calibrate-precision {bundle} --task TASK --precision int8 (until then int8 "
+        "runs only when forced)"
+    )
 
 
 def calibrate_precision(
     bundle: Annotated[Path, typer.Argument(help="Policy bundle directory.")],
     task: Annotated[str, typer.Option(help="The policy's task in simulation.")],
-    precision: Annotated[str, typer.Option(help="The precision to check: bf16 or fp16.")],
+    precision: Annotated[str, typer.Option(help="The precision to check: bf16, fp16 or int8.")],
     backend: Annotated[str, typer.Option(help="The backend that runs it.")] = "openvino",
     episodes: Annotated[int, typer.Option(min=1, help="Episodes per precision.")] = 200,
     start_seed: Annotated[int, typer.Option(help="Seed of the first episode.")] = 100_000,

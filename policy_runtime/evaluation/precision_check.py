@@ -13,9 +13,6 @@ check runs only when forced (:mod:`policy_runtime.inference.backends`).
 from __future__ import annotations
 
 import dataclasses
-import os
-import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,13 +22,14 @@ from policy_runtime.evaluation.evaluate import EvalConfig, evaluate
 from policy_runtime.inference import RuntimeOptions, load_policy
 from policy_runtime.inference.backends import cpu_info
 from policy_runtime.inference.manifest import (
-    MANIFEST_FILE,
     BundleError,
     BundleFiles,
     PrecisionCheck,
     read_manifest,
+    rewrite_manifest,
 )
 from policy_runtime.inference.runtime import OnnxPolicy
+from policy_runtime.inference.specs import random_observations
 
 #: Random observations the open-loop difference is measured on.
 OPEN_LOOP_BATCH = 64
@@ -54,17 +52,7 @@ class PrecisionCheckConfig:
 def open_loop_error(reference: OnnxPolicy, candidate: OnnxPolicy, seed: int = 0) -> np.ndarray:
     """|candidate - reference| actions (normalised units), on :data:`OPEN_LOOP_BATCH` random
     observations spanning each key's normalised range [-1, 1], with the same noise."""
-    rng = np.random.default_rng(seed)
-    obs: dict[str, np.ndarray] = {}
-    steps = reference.n_obs_steps
-    for key in reference.specs.obs.keys:
-        shape = (OPEN_LOOP_BATCH, steps, *key.shape)
-        if key.dtype == "uint8":
-            obs[key.key] = rng.integers(0, 256, shape, dtype=np.uint8)
-            continue
-        scale, offset = key.normalization.arrays()
-        normalized = rng.uniform(-1.0, 1.0, shape).astype(np.float32)
-        obs[key.key] = ((normalized - offset) / scale).astype(np.float32)
+    obs = random_observations(reference.specs.obs, OPEN_LOOP_BATCH, np.random.default_rng(seed))
     scale, _ = reference.specs.action.normalization.arrays()
     ours = candidate.predict(obs, np.random.default_rng(seed + 1)).actions
     theirs = reference.predict(obs, np.random.default_rng(seed + 1)).actions
@@ -86,26 +74,15 @@ def record_check(bundle: Path, check: PrecisionCheck) -> None:
         for c in manifest.precision_checks
         if (c.backend, c.precision) != (check.backend, check.precision)
     ]
-    updated = manifest.model_copy(update={"precision_checks": [*kept, check]})
-    target = bundle / MANIFEST_FILE
-    mode = stat.S_IMODE(target.stat().st_mode)
-    fd, tmp = tempfile.mkstemp(dir=bundle, prefix=".manifest.", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(updated.model_dump_json(indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)  # mkstemp's 0600 would hide the bundle from other users
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    rewrite_manifest(bundle, manifest.model_copy(update={"precision_checks": [*kept, check]}))
 
 
 def check_precision(config: PrecisionCheckConfig) -> PrecisionCheck:
     """Evaluate fp32 and ``config.precision`` on the same seeds, record and return the check."""
     if config.precision == "fp32":
-        raise ValueError("precision: fp32 is the reference, always accepted; check bf16 or fp16")
+        raise ValueError(
+            "precision: fp32 is the reference, always accepted; check bf16, fp16 or int8"
+        )
     if config.backend not in ("onnxruntime", "openvino"):
         raise ValueError(
             f"backend: {config.backend!r}; a check is for one backend: onnxruntime or openvino"

@@ -46,7 +46,7 @@ from policy_runtime.inference.manifest import (
 )
 from policy_runtime.inference.providers import RuntimeOptions
 from policy_runtime.inference.runtime import load_policy as load_bundle
-from policy_runtime.inference.specs import PolicySpecs, specs_from_config
+from policy_runtime.inference.specs import PolicySpecs, random_observations, specs_from_config
 from policy_runtime.policies.bet import BeTPolicy
 from policy_runtime.policies.diffusion import DiffusionPolicy
 from policy_runtime.policies.drifting import DriftingPolicy
@@ -84,23 +84,6 @@ class _Graph:
     #: bundle), and the policy's own float32 module (what half precision is measured against).
     module: torch.nn.Module
     fp32_module: torch.nn.Module
-
-
-def _random_obs(specs: PolicySpecs, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Observations spread over the range the policy was trained on (images: any pixels)."""
-    to = specs.obs.n_obs_steps
-    obs = {}
-    for key in specs.obs.keys:
-        shape = (batch, to, *key.shape)
-        if key.dtype == "uint8":
-            obs[key.key] = rng.integers(0, 256, shape, dtype=np.uint8)
-        else:
-            scale, offset = key.normalization.arrays()
-            normalised = rng.uniform(-1, 1, shape).astype(np.float32)
-            obs[key.key] = (
-                (normalised - offset.reshape(key.shape)) / scale.reshape(key.shape)
-            ).astype(np.float32)
-    return obs
 
 
 def _tensor(name: str, shape: tuple[int, ...], dtype: str) -> TensorSpec:
@@ -292,7 +275,7 @@ def export_policy(
         raise ExportError(f"--fuse-steps must be in [1, {limit}], got {options.fuse_steps}")
     specs = specs_from_config(policy.config, policy.normalizer)
     rng = np.random.default_rng(options.seed)
-    example = _random_obs(specs, PARITY_BATCH, rng)
+    example = random_observations(specs.obs, PARITY_BATCH, rng)
     graphs = _build_graphs(policy, specs, options, example)
     timesteps = policy.config.num_train_timesteps
     parity = [p for g in graphs for p in _graph_parity(g, example, rng, timesteps)]

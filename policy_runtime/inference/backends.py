@@ -5,11 +5,13 @@ Backends: ``onnxruntime`` (CPU, CUDA, TensorRT; :mod:`~policy_runtime.inference.
 automatic choice: onnxruntime when it has a GPU provider; else OpenVINO on an Intel CPU when it
 is installed; else onnxruntime on the CPU. Every choice comes with its reasons, logged on load.
 
-Precisions: ``fp32`` always; ``bf16`` / ``fp16`` on OpenVINO where the device computes them.
-A low precision changes the actions, so the export parity bound cannot judge it: a bundle runs
-one only when its manifest records a passed closed-loop check for that backend and precision
-(``prt calibrate-precision``), unless the caller forces it. The automatic precision is the
-checked one the hardware runs fastest (bf16 where the CPU has it), else fp32.
+Precisions: ``fp32`` always; ``bf16`` / ``fp16`` on OpenVINO where the device computes them (a
+hint: the same graph); ``int8`` on both backends where the bundle has int8 graphs
+(``prt quantize``: a different graph). A low precision changes the actions, so the export
+parity bound cannot judge it: a bundle runs one only when its manifest records a passed
+closed-loop check for that backend and precision (``prt calibrate-precision``), unless the
+caller forces it. The automatic precision is the checked one the backend runs fastest here
+(OpenVINO: int8, then bf16 where the CPU has it), else fp32.
 """
 
 from __future__ import annotations
@@ -28,13 +30,18 @@ from policy_runtime.inference.providers import CPU, CUDA, TENSORRT, RuntimeOptio
 log = logging.getLogger(__name__)
 
 Backend = Literal["onnxruntime", "openvino"]
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["fp32", "bf16", "fp16", "int8"]
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
-#: The automatic precision's preference, fastest first on a CPU. fp16 is never chosen
-#: automatically: OpenVINO's CPU plugin ran a DP-sized denoiser ~10x slower at fp16 than at
-#: fp32 on an AVX512-FP16 Xeon (``prt bench inference``); it stays an explicit setting.
-_AUTO_ORDER: tuple[Precision, ...] = ("bf16", "fp32")
+#: The automatic precision's preference per backend, fastest first on a CPU (one DP-sized
+#: denoiser pass, 2 threads, Xeon with AMX: OpenVINO int8 8.0 ms, bf16 12.6, fp32 ~18;
+#: onnxruntime fp32 19, int8 36 (its QDQ kernels gain nothing here), so onnxruntime runs int8
+#: only when asked). fp16 is never chosen automatically: OpenVINO's CPU plugin ran the same
+#: pass ~10x slower at fp16 than at fp32 on an AVX512-FP16 Xeon; it stays an explicit setting.
+_AUTO_ORDER: dict[Backend, tuple[Precision, ...]] = {
+    "openvino": ("int8", "bf16", "fp32"),
+    "onnxruntime": ("fp32",),
+}
 #: The CPU flags worth naming for inference (Linux ``/proc/cpuinfo`` names).
 INFERENCE_FLAGS = (
     "avx2",
@@ -153,15 +160,17 @@ def choose_backend(
         why = "not an Intel CPU" if has_openvino else "OpenVINO is not installed"
         reasons.append(f"backend onnxruntime on {CPU}: {why} ({cpu.describe()})")
 
-    hardware = {"fp32"}
+    hardware = {"fp32", "int8"}  # onnxruntime's CPU provider runs QDQ graphs everywhere
     if backend == "openvino":
         from policy_runtime.inference import openvino_runner
 
-        hardware = device_precisions or openvino_runner.device_precisions()
+        hardware = set(device_precisions or openvino_runner.device_precisions())
+    if not manifest.quantized:
+        hardware.discard("int8")
     checked = checked_precisions(manifest, backend)
     precision: Precision
     if options.precision == "auto":
-        usable = [p for p in _AUTO_ORDER if p in hardware and p in checked]
+        usable = [p for p in _AUTO_ORDER[backend] if p in hardware and p in checked]
         precision = usable[0]
         unchecked = sorted((hardware - checked) & set(PRECISIONS))
         note = f"; unchecked here: {', '.join(unchecked)}" if unchecked else ""
@@ -172,6 +181,10 @@ def choose_backend(
                 f"precision: {options.precision!r} is not one of auto, {', '.join(PRECISIONS)}"
             )
         precision = next(p for p in PRECISIONS if p == options.precision)
+        if precision == "int8" and not manifest.quantized:
+            raise PrecisionError(
+                "precision: int8 needs the bundle's int8 graphs, and it has none (prt quantize)"
+            )
         if precision not in hardware:
             raise PrecisionError(
                 f"precision: {precision} does not run on {backend} here (it has "

@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import stat
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Literal
@@ -165,6 +168,21 @@ class TensorSpec(_Strict):
     dtype: TensorDtype
 
 
+class QuantizedGraph(_Strict):
+    """A graph's int8 twin (``prt quantize``): the same inputs and outputs, weights and
+    activations quantised (QuantizeLinear/DequantizeLinear pairs), the activation ranges
+    calibrated on what the float graph saw while the policy ran on ``calibration``'s
+    observations and noise. Its file is hashed in ``files`` like every other."""
+
+    file: str
+    #: The tool and its settings (e.g. ``nncf 3.4.0 post-training, preset performance``).
+    method: str
+    #: Where the calibration observations came from (a dataset path, or random).
+    calibration: str
+    #: Graph calls the ranges were collected on.
+    samples: int = Field(gt=0)
+
+
 class GraphSpec(_Strict):
     file: str
     role: GraphRole
@@ -173,6 +191,16 @@ class GraphSpec(_Strict):
     #: DDIM steps a ``fused`` graph runs.
     fused_steps: int | None = None
     precision: Literal["fp32", "fp16"] = "fp32"
+    #: The int8 twin the runtime runs at precision ``int8``; written only when there is one,
+    #: so bundles without read in older runtimes.
+    int8: QuantizedGraph | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_no_int8(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.int8 is None:
+            data.pop("int8", None)
+        return data
 
 
 class ParitySpec(_Strict):
@@ -192,7 +220,7 @@ class PrecisionCheck(_Strict):
     the success rate fell by at most ``tolerance_points``."""
 
     backend: Literal["onnxruntime", "openvino"]
-    precision: Literal["bf16", "fp16"]
+    precision: Literal["bf16", "fp16", "int8"]
     accepted: bool
     task: str
     episodes: int
@@ -246,8 +274,9 @@ class Manifest(_Strict):
                 f"sampler.kind: {self.sampler.kind!r} does not sample a {self.kind} policy"
             )
         for graph in self.graphs:
-            if graph.file not in self.files:
-                raise ValueError(f"files: graph file {graph.file!r} has no sha256 entry")
+            for file in (graph.file, *([graph.int8.file] if graph.int8 else [])):
+                if file not in self.files:
+                    raise ValueError(f"files: graph file {file!r} has no sha256 entry")
             if graph.role == "fused" and not graph.fused_steps:
                 raise ValueError(f"graphs: fused graph {graph.file!r} needs fused_steps")
         n = self.action.n_action_steps + self.action.chunk_start(self.obs.n_obs_steps)
@@ -267,6 +296,11 @@ class Manifest(_Strict):
                     f"{field} has {len(values)} values, action.dim is {self.action.dim}"
                 )
         return self
+
+    @property
+    def quantized(self) -> bool:
+        """Whether ``prt quantize`` gave the bundle int8 graphs."""
+        return any(g.int8 is not None for g in self.graphs)
 
     def graph(self, role: GraphRole, fused_steps: int | None = None) -> GraphSpec | None:
         for graph in self.graphs:
@@ -361,3 +395,36 @@ def write_bundle(directory: Path, manifest: Manifest, graphs: dict[str, bytes]) 
             raise BundleError(f"{directory}: exists and is not a bundle; refusing to replace it")
         shutil.rmtree(directory)
     staging.rename(directory)
+
+
+def _write_synced(path: Path, data: bytes, mode: int) -> None:
+    """``data`` at ``path`` atomically (a synced temporary file renamed over it)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # mkstemp's 0600 would hide the bundle from other users
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def rewrite_manifest(
+    directory: Path, manifest: Manifest, new_files: dict[str, bytes] | None = None
+) -> None:
+    """Update a bundle directory in place: ``new_files`` written (and synced) first, then the
+    manifest replaced in one rename, so a reader sees the old bundle or the new one, never a
+    manifest naming a half-written file. Every file the manifest names must be hashed in it."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BundleError(f"{directory}: a zipped bundle cannot be changed; unzip it first")
+    target = directory / MANIFEST_FILE
+    mode = stat.S_IMODE(target.stat().st_mode)
+    for name, data in (new_files or {}).items():
+        if manifest.files.get(name) != sha256_bytes(data):
+            raise BundleError(f"{directory}: field 'files.{name}' is not the new file's sha256")
+        _write_synced(directory / name, data, mode)
+    _write_synced(target, (manifest.model_dump_json(indent=2) + "\n").encode(), mode)

@@ -14,13 +14,14 @@ drifting generator, or a BeT transformer with its bins sampled in numpy.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -309,9 +310,12 @@ class OnnxPolicy(PolicyRuntime):
         self.options = options
         self.choice = choose_backend(options, manifest)
         log_choice(path.name, self.choice)
-        self._runners: dict[str, GraphRunner | OpenVinoRunner] = {}
+        self._runners: dict[str, _Runner] = {}
         for graph in manifest.graphs:
-            data = verified_file(files, manifest, graph.file)
+            # At int8 a graph runs its int8 twin where it has one (prt quantize quantises the
+            # step graphs; a fused graph keeps float, and graph_for then runs the step loop).
+            twin = graph.int8 if self.choice.precision == "int8" else None
+            data = verified_file(files, manifest, twin.file if twin else graph.file)
             runner: GraphRunner | OpenVinoRunner
             if self.choice.backend == "openvino":
                 runner = OpenVinoRunner(data, self.choice.precision, options.intra_op_threads)
@@ -321,9 +325,8 @@ class OnnxPolicy(PolicyRuntime):
                 self._check_graph_io(partial(_session_signature, session), graph)
                 runner = GraphRunner(session, options.io_binding)
             self._runners[graph.file] = runner
-        first = next(iter(self._runners.values()))
         self.providers = (
-            first.session.get_providers() if isinstance(first, GraphRunner) else [first.provider]
+            runner.session.get_providers() if isinstance(runner, GraphRunner) else [runner.provider]
         )
         self._obs_names = {k.key: f"obs.{k.key}" for k in manifest.obs.keys}
 
@@ -353,7 +356,10 @@ class OnnxPolicy(PolicyRuntime):
         kind = sampler or self.specs.sampler.kind
         if kind != "ddim" or not self.options.fused_graphs:
             return None
-        return self.manifest.graph("fused", fused_steps=steps)
+        fused = self.manifest.graph("fused", fused_steps=steps)
+        if fused is not None and self.precision == "int8" and fused.int8 is None:
+            return None  # the quantised step loop, not the float fused graph
+        return fused
 
     def _obs_feeds(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {self._obs_names[k]: v for k, v in obs.items()}
@@ -414,8 +420,45 @@ class OnnxPolicy(PolicyRuntime):
                 sample = scheduler.step(output, int(t), sample).prev_sample
         return sample
 
+    @contextlib.contextmanager
+    def recording_inputs(self) -> Iterator[dict[str, list[dict[str, np.ndarray]]]]:
+        """Within the block, a copy of every graph call's inputs, by graph file: what the float
+        graphs see on real observations, which ``prt quantize`` calibrates on."""
+        calls: dict[str, list[dict[str, np.ndarray]]] = {name: [] for name in self._runners}
+        runners = dict(self._runners)
+        try:
+            for name, runner in runners.items():
+                self._runners[name] = _Recording(runner, calls[name])
+            yield calls
+        finally:
+            self._runners.update(runners)
+
     def fused_steps(self) -> list[int]:
         return [g.fused_steps for g in self.manifest.graphs if g.role == "fused" and g.fused_steps]
+
+
+class _Runner(Protocol):
+    """What runs one graph: :class:`GraphRunner`, :class:`OpenVinoRunner`, or a recording."""
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray: ...
+
+    def run_all(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class _Recording:
+    """A graph runner that keeps a copy of each call's inputs (``recording_inputs``)."""
+
+    def __init__(self, runner: _Runner, calls: list[dict[str, np.ndarray]]) -> None:
+        self.runner = runner
+        self.calls = calls
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        self.calls.append({k: np.array(v) for k, v in feeds.items()})
+        return self.runner.run(feeds)
+
+    def run_all(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.calls.append({k: np.array(v) for k, v in feeds.items()})
+        return self.runner.run_all(feeds)
 
 
 def _session_signature(session: ort.InferenceSession, side: str) -> list[tuple[str, int, str]]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from policy_runtime.inference.manifest import (
     ActionSpec,
     AffineSpec,
@@ -30,6 +32,26 @@ class PolicySpecs:
     obs: ObsSpec
     action: ActionSpec
     sampler: SamplerSpec
+
+
+def random_observations(
+    obs: ObsSpec, batch: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """``(batch, n_obs_steps, *shape)`` per key, spread over the range the policy was trained on
+    (uniform in its normalised [-1, 1]; images: any pixels): the inputs of export parity,
+    open-loop precision figures and timings."""
+    out = {}
+    for key in obs.keys:
+        shape = (batch, obs.n_obs_steps, *key.shape)
+        if key.dtype == "uint8":
+            out[key.key] = rng.integers(0, 256, shape, dtype=np.uint8)
+            continue
+        scale, offset = key.normalization.arrays()
+        normalised = rng.uniform(-1, 1, shape).astype(np.float32)
+        out[key.key] = ((normalised - offset.reshape(key.shape)) / scale.reshape(key.shape)).astype(
+            np.float32
+        )
+    return out
 
 
 def _affine(normalizer: Normalizer, key: str) -> AffineSpec:
