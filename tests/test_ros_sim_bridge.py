@@ -14,6 +14,13 @@ pytest.importorskip("rclpy", reason="the ROS 2 Jazzy wheels are not installed")
 
 from tests.ros_graph import NodeProcess, Watcher, wait_for
 
+ROOT = Path(__file__).resolve().parents[1]
+#: The shipped bundle with the simulated cell's observation mapping: a server that would start.
+SHIPPED_SERVER = {
+    "bundle": str(ROOT / "bundles" / "push_t_drifting"),
+    "config": str(ROOT / "config" / "server_sim.yaml"),
+}
+
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 WIDTH, HEIGHT = 64, 48
@@ -158,6 +165,10 @@ def test_bad_commands_are_refused_and_the_arm_holds(watcher: Watcher, bridge: No
         ("prt-sim-bridge", {"task": "juggling"}, "task"),
         ("prt-executor", {"executor_config": "/nonexistent.yaml"}, "/nonexistent.yaml"),
         ("prt-policy-server", {"bundle": "/nonexistent", "config": "x"}, "bundle"),
+        ("prt-policy-server", {**SHIPPED_SERVER, "backend": "tpu"}, "backend: 'tpu'"),
+        ("prt-policy-server", {**SHIPPED_SERVER, "precision": "int4"}, "precision: 'int4'"),
+        # A precision its manifest has no passed check for (nor the int8 graphs it needs).
+        ("prt-policy-server", {**SHIPPED_SERVER, "precision": "int8"}, "int8 graphs"),
     ],
 )
 def test_bad_parameters_are_refused_with_their_name(

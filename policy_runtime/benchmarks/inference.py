@@ -464,5 +464,5 @@ def print_backends(console: Console, rows: list[BackendRow], threads: int) -> No
     console.print(
         f"recommended here: --backend {backend} --precision {precision} (fastest over these "
         "rows); a precision other than fp32 runs by default only after "
-        "prt calibrate-precision accepts it for the bundle"
+        "prt calibrate-precision accepts it for the bundle (int8: made by prt quantize)"
     )

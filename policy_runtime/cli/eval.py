@@ -82,7 +82,8 @@ def eval_policy(
     precision: Annotated[
         str | None,
         typer.Option(
-            help="A bundle's precision: fp32, bf16, fp16 (default: bf16 where it passed a check)."
+            help="A bundle's precision: fp32, bf16, fp16, int8 (default: the fastest it passed "
+            "a check for)."
         ),
     ] = None,
     force_precision: Annotated[

@@ -1,6 +1,6 @@
 """Accept a low precision for a bundle only by what it does: closed-loop success in simulation.
 
-A bf16 or fp16 graph changes every action a little (a DP-sized U-Net: ~0.01 in normalised
+A bf16, fp16 or int8 graph changes every action a little (a DP-sized U-Net: ~0.01 in normalised
 units), so the export's 1e-4 parity bound would refuse it and says nothing about whether the
 task still succeeds. :func:`check_precision` runs the bundle's task over the same seeds at fp32
 and at the precision on the same backend, through the same deployed stack as ``prt eval``,

@@ -62,7 +62,9 @@ PARAMETERS = {
     "lockstep_timeout_s": Param(2.0, "lockstep: wall seconds to wait for the data", positive),
     "intra_op_threads": Param(1, "inference threads inside one operator", positive),
     "backend": Param("auto", "auto, onnxruntime or openvino (auto: GPU, else OpenVINO on Intel)"),
-    "precision": Param("auto", "auto (bf16 where the bundle passed a check), fp32, bf16, fp16"),
+    "precision": Param(
+        "auto", "auto (the fastest the bundle passed a check for), fp32, bf16, fp16, int8"
+    ),
     "diagnostics_period_s": Param(1.0, "seconds between /diagnostics messages", positive),
 }
 
