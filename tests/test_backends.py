@@ -17,7 +17,11 @@ import pytest
 from typer.testing import CliRunner
 
 from policy_runtime.cli.main import app
-from policy_runtime.evaluation.precision_check import open_loop_error, record_check
+from policy_runtime.evaluation.precision_check import (
+    open_loop_error,
+    record_check,
+    within_tolerance,
+)
 from policy_runtime.inference import RuntimeOptions, load_policy
 from policy_runtime.inference.backends import (
     CpuInfo,
@@ -193,3 +197,9 @@ def test_prt_eval_refuses_an_unchecked_precision_before_running_anything(bundle:
     )
     assert result.exit_code == 1
     assert "not checked at bf16 on openvino" in result.output
+
+
+def test_a_drop_of_exactly_the_tolerance_is_accepted_and_one_episode_more_is_not():
+    assert within_tolerance(0.86, 0.84, 2.0)  # 2.0000000000000018 points in floating point
+    assert within_tolerance(0.865, 0.855, 2.0) and within_tolerance(0.80, 0.85, 2.0)
+    assert not within_tolerance(0.86, 0.835, 2.0)

@@ -25,6 +25,7 @@ from policy_runtime.export.quantize import (
     dataset_observations,
     float32_graph,
     quantize_bundle,
+    relative_error,
 )
 from policy_runtime.inference import RuntimeOptions, load_policy
 from policy_runtime.inference.backends import PrecisionError
@@ -67,8 +68,8 @@ def quantized(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (bundle / "manifest.json").write_text(
         manifest.model_copy(update={"precision_checks": []}).model_dump_json(indent=2)
     )
-    obs = random_observations(manifest.obs, 32, np.random.default_rng(0))
-    quantize_bundle(bundle, obs, "32 random observations (test)")
+    obs = random_observations(manifest.obs, 40, np.random.default_rng(0))
+    quantize_bundle(bundle, obs, "40 random observations (test)", held_out=8, max_error=0.05)
     return bundle
 
 
@@ -89,12 +90,30 @@ def test_widening_an_fp16_graph_leaves_no_half_precision_and_computes_the_same()
     assert 0 < np.abs(half - full).max() < 2e-2
 
 
+def test_relative_error_is_the_worst_outputs_mean_difference_over_its_mean_size():
+    expected = [
+        [np.array([1.0, -1.0]), np.array([10.0])],
+        [np.array([3.0, -3.0]), np.array([-10.0])],
+    ]
+    calls: list[dict[str, np.ndarray]] = [{}, {}]
+    shifted = iter(
+        [[np.array([1.5, -1.0]), np.array([10.0])], [np.array([3.0, -2.5]), np.array([-9.0])]]
+    )
+    # Output 0: mean |diff| (0.25 + 0.25) / 2 = 0.25 over mean size 2: 0.125; output 1: 0.5 / 10.
+    assert relative_error(lambda _: next(shifted), calls, expected) == pytest.approx(0.125)
+
+
 def test_the_int8_twin_is_a_hashed_qdq_graph_beside_the_untouched_float_one(quantized: Path):
     before = read_manifest(BundleFiles(SHIPPED))
     after = read_manifest(BundleFiles(quantized))
     graph = after.graphs[0]
     assert graph.int8 is not None and graph.int8.file == "generator.int8.onnx"
-    assert graph.int8.samples == 32 and graph.int8.calibration.startswith("32 random")
+    assert graph.int8.samples == 32 and graph.int8.held_out_samples == 8
+    assert graph.int8.calibration.startswith("40 random")
+    # Accuracy control held the output within its bound on the held-out calls, some layers
+    # still in int8: at most the 33 convolutions (the 14 Gemm layers start in float).
+    assert graph.int8.held_out_error <= 0.05
+    assert graph.int8.layers == 47 and 0 < graph.int8.int8_layers <= 33
     data = (quantized / graph.int8.file).read_bytes()
     assert after.files[graph.int8.file] == sha256_bytes(data)
     assert after.files["generator.onnx"] == before.files["generator.onnx"]
@@ -159,9 +178,10 @@ def test_requantising_replaces_the_twin_and_drops_its_int8_checks(quantized: Pat
     shutil.copytree(quantized, copy)
     record_check(copy, _accepted("openvino", 0.5))
     old_hash = read_manifest(BundleFiles(copy)).files["generator.int8.onnx"]
-    obs = random_observations(read_manifest(BundleFiles(copy)).obs, 8, np.random.default_rng(5))
-    report = quantize_bundle(copy, obs, "8 random observations (test)")
-    assert report.samples == {"generator.onnx": 8}
+    obs = random_observations(read_manifest(BundleFiles(copy)).obs, 12, np.random.default_rng(5))
+    report = quantize_bundle(copy, obs, "12 random observations (test)", held_out=4, max_error=0.5)
+    twin = report.manifest.graphs[0].int8
+    assert twin is not None and (twin.samples, twin.held_out_samples) == (8, 4)
     manifest = read_manifest(BundleFiles(copy))
     assert manifest.precision_checks == []
     assert manifest.files["generator.int8.onnx"] != old_hash
@@ -224,28 +244,26 @@ def test_prt_quantize_names_what_it_wrote_and_refuses_a_zip(tmp_path: Path):
     dataset = _dataset(tmp_path / "d.zarr", [20, 30])
     runner = CliRunner()
     result = runner.invoke(
-        app, ["quantize", str(bundle), "--dataset", str(dataset), "--observations", "16"]
+        app,
+        [
+            *["quantize", str(bundle), "--dataset", str(dataset)],
+            *["--observations", "16", "--held-out", "4", "--max-error", "0.5"],
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "generator.onnx -> generator.int8.onnx" in result.output
-    assert "16 calls" in result.output and "prt calibrate-precision" in result.output
+    assert "calibrated on 16)" in result.output and "prt calibrate-precision" in result.output
     archive = shutil.make_archive(str(tmp_path / "zipped"), "zip", bundle)
     result = runner.invoke(app, ["quantize", archive, "--dataset", str(dataset)])
     assert result.exit_code == 1
     assert "a zipped bundle cannot be changed" in result.output
 
 
-def test_prt_bench_inference_times_int8_on_both_backends(quantized: Path):
-    result = CliRunner().invoke(
-        app,
-        ["bench", "inference", "--bundle", str(quantized), "--repeats", "3", "--threads", "1"],
-        env={"COLUMNS": "250"},
+def test_a_bound_no_int8_graph_meets_is_refused_by_name_and_nothing_is_written(quantized: Path):
+    before = {p.name: p.read_bytes() for p in quantized.iterdir()}
+    obs = random_observations(
+        read_manifest(BundleFiles(quantized)).obs, 6, np.random.default_rng(3)
     )
-    assert result.exit_code == 0, result.output
-    settings = {
-        cell.strip()
-        for line in result.output.splitlines()
-        for cell in line.split("│")
-        if cell.strip().endswith(" int8")
-    }
-    assert settings == {"onnxruntime int8", "openvino int8"}
+    with pytest.raises(BundleError, match=r"generator\.onnx: held-out error .* exceeds"):
+        quantize_bundle(quantized, obs, "test", held_out=2, max_error=0.0, max_reversions=2)
+    assert {p.name: p.read_bytes() for p in quantized.iterdir()} == before

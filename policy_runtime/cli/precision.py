@@ -27,36 +27,44 @@ def quantize(
         Path, typer.Option(help="The policy's training dataset: calibration observations.")
     ],
     observations: Annotated[
-        int, typer.Option(min=1, help="Observation histories to calibrate on.")
+        int, typer.Option(min=2, help="Observation histories to calibrate on.")
     ] = 128,
+    held_out: Annotated[
+        int, typer.Option(min=1, help="Further histories that judge the result, not calibrate it.")
+    ] = 16,
+    max_error: Annotated[
+        float,
+        typer.Option(
+            min=0, help="Largest mean |int8 - float| output over mean |float| output, held out."
+        ),
+    ] = 0.01,
     seed: Annotated[int, typer.Option(help="Seed of the observations' choice and the noise.")] = 0,
 ) -> None:
-    """Add int8 twins of the bundle's graphs, calibrated on what the float graphs see while the
-    policy predicts chunks for OBSERVATIONS of the dataset's observation histories. The runtime
-    runs them only at --precision int8, and by default only once prt calibrate-precision has
-    accepted them in closed loop."""
+    """Add int8 twins of the bundle's graphs: ranges calibrated on what the float graphs see while
+    the policy predicts chunks for OBSERVATIONS of the dataset's observation histories; then the
+    layers that move the output most return to float until the error on HELD_OUT other
+    histories is at most MAX_ERROR. The runtime runs them only at --precision int8, and by
+    default only once prt calibrate-precision has accepted them in closed loop."""
     from policy_runtime.export.quantize import dataset_observations, quantize_bundle
     from policy_runtime.inference.manifest import BundleError, BundleFiles, read_manifest
 
     try:
         manifest = read_manifest(BundleFiles(bundle))
-        obs, source = dataset_observations(
-            dataset,
-            [k.key for k in manifest.obs.keys],
-            manifest.obs.n_obs_steps,
-            observations,
-            seed,
-        )
-        report = quantize_bundle(bundle, obs, source, seed)
+        keys = [k.key for k in manifest.obs.keys]
+        count = observations + held_out
+        obs, source = dataset_observations(dataset, keys, manifest.obs.n_obs_steps, count, seed)
+        report = quantize_bundle(bundle, obs, source, held_out, max_error, seed)
     except (BundleError, ValueError, OSError) as exc:
         typer.echo(f"prt quantize: {exc}", err=True)
         raise typer.Exit(1) from exc
     for graph in report.manifest.graphs:
-        if graph.int8 is not None:
-            size = (bundle / graph.int8.file).stat().st_size / 1e6
+        twin = graph.int8
+        if twin is not None:
+            size = (bundle / twin.file).stat().st_size / 1e6
             typer.echo(
-                f"{graph.file} -> {graph.int8.file} ({size:.1f} MB, {graph.int8.samples} calls, "
-                f"{graph.int8.method})"
+                f"{graph.file} -> {twin.file} ({size:.1f} MB): {twin.int8_layers} of "
+                f"{twin.layers} layers in int8, held-out error {twin.held_out_error:.4f} "
+                f"({twin.held_out_samples} calls; calibrated on {twin.samples})"
             )
     typer.echo(
         f"next: prt calibrate-precision {bundle} --task TASK --precision int8 (until then int8 "
