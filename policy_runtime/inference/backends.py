@@ -33,11 +33,12 @@ Backend = Literal["onnxruntime", "openvino"]
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
-#: The automatic precision's preference per backend, fastest first on a CPU (one DP-sized
-#: denoiser pass, 2 threads, Xeon with AMX: OpenVINO int8 8.0 ms, bf16 12.6, fp32 ~18;
-#: onnxruntime fp32 19, int8 36 (its QDQ kernels gain nothing here), so onnxruntime runs int8
-#: only when asked). fp16 is never chosen automatically: OpenVINO's CPU plugin ran the same
-#: pass ~10x slower at fp16 than at fp32 on an AVX512-FP16 Xeon; it stays an explicit setting.
+#: The automatic precision's preference per backend, fastest first on a CPU (a DP-sized
+#: DDIM-10 chunk, 2 threads, Xeon with AMX, ``prt bench inference``: OpenVINO int8 37.4 ms, bf16
+#: 51.1, fp32 105.8; onnxruntime fp32 120.2, int8 275 (its QDQ kernels are slower than its fp32
+#: here), so onnxruntime runs int8 only when asked). fp16 is never chosen automatically:
+#: OpenVINO's CPU plugin ran the same chunk ~10x slower at fp16 than at fp32 on this
+#: AVX512-FP16 Xeon; it stays an explicit setting.
 _AUTO_ORDER: dict[Backend, tuple[Precision, ...]] = {
     "openvino": ("int8", "bf16", "fp32"),
     "onnxruntime": ("fp32",),
