@@ -146,7 +146,7 @@ def float32_graph(model: onnx.ModelProto) -> onnx.ModelProto:
 class QuantizedData:
     data: bytes
     method: str
-    #: mean |int8 - float| / mean |float| on the held-out calls (the worst output).
+    #: Mean over the held-out calls of mean |int8 - float| / mean |float| (the worst output).
     held_out_error: float
     #: Layers (:data:`LAYERS`) computing on int8 inputs and weights, of ``layers``.
     int8_layers: int
@@ -167,6 +167,14 @@ def relative_error(
         size = np.mean([np.abs(e[i]).mean() for e in expected])
         errors.append(float(diff / max(size, 1e-12)))
     return max(errors)
+
+
+def _call_errors(
+    run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
+    items: list[tuple[dict[str, np.ndarray], list[np.ndarray]]],
+) -> list[float]:
+    """Each held-out call's :func:`relative_error`: what accuracy control bounds on average."""
+    return [relative_error(run, [call], [expected]) for call, expected in items]
 
 
 def _runner(model: Any) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:
@@ -204,16 +212,16 @@ def quantize_graph(
 ) -> QuantizedData:
     """The QDQ int8 graph of ONNX ``data``: activation ranges from ``calls``, then NNCF's
     accuracy control returns the operators that move the output most to float, one at a time,
-    until the mean |int8 - float| output on ``held_out`` is at most ``max_error`` of the mean
-    |float| output (:func:`relative_error`).
+    until the held-out error is at most ``max_error``: the mean over ``held_out`` of each call's
+    mean |int8 - float| output over its mean |float| output (:func:`relative_error`).
 
     NNCF's default (``performance``) preset: symmetric int8 weights per channel, activations per
     tensor, bias correction (on a DP-sized denoiser faster on OpenVINO than ``mixed`` and no
     closer to float). Measured on the push_t drifting policy's generator, on held-out dataset
-    observations: all operators in int8, the mean |action - float action| was 0.021
+    observations: every convolution in int8, the mean |action - float action| was 0.016
     (normalised; bf16: 0.001) and closed-loop success fell from 86.5% to 34.5% (seeds
-    100000-100199); accuracy control returned 5 of 99 operators to float for 0.004, ~50 for
-    0.0013. ``Gemm`` layers (FiLM conditioning, observation MLPs: a small share of the weights)
+    100000-100199); at the default bound 19 of its 47 layers stay in int8 and success was
+    86.0%. ``Gemm`` layers (FiLM conditioning, observation MLPs: a small share of the weights)
     start in float: they cut that error by a quarter on their own."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
@@ -224,9 +232,8 @@ def quantize_graph(
     items = list(zip(held_out, expected, strict=True))
 
     def validate(candidate: object, batch: Iterable[tuple[Any, Any]]) -> tuple[float, list[float]]:
-        run = _runner(candidate)
-        per_call = [1.0 - relative_error(run, [c], [e]) for c, e in batch]
-        return float(np.mean(per_call)), per_call
+        errors = _call_errors(_runner(candidate), list(batch))
+        return 1.0 - float(np.mean(errors)), [1.0 - e for e in errors]
 
     quantized = nncf.quantize_with_accuracy_control(
         model,
@@ -244,7 +251,7 @@ def quantize_graph(
     )
     layers = [n for n in quantized.graph.node if n.op_type in LAYERS]
     int8 = sum(1 for n in layers if _int8_inputs(quantized.graph, n))
-    error = relative_error(_runner(quantized), held_out, expected)
+    error = float(np.mean(_call_errors(_runner(quantized), items)))
     if error > max_error:
         raise BundleError(
             f"held-out error {error:.4f} still exceeds --max-error {max_error:g} after "

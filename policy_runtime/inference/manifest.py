@@ -182,7 +182,8 @@ class QuantizedGraph(_Strict):
     #: Graph calls the ranges were collected on.
     samples: int = Field(gt=0)
     #: Graph calls on held-out observations the result was judged on, and its error there:
-    #: mean |int8 - float| output over mean |float| output (the worst output).
+    #: the mean over those calls of mean |int8 - float| output over mean |float| output (the
+    #: worst output).
     held_out_samples: int = Field(gt=0)
     held_out_error: float = Field(ge=0)
     #: Layers (Conv/MatMul/Gemm) computing in int8, of ``layers``: accuracy control returns
