@@ -22,10 +22,10 @@ from policy_runtime.evaluation.evaluate import EvalConfig, evaluate
 from policy_runtime.inference import RuntimeOptions, load_policy
 from policy_runtime.inference.backends import cpu_info
 from policy_runtime.inference.manifest import (
-    BundleError,
     BundleFiles,
     PrecisionCheck,
     read_manifest,
+    require_directory,
     rewrite_manifest,
 )
 from policy_runtime.inference.runtime import OnnxPolicy
@@ -59,15 +59,9 @@ def open_loop_error(reference: OnnxPolicy, candidate: OnnxPolicy, seed: int = 0)
     return np.abs((ours - theirs) * scale)
 
 
-def _require_directory(bundle: Path) -> None:
-    if not bundle.is_dir():
-        raise BundleError(f"{bundle}: a zipped bundle cannot record a check; unzip it first")
-
-
 def record_check(bundle: Path, check: PrecisionCheck) -> None:
     """Write ``check`` into the bundle's manifest (replacing one for the same backend and
     precision), atomically: the graphs and their hashes are untouched."""
-    _require_directory(bundle)
     manifest = read_manifest(BundleFiles(bundle))
     kept = [
         c
@@ -93,7 +87,7 @@ def check_precision(config: PrecisionCheckConfig) -> PrecisionCheck:
         raise ValueError(
             f"backend: {config.backend!r}; a check is for one backend: onnxruntime or openvino"
         )
-    _require_directory(config.bundle)  # before the episodes, not after
+    require_directory(config.bundle)  # before the episodes, not after
     base = RuntimeOptions(intra_op_threads=1, inter_op_threads=1, backend=config.backend)
     reference = load_policy(config.bundle, options=dataclasses.replace(base, precision="fp32"))
     candidate = load_policy(

@@ -37,6 +37,7 @@ from policy_runtime.inference.manifest import (
     Manifest,
     QuantizedGraph,
     read_manifest,
+    require_directory,
     rewrite_manifest,
     sha256_bytes,
     verified_file,
@@ -189,9 +190,10 @@ def _runner(model: Any) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:
     return lambda feeds: list(session.run(None, feeds))
 
 
-def _int8_inputs(graph: onnx.GraphProto, layer: onnx.NodeProto) -> bool:
-    """Whether a layer's input and weight both come from DequantizeLinear (through shape-only
-    operators such as the Unsqueeze of a Conv1d exported as Conv2d): an int8 product."""
+def _int8_layers(graph: onnx.GraphProto) -> tuple[int, int]:
+    """How many :data:`LAYERS` take both input and weight from DequantizeLinear (through
+    shape-only operators such as the Unsqueeze of a Conv1d exported as Conv2d): int8 products;
+    and how many layers there are."""
     producer = {out: node for node in graph.node for out in node.output}
 
     def dequantized(name: str) -> bool:
@@ -200,7 +202,9 @@ def _int8_inputs(graph: onnx.GraphProto, layer: onnx.NodeProto) -> bool:
             node = producer.get(node.input[0])
         return node is not None and node.op_type == "DequantizeLinear"
 
-    return all(dequantized(name) for name in layer.input[:2])
+    layers = [n for n in graph.node if n.op_type in LAYERS]
+    int8 = sum(1 for n in layers if all(dequantized(name) for name in n.input[:2]))
+    return int8, len(layers)
 
 
 def quantize_graph(
@@ -249,8 +253,7 @@ def quantize_graph(
             max_num_iterations=max_reversions,
         ),
     )
-    layers = [n for n in quantized.graph.node if n.op_type in LAYERS]
-    int8 = sum(1 for n in layers if _int8_inputs(quantized.graph, n))
+    int8, layers = _int8_layers(quantized.graph)
     error = float(np.mean(_call_errors(_runner(quantized), items)))
     if error > max_error:
         raise BundleError(
@@ -262,7 +265,7 @@ def quantize_graph(
         f"nncf {nncf.__version__} post-training, preset performance, {'/'.join(FLOAT_OPS)} float, "
         f"accuracy control to {max_error:g} relative error"
     )
-    return QuantizedData(quantized.SerializeToString(), method, error, int8, len(layers))
+    return QuantizedData(quantized.SerializeToString(), method, error, int8, layers)
 
 
 def quantize_bundle(
@@ -279,8 +282,7 @@ def quantize_bundle(
     which judge the accuracy control (:func:`quantize_graph`). Replaces earlier twins and drops
     any int8 check recorded for them; the float graphs and their hashes are untouched."""
     bundle = Path(bundle)
-    if not bundle.is_dir():
-        raise BundleError(f"{bundle}: a zipped bundle cannot be changed; unzip it first")
+    require_directory(bundle)  # before the quantising, not after
     files = BundleFiles(bundle)
     manifest = read_manifest(files)
     if not any(g.role in QUANTIZED_ROLES for g in manifest.graphs):

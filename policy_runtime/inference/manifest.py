@@ -421,6 +421,12 @@ def _write_synced(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
+def require_directory(bundle: Path) -> None:
+    """Refuse a zipped bundle where it is to be changed in place (before any work is done)."""
+    if not Path(bundle).is_dir():
+        raise BundleError(f"{bundle}: a zipped bundle cannot be changed; unzip it first")
+
+
 def rewrite_manifest(
     directory: Path, manifest: Manifest, new_files: dict[str, bytes] | None = None
 ) -> None:
@@ -428,8 +434,7 @@ def rewrite_manifest(
     manifest replaced in one rename, so a reader sees the old bundle or the new one, never a
     manifest naming a half-written file. Every file the manifest names must be hashed in it."""
     directory = Path(directory)
-    if not directory.is_dir():
-        raise BundleError(f"{directory}: a zipped bundle cannot be changed; unzip it first")
+    require_directory(directory)
     target = directory / MANIFEST_FILE
     mode = stat.S_IMODE(target.stat().st_mode)
     for name, data in (new_files or {}).items():
