@@ -178,3 +178,48 @@ def test_bad_parameters_are_refused_with_their_name(
     code = node.process.wait(timeout=60)
     assert code == 2, node.output()
     assert named in node.output()
+
+
+def test_fast_mode_announces_each_ticks_stamps_and_every_announced_frame_arrives(
+    tmp_path: Path,
+):
+    """Fast mode's ``~/published``: each tick names its own stamp for the state topics, and
+    for the camera the newest frame due at 30 Hz (less than a camera period old), every one
+    of which then arrives; no frame arrives unannounced."""
+    from sensor_msgs.msg import Image, JointState
+
+    from policy_runtime.ros import qos
+    from policy_runtime.ros.messages import seconds
+
+    node = NodeProcess(
+        "prt-sim-bridge",
+        {"realtime": False, "cameras": "[front]", "image_width": WIDTH, "image_height": HEIGHT},
+        tmp_path,
+    )
+    watch = Watcher("test_announcements")
+    try:
+        watch.keep("/sim_bridge/published", JointState, qos.LOCKSTEP)
+        watch.keep("/camera/front/color/image_raw", Image, qos.LOCKSTEP)
+        wait_for(lambda: len(watch.received("/sim_bridge/published")) >= 200, 60, "ticks")
+        announcements = watch.received("/sim_bridge/published")[:200]
+        time.sleep(1.0)  # the frames still rendering
+        frames = {round(seconds(m.header.stamp), 6) for m in watch.received(
+            "/camera/front/color/image_raw")}  # fmt: skip
+    finally:
+        watch.close()
+        assert node.stop() == 0, node.output()
+    camera = "/camera/front/color/image_raw"
+    announced_frames = set()
+    for msg in announcements:
+        tick = seconds(msg.header.stamp)
+        stamps = dict(zip(msg.name, msg.position, strict=True))
+        for topic in ("/joint_states", "/tcp_pose_broadcaster/pose", "/sim_bridge/task_state"):
+            assert abs(stamps[topic] - tick) < 1e-6, (topic, stamps[topic], tick)
+        if camera in stamps:
+            assert -1e-6 < tick - stamps[camera] < 1.0 / 30.0, (tick, stamps[camera])
+            assert stamps["/camera/front/color/camera_info"] == stamps[camera]
+            announced_frames.add(round(stamps[camera], 6))
+    assert len(announced_frames) >= 40  # 200 ticks at 125 Hz: 1.6 s of frames at 30 Hz
+    assert announced_frames <= frames
+    first, last = min(announced_frames), max(announced_frames)
+    assert {f for f in frames if first <= f <= last} == announced_frames

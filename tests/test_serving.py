@@ -15,6 +15,7 @@ from policy_runtime.robots.poses import (
 from policy_runtime.serving.config import ServerConfig
 from policy_runtime.serving.decode import DecodeError, NamePicker, fit_image, pose_observation
 from policy_runtime.serving.history import ObservationHistory, StreamSpec
+from policy_runtime.serving.lockstep import PublishedStamps
 from policy_runtime.serving.server import PolicyInfo, PolicyServerCore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,12 +64,26 @@ def test_history_refuses_old_and_reordered_samples_and_clear_sets_a_floor():
     assert history.out_of_order == 3
 
 
-def test_covers_waits_for_every_stream_within_its_tolerance():
-    history = ObservationHistory([StreamSpec("a"), StreamSpec("b")], 1, 0.1)
-    history.add("a", 1.0, np.zeros(1))
-    assert not history.covers(1.0)  # b has nothing
-    history.add("b", 0.98, np.zeros(1))
-    assert not history.covers(1.0) and history.covers(1.0, {"b": 0.03})
+def test_lockstep_waits_for_each_announced_sample_not_for_one_within_a_period():
+    """The race a period's tolerance had: the state at 1.008 is due, the one at 1.000 has
+    arrived (one period old). Only the announcement of tick 1.008 and its sample complete it;
+    a camera whose newest frame is older (1.000) is complete once that frame is here."""
+    stamps = PublishedStamps(["/joint_states", "/camera/color", "/unread"])
+    stamps.arrived("/joint_states", 1.000)
+    stamps.arrived("/camera/color", 0.968)
+    assert not stamps.complete(1.008)  # nothing announced for 1.008 yet
+    stamps.announced(1.008, {"/joint_states": 1.008, "/camera/color": 1.000, "/other": 1.008})
+    assert not stamps.complete(1.008)
+    assert stamps.missing() == ["/joint_states", "/camera/color"]
+    stamps.arrived("/joint_states", 1.008)
+    stamps.arrived("/camera/color", 1.000)
+    assert stamps.complete(1.008) and stamps.missing() == []
+    assert stamps.unannounced() == ["/unread"]  # read here, never announced: not waited for
+    stamps.announced(1.000, {"/joint_states": 0.5})  # an older announcement changes nothing
+    assert stamps.complete(1.008) and not stamps.complete(1.016)
+    stamps.arrived("/not_read", 5.0)  # a topic not read here is ignored
+    stamps.announced(1.016, {"/joint_states": 1.016, "/camera/color": 1.000})
+    assert stamps.missing() == ["/joint_states"]
 
 
 # -- decoding ---------------------------------------------------------------------------------

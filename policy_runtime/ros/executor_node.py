@@ -187,10 +187,13 @@ class Executor(Node):
             self.create_subscription(Header, OBSERVED_TOPIC, self._on_observed_msg, qos.STREAM)
         self.request = request
         self.composed = composed
-        self.create_subscription(JointState, "/joint_states", self._on_joint_state, qos.NEWEST)
+        # The program's state before the joint states: rclpy's executor takes the messages
+        # that are ready in the order the subscriptions were made, so a sample sent after the
+        # program's message was acknowledged (a lockstep episode's first) is ticked knowing it.
         self.create_subscription(
             Bool, "/io_and_status_controller/robot_program_running", self._on_program, qos.LATCHED
         )
+        self.create_subscription(JointState, "/joint_states", self._on_joint_state, qos.NEWEST)
         self.create_subscription(
             Float64, "/speed_scaling_state_broadcaster/speed_scaling", self._on_scaling, qos.STREAM
         )

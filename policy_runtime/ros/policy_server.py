@@ -13,6 +13,12 @@ executor's observation watchdog), ``~/start``, ``~/stop``, ``~/reset`` (std_srvs
 re-seeds the sampler with the ``seed`` parameter and forgets the history) and ``/diagnostics``
 (inference p50/p99, chunk rate, state, gaps). Subscriptions to images use the sensor-data QoS
 (best effort matches realsense-ros's reliable publishers); other streams are reliable.
+
+Lockstep (``lockstep: true``, a simulation faster than real time): a request of time ``t`` is
+answered from the window ending at ``t`` once the simulator's announcement of its tick ``t``
+(``/sim_bridge/published``, :mod:`policy_runtime.serving.lockstep`) has come and every sample
+it names on the topics read here has arrived; every stream is then subscribed reliable, keep
+all, so none is lost.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, MultiDOFJointTrajectory
@@ -47,8 +54,13 @@ from policy_runtime.ros.messages import (
 from policy_runtime.ros.params import Param, declare_parameters, non_negative, positive
 from policy_runtime.serving.config import ObservationSource, ServerConfig
 from policy_runtime.serving.decode import DecodeError
+from policy_runtime.serving.lockstep import PublishedStamps
 from policy_runtime.serving.server import Answer, PolicyServerCore
 from policy_runtime.serving.topics import Decoder, TopicReader, message_stamp, readers
+
+#: Lockstep: the simulator's announcements of what it has published by each tick
+#: (sensor_msgs/JointState: header.stamp the tick, name the topics, position their newest stamps).
+PUBLISHED_TOPIC = "/sim_bridge/published"
 
 PARAMETERS = {
     "bundle": Param("", "the policy bundle (directory or .zip) to serve"),
@@ -117,15 +129,12 @@ class PolicyServer(Node):
         self._requests: queue.Queue[tuple[float, ChunkPrefix | None] | None] = queue.Queue()
         self._heartbeat_sent = -math.inf
         self._newest_seen = -math.inf
+        self._unannounced_logged = False
         self.decode_errors: dict[str, int] = dict.fromkeys(self.core.sources, 0)
-        # Lockstep waits for each stream's newest sample not after the request: within one of
-        # its periods (a camera's frame falls on the first tick after its time, so the frame
-        # before a request is always less than a period old), but never the previous sample
-        # of a stream that publishes every tick.
-        self._tolerance = {
-            key: 0.0 if source.rate_hz is None else 1.0 / source.rate_hz - 1e-6
-            for key, source in self.core.sources.items()
-        }
+        #: Lockstep: the simulator's announcements of what it published, against what arrived.
+        self._published = (
+            PublishedStamps(s.topic for s in self.core.sources.values()) if p["lockstep"] else None
+        )
 
         latched = self.create_publisher(String, "~/policy_info", qos.LATCHED)
         latched.publish(String(data=self.info.to_json()))
@@ -153,6 +162,8 @@ class PolicyServer(Node):
         self.deliver, self.heartbeat, self.unanswered = deliver, heartbeat, unanswered
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", qos.STREAM)
         self._subscribe(self.core.sources)
+        if self._published is not None:
+            self.create_subscription(JointState, PUBLISHED_TOPIC, self._on_published, qos.LOCKSTEP)
         self.create_service(Trigger, "~/start", self._on_start)
         self.create_service(Trigger, "~/stop", self._on_stop)
         self.create_service(Trigger, "~/reset", self._on_reset)
@@ -173,7 +184,10 @@ class PolicyServer(Node):
         """One subscription per topic, handing each message to every key read from it."""
         shapes = {k.key: tuple(k.shape) for k in self.core.runtime.specs.obs.keys}
         for topic, reader in readers(sources, shapes).items():
-            profile = qos.SENSOR if reader.kind == "image" else qos.STREAM
+            if self._published is not None:
+                profile = qos.LOCKSTEP  # no sample may be lost: the window waits for each
+            else:
+                profile = qos.SENSOR if reader.kind == "image" else qos.STREAM
             self.create_subscription(
                 SOURCE_MESSAGES[reader.kind], topic, self._callback(reader), profile
             )
@@ -183,6 +197,10 @@ class PolicyServer(Node):
             t = message_stamp(msg)
             for key, decode in reader.read(msg):
                 self._add(reader.topic, key, t, decode)
+            if self._published is not None:
+                with self._lock:
+                    self._published.arrived(reader.topic, t)
+                    self._data.notify_all()
 
         return callback
 
@@ -273,15 +291,43 @@ class PolicyServer(Node):
         return window if isinstance(window, Answer) else self.core.predict(window, prefix)
 
     def _wait_for_data(self, t: float) -> None:
-        """Lockstep: wait (lock held, released while waiting) until every stream has its sample
-        of the request's time, within one of its periods."""
+        """Lockstep: wait (lock held, released while waiting) until the simulator has announced
+        its tick ``t`` and every sample it published up to then on the topics read here has
+        arrived."""
+        published = self._published
+        assert published is not None
         deadline = time.monotonic() + self.params["lockstep_timeout_s"]
-        while not self.core.history.covers(t, self._tolerance):
+        while not published.complete(t):
             left = deadline - time.monotonic()
             if left <= 0:
-                self.get_logger().warning(f"lockstep: data of t={t:.3f} did not all arrive")
+                waiting = published.missing() or [f"{PUBLISHED_TOPIC} of t={t:.3f}"]
+                self.get_logger().warning(
+                    f"lockstep: data of t={t:.3f} did not all arrive (waiting for {waiting})"
+                )
                 return
             self._data.wait(timeout=left)
+
+    def _on_published(self, msg: JointState) -> None:
+        """The simulator's announcement: the newest stamp published on each topic."""
+        if len(msg.name) != len(msg.position):
+            self.get_logger().warning(
+                f"{PUBLISHED_TOPIC}: {len(msg.name)} topics but {len(msg.position)} stamps; "
+                "ignored",
+                throttle_duration_sec=1.0,
+            )
+            return
+        stamps = dict(zip(msg.name, msg.position, strict=True))
+        with self._lock:
+            assert self._published is not None
+            self._published.announced(seconds(msg.header.stamp), stamps)
+            unannounced = self._published.unannounced()
+            self._data.notify_all()
+        if unannounced and not self._unannounced_logged:
+            self._unannounced_logged = True
+            self.get_logger().warning(
+                f"lockstep: {PUBLISHED_TOPIC} does not announce {unannounced}: their samples are "
+                "not waited for"
+            )
 
     # -- services -------------------------------------------------------------------------------
 

@@ -13,6 +13,10 @@
   of them would send each command later still: only the newest is kept.
 - ``LATCHED``: state that a late subscriber must still get (``robot_program_running``, the
   policy description, the episode status): reliable + transient local, depth 1.
+- ``LOCKSTEP``: the policy server's observation subscriptions in a lockstep simulation, and the
+  simulator's announcements of what it published: reliable, keep all. A lockstep window waits
+  for every sample up to its time, so none may be dropped; the lockstep itself bounds the
+  backlog (the executor does not step on while the server is more than a policy period behind).
 - ``CLOCK``: ``/clock`` as rosgraph publishes it (best effort would drop ticks a lockstep
   simulation depends on, so reliable, depth 1: only the newest time matters).
 """
@@ -42,5 +46,8 @@ LATCHED = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+LOCKSTEP = QoSProfile(
+    depth=1, history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE
 )
 CLOCK = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)

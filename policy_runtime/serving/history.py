@@ -118,15 +118,6 @@ class ObservationHistory:
             return None
         return min(stamp for stamp in newest if stamp is not None)
 
-    def covers(self, t: float, tolerance: dict[str, float] | None = None) -> bool:
-        """Whether every stream has a sample stamped at or after ``t - tolerance[key]`` (default
-        0): all data up to ``t`` has arrived."""
-        tolerance = tolerance or {}
-        for key, stream in self._streams.items():
-            if not stream.stamps or stream.stamps[-1] < t - tolerance.get(key, 0.0) - STAMP_EPS:
-                return False
-        return True
-
     def window(self, t_obs: float | None = None) -> Window | None:
         """The window ending at ``t_obs`` (default: :meth:`newest_common_stamp`); None while a
         stream has no sample at or before ``t_obs``."""

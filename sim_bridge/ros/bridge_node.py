@@ -39,6 +39,11 @@ the robot. Fast mode publishes ``/clock`` and steps as soon as the node named by
 ``lockstep_with`` (the executor) has answered the tick's joint states (``/executor/tick_done``:
 stamp = the tick answered, frame_id = how many commands it sent for it, all of which must have
 arrived): every node then follows ``/clock``, and results do not depend on the machine's speed.
+For that, fast mode also announces after each tick the newest stamp it has published (or
+scheduled: a frame still rendering) on each topic (``~/published``, JointState: names the
+topics, positions their stamps), which a lockstep policy server waits for; makes sure the
+program's start has reached every subscriber before an episode's first sample; and stops
+ticking at an episode's end until the next reset.
 Also ``/diagnostics``: real-time factor, late ticks, frames rendered and skipped, the
 joint-state period error and the joint-states-to-command round trip, refused commands.
 """
@@ -63,6 +68,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.clock import Clock as RosClock
 from rclpy.clock import ClockType
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
@@ -231,6 +237,14 @@ class SimBridge(Node):
         self.pub_clock = (
             None if self.realtime else self.create_publisher(Clock, "/clock", qos.CLOCK)
         )
+        #: Fast mode: after each tick, the newest stamp published (or scheduled, a frame still
+        #: rendering) on each topic, so a lockstep policy server knows when all has arrived.
+        self.pub_published = (
+            None
+            if self.realtime
+            else self.create_publisher(JointState, "~/published", qos.LOCKSTEP)
+        )
+        self._published: dict[str, float] = {}
         self.pub_tf = tf_publisher(
             self,
             "/tf",
@@ -347,6 +361,7 @@ class SimBridge(Node):
         status (``~/episode``) announces the new episode when it has started."""
         with self._lock:
             self._reset_requested = True
+            self._ack_cv.notify_all()
         seed = int(self.get_parameter("seed").value)
         response.success = True
         response.message = f"episode {self._episode + 1} with seed {seed} starts after this tick"
@@ -390,6 +405,12 @@ class SimBridge(Node):
                 reset, self._reset_requested = self._reset_requested, False
             if reset:
                 self._start_episode()
+            elif self._episode_over and not self.realtime:
+                # Fast mode: sim time between episodes is nobody's; ticking on would only
+                # make the executor's counts depend on how long the next reset took.
+                with self._lock:
+                    self._ack_cv.wait(timeout=0.1)
+                continue
             self._tick()
             if self.realtime:
                 next_tick += self.period
@@ -425,6 +446,7 @@ class SimBridge(Node):
                 1, math.floor((self.env.time - self._next_frame) / self._camera_period) + 1
             )
             self._render_cameras(t)
+        self._announce(t)
 
     def _wait_for_ack(self, t: float | None = None) -> None:
         """Fast mode: block until the lockstep node answered this tick. After a timeout it
@@ -483,6 +505,7 @@ class SimBridge(Node):
             t = time.time() if self.realtime else self._offset + self.env.time - k * self.period
             self._publish_clock(t)
             self._publish_state(t)
+            self._announce(t)
             if self.realtime:
                 time.sleep(self.period)
             else:
@@ -491,10 +514,24 @@ class SimBridge(Node):
             self._program = True
             self.inbox.clear()
         self._publish_program()
+        if not self.realtime:
+            # The episode's first sample must find the executor with the program on: had it
+            # not received the program's message yet, it would hold at that sample and ask for
+            # its first chunk a tick later, and the episode would depend on DDS's timing.
+            # Acknowledged, the message is in each reader before the sample is sent; the
+            # executor takes it first (it subscribes to the program before the joint states).
+            timeout = Duration(seconds=self.params["lockstep_timeout_s"])
+            if not self.pub_program.wait_for_all_acked(timeout):
+                self.get_logger().warning(
+                    "/io_and_status_controller/robot_program_running: not acknowledged within "
+                    f"{self.params['lockstep_timeout_s']} s; starting the episode anyway"
+                )
         self._episode_start = self.now()
         self._publish_clock(self._episode_start)
         self._publish_state(self._episode_start)
+        self._announce(self._episode_start)
         self._publish_episode(self._episode_start)
+        self._wait_for_ack(self._episode_start)
 
     def _publish_clock(self, t: float) -> None:
         if self.pub_clock is not None:
@@ -555,6 +592,15 @@ class SimBridge(Node):
             state.name.extend(f"{key}/{i}" for i in range(flat.size))
             state.position.extend(flat.tolist())
         self.pub_task.publish(state)
+        for publisher in (self.pub_joints, self.pub_tcp, self.pub_gripper, self.pub_task):
+            self._published[publisher.topic_name] = t
+
+    def _announce(self, t: float) -> None:
+        """Fast mode: announce what has been published (or scheduled) up to tick ``t``."""
+        if self.pub_published is not None:
+            msg = JointState(name=list(self._published), position=list(self._published.values()))
+            msg.header.stamp = stamp(t)
+            self.pub_published.publish(msg)
 
     def _publish_episode(self, t: float) -> None:
         """The episode's status; the first one that says done is the last: the program stops
@@ -633,6 +679,10 @@ class SimBridge(Node):
             self.stats["frames_skipped"] += 1
             return
         self._frame_queue.put((copy.copy(self.cell.data), t))
+        for publishers in self.cameras.values():
+            for publisher in publishers:
+                if publisher is not None:
+                    self._published[publisher.topic_name] = t
 
     def _render_loop(self) -> None:
         self._until_shutdown(self._render_frames)
