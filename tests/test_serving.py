@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,9 @@ def test_lockstep_waits_for_each_announced_sample_not_for_one_within_a_period():
     stamps.arrived("/not_read", 5.0)  # a topic not read here is ignored
     stamps.announced(1.016, {"/joint_states": 1.016, "/camera/color": 1.000})
     assert stamps.missing() == ["/joint_states"]
+    fresh = PublishedStamps(["/camera/color"])  # announced before its first frame: -inf
+    fresh.announced(0.008, {"/camera/color": -math.inf})
+    assert fresh.complete(0.008) and fresh.unannounced() == []
 
 
 # -- decoding ---------------------------------------------------------------------------------

@@ -163,7 +163,7 @@ class PolicyServer(Node):
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", qos.STREAM)
         self._subscribe(self.core.sources)
         if self._published is not None:
-            self.create_subscription(JointState, PUBLISHED_TOPIC, self._on_published, qos.LOCKSTEP)
+            self.create_subscription(JointState, PUBLISHED_TOPIC, self._on_published, qos.LATCHED)
         self.create_service(Trigger, "~/start", self._on_start)
         self.create_service(Trigger, "~/stop", self._on_stop)
         self.create_service(Trigger, "~/reset", self._on_reset)
@@ -292,8 +292,8 @@ class PolicyServer(Node):
 
     def _wait_for_data(self, t: float) -> None:
         """Lockstep: wait (lock held, released while waiting) until the simulator has announced
-        its tick ``t`` and every sample it published up to then on the topics read here has
-        arrived."""
+        its tick ``t`` (or a later one) and every sample that announcement names on the topics
+        read here has arrived."""
         published = self._published
         assert published is not None
         deadline = time.monotonic() + self.params["lockstep_timeout_s"]

@@ -13,10 +13,11 @@
   of them would send each command later still: only the newest is kept.
 - ``LATCHED``: state that a late subscriber must still get (``robot_program_running``, the
   policy description, the episode status): reliable + transient local, depth 1.
-- ``LOCKSTEP``: the policy server's observation subscriptions in a lockstep simulation, and the
-  simulator's announcements of what it published: reliable, keep all. A lockstep window waits
-  for every sample up to its time, so none may be dropped; the lockstep itself bounds the
-  backlog (the executor does not step on while the server is more than a policy period behind).
+- ``LOCKSTEP``: the policy server's observation subscriptions in a lockstep simulation:
+  reliable, keep all. A lockstep window waits for every sample up to its time, so the server's
+  side drops none however far its callbacks fall behind; the lockstep bounds that backlog (the
+  executor does not step on while the server is more than a policy period behind). The
+  simulator's announcements of what it published are ``LATCHED``: only the newest counts.
 - ``CLOCK``: ``/clock`` as rosgraph publishes it (best effort would drop ticks a lockstep
   simulation depends on, so reliable, depth 1: only the newest time matters).
 """

@@ -18,8 +18,8 @@
         rate_hz: 30
 
 ``rate_hz`` is the stream's expected rate: a window whose sample is more than
-``max_gap_periods`` periods older than its grid time counts a gap, and a lockstep (simulated,
-faster than real time) server waits for each stream's sample of the request's tick.
+``max_gap_periods`` periods older than its grid time counts a gap. (A lockstep server waits by
+the simulator's announcements instead: :mod:`policy_runtime.serving.lockstep`.)
 """
 
 from __future__ import annotations

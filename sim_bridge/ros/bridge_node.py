@@ -41,9 +41,9 @@ stamp = the tick answered, frame_id = how many commands it sent for it, all of w
 arrived): every node then follows ``/clock``, and results do not depend on the machine's speed.
 For that, fast mode also announces after each tick the newest stamp it has published (or
 scheduled: a frame still rendering) on each topic (``~/published``, JointState: names the
-topics, positions their stamps), which a lockstep policy server waits for; makes sure the
-program's start has reached every subscriber before an episode's first sample; and stops
-ticking at an episode's end until the next reset.
+topics, positions their stamps; latched), which a lockstep policy server waits for, and sends
+an episode's first sample once every subscriber has acknowledged the program's start (or, with
+a warning, after ``lockstep_timeout_s``).
 Also ``/diagnostics``: real-time factor, late ticks, frames rendered and skipped, the
 joint-state period error and the joint-states-to-command round trip, refused commands.
 """
@@ -240,11 +240,8 @@ class SimBridge(Node):
         #: Fast mode: after each tick, the newest stamp published (or scheduled, a frame still
         #: rendering) on each topic, so a lockstep policy server knows when all has arrived.
         self.pub_published = (
-            None
-            if self.realtime
-            else self.create_publisher(JointState, "~/published", qos.LOCKSTEP)
+            None if self.realtime else self.create_publisher(JointState, "~/published", qos.LATCHED)
         )
-        self._published: dict[str, float] = {}
         self.pub_tf = tf_publisher(
             self,
             "/tf",
@@ -252,6 +249,20 @@ class SimBridge(Node):
             "the TCP pose is on /tcp_pose_broadcaster/pose, the cameras' frames name their images",
         )
         self.cameras = {name: self._camera_publishers(name) for name in p["cameras"]}
+        #: The newest stamp published (or scheduled) on each topic; -inf: nothing yet.
+        camera_publishers = [
+            pub for pubs in self.cameras.values() for pub in pubs if pub is not None
+        ]
+        self._published = {
+            publisher.topic_name: -math.inf
+            for publisher in (
+                self.pub_joints,
+                self.pub_tcp,
+                self.pub_gripper,
+                self.pub_task,
+                *camera_publishers,
+            )
+        }
         self._camera_period = 1.0 / p["camera_hz"]
         self._next_frame = 0.0
         # One frame in the queue at most: real time skips frames, fast mode waits for a slot.
@@ -361,7 +372,6 @@ class SimBridge(Node):
         status (``~/episode``) announces the new episode when it has started."""
         with self._lock:
             self._reset_requested = True
-            self._ack_cv.notify_all()
         seed = int(self.get_parameter("seed").value)
         response.success = True
         response.message = f"episode {self._episode + 1} with seed {seed} starts after this tick"
@@ -405,12 +415,6 @@ class SimBridge(Node):
                 reset, self._reset_requested = self._reset_requested, False
             if reset:
                 self._start_episode()
-            elif self._episode_over and not self.realtime:
-                # Fast mode: sim time between episodes is nobody's; ticking on would only
-                # make the executor's counts depend on how long the next reset took.
-                with self._lock:
-                    self._ack_cv.wait(timeout=0.1)
-                continue
             self._tick()
             if self.realtime:
                 next_tick += self.period
@@ -520,18 +524,27 @@ class SimBridge(Node):
             # its first chunk a tick later, and the episode would depend on DDS's timing.
             # Acknowledged, the message is in each reader before the sample is sent; the
             # executor takes it first (it subscribes to the program before the joint states).
-            timeout = Duration(seconds=self.params["lockstep_timeout_s"])
-            if not self.pub_program.wait_for_all_acked(timeout):
-                self.get_logger().warning(
-                    "/io_and_status_controller/robot_program_running: not acknowledged within "
-                    f"{self.params['lockstep_timeout_s']} s; starting the episode anyway"
-                )
+            self._wait_for_program_acknowledged()
         self._episode_start = self.now()
         self._publish_clock(self._episode_start)
         self._publish_state(self._episode_start)
         self._announce(self._episode_start)
         self._publish_episode(self._episode_start)
         self._wait_for_ack(self._episode_start)
+
+    def _wait_for_program_acknowledged(self) -> None:
+        """Fast mode: wait until every subscriber has the program's state, at most
+        ``lockstep_timeout_s`` (then warn and go on), in short waits :meth:`close` can end."""
+        deadline = time.monotonic() + self.params["lockstep_timeout_s"]
+        while not self.pub_program.wait_for_all_acked(Duration(seconds=0.05)):
+            if self._stop.is_set():
+                return
+            if time.monotonic() > deadline:
+                self.get_logger().warning(
+                    "/io_and_status_controller/robot_program_running: not acknowledged within "
+                    f"{self.params['lockstep_timeout_s']} s; starting the episode anyway"
+                )
+                return
 
     def _publish_clock(self, t: float) -> None:
         if self.pub_clock is not None:
