@@ -79,6 +79,7 @@ from policy_runtime.ros.params import (
     positive,
 )
 from policy_runtime.serving.decode import DecodeError, NamePicker
+from policy_runtime.serving.lockstep import TICK_DONE_TOPIC
 from policy_runtime.serving.server import PolicyInfo
 
 #: The policy server's topics (remap them to talk to a server elsewhere).
@@ -87,7 +88,6 @@ JOINT_CHUNK_TOPIC = "/policy_server/joint_chunk"
 EE_CHUNK_TOPIC = "/policy_server/ee_chunk"
 REQUEST_TOPIC = "/policy_server/request"
 OBSERVED_TOPIC = "/policy_server/observed"
-TICK_DONE_TOPIC = "/executor/tick_done"
 #: The UR driver's position streaming topic (``forward_position_controller``).
 COMMAND_TOPIC = "/forward_position_controller/commands"
 

@@ -54,13 +54,9 @@ from policy_runtime.ros.messages import (
 from policy_runtime.ros.params import Param, declare_parameters, non_negative, positive
 from policy_runtime.serving.config import ObservationSource, ServerConfig
 from policy_runtime.serving.decode import DecodeError
-from policy_runtime.serving.lockstep import PublishedStamps
+from policy_runtime.serving.lockstep import PUBLISHED_TOPIC, PublishedStamps
 from policy_runtime.serving.server import Answer, PolicyServerCore
 from policy_runtime.serving.topics import Decoder, TopicReader, message_stamp, readers
-
-#: Lockstep: the simulator's announcements of what it has published by each tick
-#: (sensor_msgs/JointState: header.stamp the tick, name the topics, position their newest stamps).
-PUBLISHED_TOPIC = "/sim_bridge/published"
 
 PARAMETERS = {
     "bundle": Param("", "the policy bundle (directory or .zip) to serve"),

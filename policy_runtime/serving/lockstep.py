@@ -18,6 +18,13 @@ from collections.abc import Iterable, Mapping
 
 from policy_runtime.alignment import STAMP_EPS
 
+#: The lockstep's two messages. The simulator's announcement after each tick
+#: (sensor_msgs/JointState: header.stamp the tick, name the topics, position their newest
+#: stamps), and the executor's answer to each tick (std_msgs/Header: stamp the tick answered,
+#: frame_id the commands sent for it, all of which the simulator awaits before stepping on).
+PUBLISHED_TOPIC = "/sim_bridge/published"
+TICK_DONE_TOPIC = "/executor/tick_done"
+
 
 class PublishedStamps:
     """The simulator's announcements against the samples received on ``topics``."""

@@ -40,7 +40,7 @@ the robot. Fast mode publishes ``/clock`` and steps as soon as the node named by
 stamp = the tick answered, frame_id = how many commands it sent for it, all of which must have
 arrived): every node then follows ``/clock``, and results do not depend on the machine's speed.
 For that, fast mode also announces after each tick the newest stamp it has published (or
-scheduled: a frame still rendering) on each topic (``~/published``, JointState: names the
+scheduled: a frame still rendering) on each topic (``/sim_bridge/published``, JointState: names the
 topics, positions their stamps; latched), which a lockstep policy server waits for, and sends
 an episode's first sample once every subscriber has acknowledged the program's start (or, with
 a warning, after ``lockstep_timeout_s``).
@@ -86,11 +86,10 @@ from policy_runtime.ros.diagnostics import diagnostic_array, millisecond_quantil
 from policy_runtime.ros.messages import BASE_FRAME, image_to_msg, seconds, stamp
 from policy_runtime.ros.params import Param, declare_parameters, fifo_priority, one_of, positive
 from policy_runtime.ros.transforms import tf_message, tf_publisher, transform_stamped
+from policy_runtime.serving.lockstep import PUBLISHED_TOPIC, TICK_DONE_TOPIC
 from sim_bridge.cameras import CameraSpec, placed_cameras
 from sim_bridge.cell import CellOptions, render_view
 from sim_bridge.commands import CommandInbox
-
-TICK_DONE_TOPIC = "/executor/tick_done"
 
 
 def _percent(value: float) -> str | None:
@@ -233,6 +232,8 @@ class SimBridge(Node):
         )
         self.pub_gripper = self.create_publisher(JointState, "/gripper/joint_states", qos.STREAM)
         self.pub_task = self.create_publisher(JointState, "~/task_state", qos.STREAM)
+        #: What every tick publishes (the stamp each announcement names for them).
+        self._state_publishers = (self.pub_joints, self.pub_tcp, self.pub_gripper, self.pub_task)
         self.pub_episode = self.create_publisher(DiagnosticArray, "~/episode", qos.LATCHED)
         self.pub_clock = (
             None if self.realtime else self.create_publisher(Clock, "/clock", qos.CLOCK)
@@ -240,7 +241,9 @@ class SimBridge(Node):
         #: Fast mode: after each tick, the newest stamp published (or scheduled, a frame still
         #: rendering) on each topic, so a lockstep policy server knows when all has arrived.
         self.pub_published = (
-            None if self.realtime else self.create_publisher(JointState, "~/published", qos.LATCHED)
+            None
+            if self.realtime
+            else self.create_publisher(JointState, PUBLISHED_TOPIC, qos.LATCHED)
         )
         self.pub_tf = tf_publisher(
             self,
@@ -255,13 +258,7 @@ class SimBridge(Node):
         ]
         self._published = {
             publisher.topic_name: -math.inf
-            for publisher in (
-                self.pub_joints,
-                self.pub_tcp,
-                self.pub_gripper,
-                self.pub_task,
-                *camera_publishers,
-            )
+            for publisher in (*self._state_publishers, *camera_publishers)
         }
         self._camera_period = 1.0 / p["camera_hz"]
         self._next_frame = 0.0
@@ -605,7 +602,7 @@ class SimBridge(Node):
             state.name.extend(f"{key}/{i}" for i in range(flat.size))
             state.position.extend(flat.tolist())
         self.pub_task.publish(state)
-        for publisher in (self.pub_joints, self.pub_tcp, self.pub_gripper, self.pub_task):
+        for publisher in self._state_publishers:
             self._published[publisher.topic_name] = t
 
     def _announce(self, t: float) -> None:
